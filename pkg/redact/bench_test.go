@@ -1,0 +1,81 @@
+package redact
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math/rand"
+	"testing"
+)
+
+// benchSecrets are 50 secrets shaped like the real ones: service account
+// tokens and base64 blobs.
+func benchSecrets() []string {
+	r := rand.New(rand.NewSource(7))
+	var s []string
+	for i := 0; i < 50; i++ {
+		b := make([]byte, 24+r.Intn(24))
+		r.Read(b)
+		s = append(s, base64.RawURLEncoding.EncodeToString(b))
+	}
+	return s
+}
+
+// benchLog is a 1 MiB job log: ordinary lines with a secret now and then.
+func benchLog(secrets []string) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < 1<<20; i++ {
+		fmt.Fprintf(&b, "deployment.apps/shark-app-%d configured in namespace example (step %d)\n", i%97, i)
+		if i%200 == 0 {
+			fmt.Fprintf(&b, "token: %s\n", secrets[i%len(secrets)])
+		}
+	}
+	return b.Bytes()[:1<<20]
+}
+
+// sink copies what it is given, like a pipe to the runner would, so both
+// benchmarks pay for moving the bytes and only the masking work differs.
+type sink struct{ buf []byte }
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.buf = append(s.buf[:0], p...)
+	return len(p), nil
+}
+
+func benchWrite(b *testing.B, chunk int, wrap func(io.Writer) io.WriteCloser) {
+	data := benchLog(benchSecrets())
+	out := &sink{buf: make([]byte, 0, 1<<20)}
+	// One Writer per job, like ferry run: building it is not per chunk.
+	w := wrap(out)
+	b.SetBytes(int64(len(data)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for off := 0; off < len(data); off += chunk {
+			end := min(off+chunk, len(data))
+			w.Write(data[off:end])
+		}
+		w.Close()
+	}
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+func BenchmarkIOCopy(b *testing.B) {
+	for _, chunk := range []int{1 << 20, 1} {
+		b.Run(fmt.Sprintf("chunk=%d", chunk), func(b *testing.B) {
+			benchWrite(b, chunk, func(w io.Writer) io.WriteCloser { return nopCloser{w} })
+		})
+	}
+}
+
+func BenchmarkRedact(b *testing.B) {
+	secrets := AllVariants(benchSecrets()...)[:50]
+	for _, chunk := range []int{1 << 20, 1} {
+		b.Run(fmt.Sprintf("chunk=%d", chunk), func(b *testing.B) {
+			benchWrite(b, chunk, func(w io.Writer) io.WriteCloser { return NewWriter(w, secrets) })
+		})
+	}
+}

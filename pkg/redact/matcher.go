@@ -1,0 +1,222 @@
+package redact
+
+// matcher is an Aho-Corasick automaton compiled to a dense DFA over byte
+// classes. It is hand-written rather than imported: the Writer needs two
+// things general-purpose libraries do not expose — the automaton state between
+// writes (to catch a secret split across writes without re-scanning) and, per
+// state, how many trailing bytes could still grow into a match (to hold back as
+// little as possible). The whole thing is ~100 lines.
+//
+// Byte classes keep the table small: all bytes that occur in no secret share
+// one class, so 50 base64 secrets of 40 bytes need about 2000 states x ~65
+// classes x 4 bytes, which stays in L2 cache.
+type matcher struct {
+	class    [256]uint8 // byte -> class
+	nclass   int32
+	delta    []int32 // state*nclass + class -> next state (failure links folded in)
+	matchLen []int32 // longest secret ending in this state, 0 if none
+	// live is the length of the longest suffix of the text read so far that
+	// is a proper prefix of some secret and so may still become (part of) a
+	// match: that many trailing bytes must be held back.
+	live   []int32
+	maxLen int
+	// fast is delta premultiplied by nclass (the row offset of the next
+	// state), negative (-offset-1) when the next state has a match.
+	fast []int32
+	// Skip filter: while the automaton is at most one byte deep, no match
+	// can start at j unless buf[j:j+2] begins some secret (or buf[j] does, at
+	// the end of buf). Checking that needs no automaton step, and the loads
+	// are independent of each other, so it runs several times faster than
+	// the automaton through ordinary log text.
+	skip    bool
+	shallow int32 // states 0..shallow-1 are the root and depth-1 states
+	first   [256]bool
+	pair    [65536]bool
+}
+
+func newMatcher(patterns []string) *matcher {
+	m := &matcher{}
+	// Byte classes: class 0 is "in no pattern".
+	var used [256]bool
+	for _, p := range patterns {
+		for i := 0; i < len(p); i++ {
+			used[p[i]] = true
+		}
+		if len(p) > m.maxLen {
+			m.maxLen = len(p)
+		}
+	}
+	m.nclass = 1
+	for b := 0; b < 256; b++ {
+		if used[b] {
+			m.class[b] = uint8(m.nclass)
+			m.nclass++
+		}
+	}
+	// Trie. Before the failure links are folded in, -1 means "no edge".
+	nc := m.nclass
+	newState := func() int32 {
+		for i := int32(0); i < nc; i++ {
+			m.delta = append(m.delta, -1)
+		}
+		m.matchLen = append(m.matchLen, 0)
+		m.live = append(m.live, 0)
+		return int32(len(m.matchLen) - 1)
+	}
+	depth := []int32{0}
+	newState()
+	for _, p := range patterns {
+		s := int32(0)
+		for i := 0; i < len(p); i++ {
+			c := int32(m.class[p[i]])
+			next := m.delta[s*nc+c]
+			if next < 0 {
+				next = newState()
+				depth = append(depth, depth[s]+1)
+				m.delta[s*nc+c] = next
+			}
+			s = next
+		}
+		if int32(len(p)) > m.matchLen[s] {
+			m.matchLen[s] = int32(len(p))
+		}
+	}
+	// hasChild must be computed on the bare trie, before edges are folded.
+	hasChild := make([]bool, len(m.matchLen))
+	for s := range hasChild {
+		for c := int32(0); c < nc; c++ {
+			if m.delta[int32(s)*nc+c] >= 0 {
+				hasChild[s] = true
+				break
+			}
+		}
+	}
+	// Breadth-first: failure links, inherited outputs, folded transitions.
+	fail := make([]int32, len(m.matchLen))
+	queue := make([]int32, 0, len(m.matchLen))
+	order := []int32{0} // states in breadth-first order
+	for c := int32(0); c < nc; c++ {
+		if t := m.delta[c]; t < 0 {
+			m.delta[c] = 0
+		} else {
+			fail[t] = 0
+			queue = append(queue, t)
+		}
+	}
+	if hasChild[0] {
+		m.live[0] = 0
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		order = append(order, s)
+		f := fail[s]
+		// A state's own match is longer than anything on its failure chain.
+		if m.matchLen[s] == 0 {
+			m.matchLen[s] = m.matchLen[f]
+		}
+		if hasChild[s] {
+			m.live[s] = depth[s]
+		} else {
+			m.live[s] = m.live[f]
+		}
+		for c := int32(0); c < nc; c++ {
+			t := m.delta[s*nc+c]
+			if t < 0 {
+				m.delta[s*nc+c] = m.delta[f*nc+c]
+				continue
+			}
+			fail[t] = m.delta[f*nc+c]
+			queue = append(queue, t)
+		}
+	}
+	m.renumber(order, depth)
+	m.fast = make([]int32, len(m.delta))
+	for i, t := range m.delta {
+		m.fast[i] = t * nc
+		if m.matchLen[t] > 0 {
+			m.fast[i] = -t*nc - 1
+		}
+	}
+	// The skip filter is exact only if every secret has at least 2 bytes.
+	m.skip = true
+	for _, p := range patterns {
+		if len(p) < 2 {
+			m.skip = false
+		}
+		m.first[p[0]] = true
+		m.pair[int(p[0])<<8|int(p[1%len(p)])] = true
+	}
+	return m
+}
+
+// renumber puts the states in breadth-first order, so that the root and the
+// states one byte deep are 0..shallow-1 and run can tell them apart cheaply.
+func (m *matcher) renumber(order, depth []int32) {
+	nc := m.nclass
+	perm := make([]int32, len(order))
+	for n, old := range order {
+		perm[old] = int32(n)
+		if depth[old] <= 1 {
+			m.shallow = int32(n) + 1
+		}
+	}
+	delta := make([]int32, len(m.delta))
+	matchLen := make([]int32, len(m.matchLen))
+	live := make([]int32, len(m.live))
+	for old, n := range perm {
+		for c := int32(0); c < nc; c++ {
+			delta[n*nc+c] = perm[m.delta[int32(old)*nc+c]]
+		}
+		matchLen[n] = m.matchLen[old]
+		live[n] = m.live[old]
+	}
+	m.delta, m.matchLen, m.live = delta, matchLen, live
+}
+
+// run feeds buf[i:] to the automaton from state s and stops before the first
+// byte that leads to a state with a match (returning that byte's index and the
+// state before it), or at len(buf). It is the Writer's inner loop, so it uses
+// the premultiplied table (one dependent load per byte) and the skip filter.
+func (m *matcher) run(buf []byte, i int, s int32) (int, int32) {
+	fast, class, nc := m.fast, &m.class, m.nclass
+	low := m.shallow * nc
+	v := s * nc
+	for i < len(buf) {
+		if m.skip && v < low && !(v != 0 && m.pair[int(buf[i-1])<<8|int(buf[i])]) {
+			// Nothing read so far can grow into a match (the state is
+			// the root, or one byte deep with that byte and this one
+			// beginning no secret): jump to the next possible start.
+			j := m.nextStart(buf, i)
+			if j > i {
+				i, v = j, 0
+				if i == len(buf) {
+					break
+				}
+			}
+		}
+		t := fast[v+int32(class[buf[i]])]
+		if t < 0 {
+			return i, v / nc
+		}
+		v = t
+		i++
+	}
+	return i, v / nc
+}
+
+// nextStart returns the first j >= i where a secret may start: buf[j:j+2] is
+// the beginning of a secret, or j is the last byte and begins one. It returns
+// len(buf) if there is none.
+func (m *matcher) nextStart(buf []byte, i int) int {
+	n := len(buf)
+	for ; i+1 < n; i++ {
+		if m.pair[int(buf[i])<<8|int(buf[i+1])] {
+			return i
+		}
+	}
+	if i == n-1 && m.first[buf[i]] {
+		return i
+	}
+	return n
+}
