@@ -1,0 +1,532 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// DryRun is kubectl's --dry-run.
+type DryRun int
+
+const (
+	// DryRunNone applies for real.
+	DryRunNone DryRun = iota
+	// DryRunClient sends no write: objects are mapped and looked up (reads
+	// only) so the output still says created or configured.
+	DryRunClient
+	// DryRunServer sends the apply with dryRun=All: the server validates,
+	// defaults and runs admission, and persists nothing.
+	DryRunServer
+)
+
+// Action is the word printed after an object's name.
+type Action string
+
+// The words kubectl's client-side apply prints (users know them), and delete's.
+const (
+	Created    Action = "created"
+	Configured Action = "configured"
+	Unchanged  Action = "unchanged"
+	Deleted    Action = "deleted"
+)
+
+// DefaultFieldManager is the server-side apply field manager unless overridden.
+const DefaultFieldManager = "ferry"
+
+// ApplyOptions are one apply's settings (kubectl apply's flags).
+type ApplyOptions struct {
+	// Namespace is the resolved default namespace: --namespace, else the
+	// kubeconfig context's, else "default". NamespaceExplicit is true when
+	// it came from --namespace: then an object naming another namespace is
+	// refused, as kubectl does.
+	Namespace         string
+	NamespaceExplicit bool
+	// FieldManager defaults to DefaultFieldManager.
+	FieldManager string
+	// Force takes over fields owned by other managers (--force-conflicts).
+	Force  bool
+	DryRun DryRun
+	// Annotations are added to every object's metadata (see TraceAnnotations).
+	Annotations map[string]string
+	// Out gets one line per object ("deployment.apps/x created"), ErrOut one
+	// line per failed object, both in input order. Nil: not printed.
+	Out, ErrOut io.Writer
+	// CRDTimeout bounds the wait for applied CRDs to be Established (default 1m).
+	CRDTimeout time.Duration
+}
+
+// ItemResult is what happened to one object.
+type ItemResult struct {
+	Object *Object
+	// Action is set when Err is nil.
+	Action Action
+	// Live is the server's copy after the apply (the dry-run result with
+	// DryRunServer); nil with DryRunClient or on error.
+	Live *unstructured.Unstructured
+	Err  error
+	msg  string
+}
+
+// Message is the line printed for the item: "<ref> <action>[ (dry run)]" or
+// a kubectl-style error ("Error from server (Forbidden): ...").
+func (r *ItemResult) Message() string { return r.msg }
+
+// Result is the outcome of Apply or Delete, items in input order.
+type Result struct {
+	Items  []*ItemResult
+	Failed int
+}
+
+// Err is nil when every object succeeded; the CLI exits 1 otherwise.
+func (r *Result) Err() error {
+	if r.Failed == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d of %d objects failed", r.Failed, len(r.Items))
+}
+
+// item carries an object through an apply.
+type item struct {
+	res     *ItemResult
+	mapping *meta.RESTMapping
+	stage   int
+	// before is the object's resourceVersion before the apply, when known.
+	beforeKnown  bool
+	beforeExists bool
+	beforeRV     string
+	beforeObj    *unstructured.Unstructured // full copy, for server dry run
+}
+
+// Apply server-side applies objs: every object is attempted; the returned
+// error is only for a failure of the whole run (e.g. canceled context), per
+// object failures are in the Result.
+func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*Result, error) {
+	if o.FieldManager == "" {
+		o.FieldManager = DefaultFieldManager
+	}
+	if o.CRDTimeout == 0 {
+		o.CRDTimeout = time.Minute
+	}
+	suffix := ""
+	switch o.DryRun {
+	case DryRunClient:
+		suffix = " (dry run)"
+	case DryRunServer:
+		suffix = " (server dry run)"
+	}
+	p := newPrinter(len(objs), o.Out, o.ErrOut)
+	res := &Result{Items: make([]*ItemResult, len(objs))}
+	items := make([]*item, len(objs))
+
+	// Kinds defined by CRDs of this apply: not mapped before those exist.
+	pending := map[schema.GroupKind]bool{}
+	for _, obj := range objs {
+		if obj.GroupVersionKind().GroupKind() == crdGK {
+			g, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+			k, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "kind")
+			pending[schema.GroupKind{Group: g, Kind: k}] = true
+		}
+	}
+	var stages [numStages][]*item
+	for i, obj := range objs {
+		it := &item{res: &ItemResult{Object: obj}}
+		items[i], res.Items[i] = it, it.res
+		gvk := obj.GroupVersionKind()
+		if !pending[gvk.GroupKind()] {
+			if err := a.mapItem(it, o); err != nil {
+				it.res.Err = err
+				it.res.msg = errorMessage(obj, "applying", err)
+				p.done(i, it.res)
+				continue
+			}
+		}
+		it.stage = stageOf(gvk.GroupKind(), it.mapping)
+		stages[it.stage] = append(stages[it.stage], it)
+	}
+	idx := map[*item]int{}
+	for i, it := range items {
+		idx[it] = i
+	}
+	for s := 0; s < numStages; s++ {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		var todo []*item
+		for _, it := range stages[s] {
+			if it.mapping == nil { // a custom resource of a CRD applied just now
+				if err := a.mapAfterCRDs(ctx, it, o); err != nil {
+					it.res.Err = err
+					it.res.msg = errorMessage(it.res.Object, "applying", err)
+					p.done(idx[it], it.res)
+					continue
+				}
+			}
+			todo = append(todo, it)
+		}
+		a.lookupBefore(ctx, todo, o.DryRun == DryRunServer)
+		waitCRDs := s == stagePrereq && len(pending) > 0 && o.DryRun == DryRunNone
+		a.each(ctx, todo, func(it *item) {
+			a.applyOne(ctx, it, o, suffix)
+			if !waitCRDs || it.res.Object.GroupVersionKind().GroupKind() != crdGK {
+				p.done(idx[it], it.res)
+			}
+		})
+		if waitCRDs {
+			// CRDs are printed once Established (or failed to be).
+			a.waitCRDs(ctx, todo, o.CRDTimeout)
+			for _, it := range todo {
+				if it.res.Object.GroupVersionKind().GroupKind() == crdGK {
+					p.done(idx[it], it.res)
+				}
+			}
+			a.mapper.Reset()
+		}
+	}
+	for _, it := range res.Items {
+		if it.Err != nil {
+			res.Failed++
+		}
+	}
+	return res, ctx.Err()
+}
+
+// mapItem finds the object's resource and settles its namespace.
+func (a *Applier) mapItem(it *item, o ApplyOptions) error {
+	obj := it.res.Object
+	gvk := obj.GroupVersionKind()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return err
+	}
+	it.mapping = m
+	return setNamespace(obj, m, o.Namespace, o.NamespaceExplicit)
+}
+
+// mapAfterCRDs maps a custom resource whose CRD this apply installed:
+// discovery can lag Established by a moment, so retry with a fresh mapper.
+func (a *Applier) mapAfterCRDs(ctx context.Context, it *item, o ApplyOptions) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := a.mapItem(it, o)
+		if err == nil || !meta.IsNoMatchError(err) || time.Now().After(deadline) || o.DryRun != DryRunNone {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+		a.mapper.Reset()
+	}
+}
+
+// namespaceMismatchError is kubectl's refusal of an object in another
+// namespace than an explicit --namespace.
+type namespaceMismatchError struct{ obj, flag string }
+
+func (e *namespaceMismatchError) Error() string {
+	return fmt.Sprintf("the namespace from the provided object %q does not match the namespace %q. You must pass '--namespace=%s' to perform this operation.", e.obj, e.flag, e.obj)
+}
+
+// setNamespace defaults the namespace of namespaced objects and clears it
+// on cluster-scoped ones (the API server would reject it otherwise).
+func setNamespace(obj *Object, m *meta.RESTMapping, ns string, explicit bool) error {
+	if m.Scope.Name() != meta.RESTScopeNameNamespace {
+		obj.SetNamespace("")
+		return nil
+	}
+	cur := obj.GetNamespace()
+	switch {
+	case cur == "":
+		if ns == "" {
+			ns = metav1.NamespaceDefault
+		}
+		obj.SetNamespace(ns)
+	case explicit && cur != ns:
+		return &namespaceMismatchError{obj: cur, flag: ns}
+	}
+	return nil
+}
+
+// each runs f on every item with the applier's concurrency.
+func (a *Applier) each(ctx context.Context, items []*item, f func(*item)) {
+	if len(items) == 0 {
+		return
+	}
+	ch := make(chan *item)
+	var wg sync.WaitGroup
+	n := min(a.opts.Concurrency, len(items))
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range ch {
+				f(it)
+			}
+		}()
+	}
+	for _, it := range items {
+		ch <- it
+	}
+	close(ch)
+	wg.Wait()
+}
+
+// listThreshold: with this many objects of one resource in one namespace,
+// one metadata LIST is cheaper than a GET each.
+const listThreshold = 4
+
+// lookupBefore records whether each object exists and its resourceVersion,
+// which is how "unchanged" is told from "configured": a no-op server-side
+// apply keeps the resourceVersion. Objects of a resource and namespace with
+// many objects share one metadata-only LIST; the rest get a metadata GET.
+// For a server dry run the full object is read (a dry run does not bump the
+// resourceVersion, so the objects are compared instead). A failed lookup
+// (e.g. RBAC allows patch but not get) is not an error: the word is then
+// "configured".
+func (a *Applier) lookupBefore(ctx context.Context, items []*item, full bool) {
+	type key struct {
+		gvr schema.GroupVersionResource
+		ns  string
+	}
+	groups := map[key][]*item{}
+	for _, it := range items {
+		k := key{it.mapping.Resource, it.res.Object.GetNamespace()}
+		groups[k] = append(groups[k], it)
+	}
+	var singles []*item
+	var lists []key
+	for k, g := range groups {
+		if full || len(g) < listThreshold {
+			singles = append(singles, g...)
+		} else {
+			lists = append(lists, k)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, k := range lists {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rvs := map[string]string{}
+			opts := metav1.ListOptions{Limit: 500}
+			for {
+				l, err := a.meta.Resource(k.gvr).Namespace(k.ns).List(ctx, opts)
+				if err != nil {
+					return // unknown: the items stay !beforeKnown
+				}
+				for _, m := range l.Items {
+					rvs[m.Name] = m.ResourceVersion
+				}
+				if l.Continue == "" {
+					break
+				}
+				opts.Continue = l.Continue
+			}
+			for _, it := range groups[k] {
+				it.beforeKnown = true
+				it.beforeRV, it.beforeExists = rvs[it.res.Object.GetName()]
+			}
+		}()
+	}
+	a.each(ctx, singles, func(it *item) {
+		name, ns := it.res.Object.GetName(), it.res.Object.GetNamespace()
+		var err error
+		if full {
+			var u *unstructured.Unstructured
+			u, err = a.dyn.Resource(it.mapping.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil {
+				it.beforeObj, it.beforeRV = u, u.GetResourceVersion()
+			}
+		} else {
+			var m *metav1.PartialObjectMetadata
+			m, err = a.meta.Resource(it.mapping.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil {
+				it.beforeRV = m.ResourceVersion
+			}
+		}
+		switch {
+		case err == nil:
+			it.beforeKnown, it.beforeExists = true, true
+		case apierrors.IsNotFound(err):
+			it.beforeKnown = true
+		}
+	})
+	wg.Wait()
+}
+
+// applyOne sends the server-side apply of one object and settles its word.
+func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix string) {
+	obj := it.res.Object
+	r := it.res
+	defer func() {
+		if r.Err != nil {
+			r.msg = errorMessage(obj, "applying", r.Err)
+		} else {
+			r.msg = obj.Ref() + " " + string(r.Action) + suffix
+		}
+	}()
+	if o.DryRun == DryRunClient {
+		r.Action = Created
+		if it.beforeExists || !it.beforeKnown {
+			r.Action = Configured
+		}
+		return
+	}
+	body := obj.Unstructured
+	if len(o.Annotations) > 0 {
+		body = body.DeepCopy()
+		ann := body.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		for k, v := range o.Annotations {
+			ann[k] = v
+		}
+		body.SetAnnotations(ann)
+	}
+	data, err := json.Marshal(body.Object)
+	if err != nil {
+		r.Err = fmt.Errorf("encoding: %w", err)
+		return
+	}
+	req := a.rest.Patch(types.ApplyPatchType).
+		AbsPath(resourcePath(it.mapping, obj.GetNamespace(), obj.GetName())).
+		Param("fieldManager", o.FieldManager).
+		Body(data)
+	if o.Force {
+		req.Param("force", "true")
+	}
+	if o.DryRun == DryRunServer {
+		req.Param("dryRun", metav1.DryRunAll)
+	}
+	var code int
+	raw, err := req.Do(ctx).StatusCode(&code).Raw()
+	if err != nil {
+		r.Err = err
+		return
+	}
+	live := &unstructured.Unstructured{}
+	if err := live.UnmarshalJSON(raw); err != nil {
+		r.Err = fmt.Errorf("decoding the server's answer: %w", err)
+		return
+	}
+	r.Live = live
+	// The API server answers 201 when the apply created the object.
+	switch {
+	case code == http.StatusCreated:
+		r.Action = Created
+	case o.DryRun == DryRunServer && it.beforeObj != nil:
+		r.Action = Configured
+		if equalIgnoringManagedFields(it.beforeObj, live) {
+			r.Action = Unchanged
+		}
+	case it.beforeKnown && it.beforeExists && it.beforeRV == live.GetResourceVersion():
+		r.Action = Unchanged
+	default:
+		r.Action = Configured
+	}
+}
+
+func equalIgnoringManagedFields(a, b *unstructured.Unstructured) bool {
+	a, b = a.DeepCopy(), b.DeepCopy()
+	a.SetManagedFields(nil)
+	b.SetManagedFields(nil)
+	return equality.Semantic.DeepEqual(a.Object, b.Object)
+}
+
+// resourcePath is the REST path of one object.
+func resourcePath(m *meta.RESTMapping, ns, name string) string {
+	gv := m.Resource.GroupVersion()
+	p := "/apis/" + gv.Group + "/" + gv.Version
+	if gv.Group == "" {
+		p = "/api/" + gv.Version
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		p += "/namespaces/" + url.PathEscape(ns)
+	}
+	return p + "/" + m.Resource.Resource + "/" + url.PathEscape(name)
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// waitCRDs waits until every CRD applied without error is Established, so
+// that its custom resources can be applied next. A CRD that does not
+// become Established in time is marked failed.
+func (a *Applier) waitCRDs(ctx context.Context, items []*item, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	a.each(ctx, items, func(it *item) {
+		if it.res.Err != nil || it.res.Object.GroupVersionKind().GroupKind() != crdGK {
+			return
+		}
+		name := it.res.Object.GetName()
+		for {
+			u, err := a.dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+			if err == nil && crdEstablished(u) {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				it.res.Err = fmt.Errorf("customresourcedefinition %q is not Established after %s", name, timeout)
+				it.res.msg = errorMessage(it.res.Object, "applying", it.res.Err)
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
+func crdEstablished(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+// printer prints results in input order as soon as every earlier object is done.
+type printer struct {
+	mu          sync.Mutex
+	res         []*ItemResult
+	next        int
+	out, errOut io.Writer
+}
+
+func newPrinter(n int, out, errOut io.Writer) *printer {
+	return &printer{res: make([]*ItemResult, n), out: out, errOut: errOut}
+}
+
+func (p *printer) done(i int, r *ItemResult) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.res[i] = r
+	for p.next < len(p.res) && p.res[p.next] != nil {
+		r := p.res[p.next]
+		w := p.out
+		if r.Err != nil {
+			w = p.errOut
+		}
+		if w != nil && r.msg != "" {
+			fmt.Fprintln(w, r.msg)
+		}
+		p.next++
+	}
+}

@@ -1,0 +1,67 @@
+package apply
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// errorMessage formats a per-object failure as kubectl does, naming the
+// source file and line:
+//
+//	Error from server (Forbidden): error when applying "deploy.yaml:1": deployments.apps "x" is forbidden: ...
+//	error: resource mapping not found for name: "x" namespace: "" from "crs.yaml:3": no matches for kind "Foo" in version "v1" ensure CRDs are installed first
+//	error: deploy.yaml:1: the namespace from the provided object "a" does not match ...
+//
+// A field-manager conflict gets a second line saying who owns which field
+// and how to proceed.
+func errorMessage(obj *Object, verb string, err error) string {
+	var nm *namespaceMismatchError
+	var status apierrors.APIStatus
+	switch {
+	case meta.IsNoMatchError(err):
+		return fmt.Sprintf("error: resource mapping not found for name: %q namespace: %q from %q: %v ensure CRDs are installed first",
+			obj.GetName(), obj.GetNamespace(), obj.Location(), err)
+	case errors.As(err, &nm):
+		return fmt.Sprintf("error: %s: %v", obj.Location(), err)
+	case errors.As(err, &status):
+		s := status.Status()
+		reason := ""
+		if s.Reason != "" && s.Reason != metav1.StatusReasonUnknown {
+			reason = " (" + string(s.Reason) + ")"
+		}
+		msg := fmt.Sprintf("Error from server%s: error when %s %q: %s", reason, verb, obj.Location(), s.Message)
+		if s.Reason == metav1.StatusReasonConflict && s.Details != nil && len(s.Details.Causes) > 0 {
+			msg += "\n" + conflictHelp(obj, s.Details.Causes)
+		}
+		return msg
+	default:
+		return fmt.Sprintf("error: when %s %s (%s): %v", verb, obj.Ref(), obj.Location(), err)
+	}
+}
+
+// conflictHelp explains a server-side apply conflict: the server's causes
+// name the field and the manager owning it.
+func conflictHelp(obj *Object, causes []metav1.StatusCause) string {
+	var owned []string
+	managers := map[string]bool{}
+	for _, c := range causes {
+		owned = append(owned, fmt.Sprintf("%s (%s)", c.Field, c.Message))
+		if i := strings.Index(c.Message, `"`); i >= 0 {
+			if j := strings.Index(c.Message[i+1:], `"`); j >= 0 {
+				managers[c.Message[i+1:i+1+j]] = true
+			}
+		}
+	}
+	hint := ""
+	for m := range managers {
+		hint = fmt.Sprintf(", or apply as that manager with --field-manager=%s", m)
+		break
+	}
+	return fmt.Sprintf("  %s: fields owned by another manager: %s; re-run with --force-conflicts to take them over%s, or remove them from the manifest",
+		obj.Ref(), strings.Join(owned, "; "), hint)
+}
