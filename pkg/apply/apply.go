@@ -65,6 +65,10 @@ type ApplyOptions struct {
 	// Out gets one line per object ("deployment.apps/x created"), ErrOut one
 	// line per failed object, both in input order. Nil: not printed.
 	Out, ErrOut io.Writer
+	// FieldValidation is the server's check of unknown and duplicate
+	// fields: "Strict" (default, as kubectl's --validate=true), "Warn" or
+	// "Ignore" (--validate=false).
+	FieldValidation string
 	// CRDTimeout bounds the wait for applied CRDs to be Established (default 1m).
 	CRDTimeout time.Duration
 }
@@ -117,6 +121,9 @@ type item struct {
 func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*Result, error) {
 	if o.FieldManager == "" {
 		o.FieldManager = DefaultFieldManager
+	}
+	if o.FieldValidation == "" {
+		o.FieldValidation = "Strict"
 	}
 	if o.CRDTimeout == 0 {
 		o.CRDTimeout = time.Minute
@@ -408,6 +415,9 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		AbsPath(resourcePath(it.mapping, obj.GetNamespace(), obj.GetName())).
 		Param("fieldManager", o.FieldManager).
 		Body(data)
+	if o.FieldValidation != "" {
+		req.Param("fieldValidation", o.FieldValidation)
+	}
 	if o.Force {
 		req.Param("force", "true")
 	}
