@@ -9,8 +9,8 @@ import (
 	"strings"
 
 	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
 
 	"gitlab.com/ferry-ci/ferry/pkg/redact"
 )
