@@ -96,7 +96,8 @@ type Creds struct {
 	// selects one itself (kubectl config use-context): ferry then writes the
 	// kubeconfig as it is and skips the preflight.
 	NeedsContext bool
-	// Secrets holds every value that must be masked, with its encoded forms.
+	// Secrets holds every value that must be masked, the credentials with
+	// their encoded forms (redact.Variants).
 	Secrets []string
 	// Warnings are lines to print in the job log (e.g. insecure TLS).
 	Warnings []string
@@ -143,7 +144,11 @@ func Load(in Input, opt Options) (*Creds, error) {
 	if err := clientcmdapi.FlattenConfig(c.Config); err != nil {
 		return nil, errorf(c.Variable, "cannot inline the kubeconfig's data: %v", err)
 	}
-	c.Secrets = secretVariants(append(c.Secrets, configSecrets(c.Config)...))
+	// The whole values (the variable as given, the decoded kubeconfig) are
+	// masked as they are; only the credentials inside get encoded variants:
+	// the std base64 of the decoded kubeconfig is the variable itself, and
+	// variants of kilobytes-long values would only bloat the matcher.
+	c.Secrets = dedupe(append(c.Secrets, secretVariants(configSecrets(c.Config))...))
 	return c, nil
 }
 

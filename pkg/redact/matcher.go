@@ -13,7 +13,7 @@ package redact
 type matcher struct {
 	class    [256]uint8 // byte -> class
 	nclass   int32
-	delta    []int32 // state*nclass + class -> next state (failure links folded in)
+	delta    []int32 // state*nclass + class -> next state (failure links folded in); nil once built
 	matchLen []int32 // longest secret ending in this state, 0 if none
 	// live is the length of the longest suffix of the text read so far that
 	// is a proper prefix of some secret and so may still become (part of) a
@@ -138,6 +138,7 @@ func newMatcher(patterns []string) *matcher {
 			m.fast[i] = -t*nc - 1
 		}
 	}
+	m.delta = nil // only fast is used from here on: half the memory
 	// The skip filter is exact only if every secret has at least 2 bytes.
 	m.skip = true
 	for _, p := range patterns {
@@ -172,6 +173,15 @@ func (m *matcher) renumber(order, depth []int32) {
 		live[n] = m.live[old]
 	}
 	m.delta, m.matchLen, m.live = delta, matchLen, live
+}
+
+// next is one automaton step, for the paths outside run.
+func (m *matcher) next(s int32, b byte) int32 {
+	t := m.fast[s*m.nclass+int32(m.class[b])]
+	if t < 0 {
+		t = -t - 1
+	}
+	return t / m.nclass
 }
 
 // run feeds buf[i:] to the automaton from state s and stops before the first

@@ -96,7 +96,6 @@ func (w *Writer) Write(p []byte) (int, error) {
 func (w *Writer) scan(from int, final bool) error {
 	m := w.m
 	buf := w.buf
-	nc := m.nclass
 	s := w.state
 	bestStart, bestEnd := w.bestStart, w.bestEnd
 	emitted := 0 // buf[:emitted] has been dealt with
@@ -116,7 +115,7 @@ func (w *Writer) scan(from int, final bool) error {
 			}
 			settle = true // end of stream: the pending match cannot grow
 		} else {
-			s = m.delta[s*nc+int32(m.class[buf[i]])]
+			s = m.next(s, buf[i])
 			if ml := m.matchLen[s]; ml > 0 {
 				// After a restart from the root every match found starts at
 				// or after emitted, so the longest one ending here is the
