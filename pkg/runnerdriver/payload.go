@@ -1,0 +1,147 @@
+package runnerdriver
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// The job payload as GitLab's /api/v4/jobs/request returns it (the shape of
+// shared/runner-protocol/job_response.example.json). The driver plays GitLab
+// here, so it writes GitLab's JSON itself rather than through ferry's parsing
+// types; a test checks that pkg/jobenv reads it.
+type payloadVar struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Public bool   `json:"public"`
+	File   bool   `json:"file"`
+	Masked bool   `json:"masked"`
+	Raw    bool   `json:"raw"`
+}
+
+type payloadStep struct {
+	Name         string   `json:"name"`
+	Script       []string `json:"script"`
+	Timeout      int      `json:"timeout"`
+	When         string   `json:"when"`
+	AllowFailure bool     `json:"allow_failure"`
+}
+
+type payloadArtifact struct {
+	Name           string   `json:"name"`
+	Untracked      bool     `json:"untracked"`
+	Paths          []string `json:"paths"`
+	Exclude        []string `json:"exclude"`
+	When           string   `json:"when"`
+	ArtifactType   string   `json:"artifact_type"`
+	ArtifactFormat string   `json:"artifact_format"`
+	ExpireIn       string   `json:"expire_in"`
+}
+
+type payloadDependency struct {
+	ID            int    `json:"id"`
+	Token         string `json:"token"`
+	Name          string `json:"name"`
+	ArtifactsFile struct {
+		Filename string `json:"filename"`
+		Size     int64  `json:"size"`
+	} `json:"artifacts_file"`
+}
+
+type payload struct {
+	ID            int    `json:"id"`
+	Token         string `json:"token"`
+	AllowGitFetch bool   `json:"allow_git_fetch"`
+	JobInfo       struct {
+		Name        string `json:"name"`
+		Stage       string `json:"stage"`
+		ProjectID   int    `json:"project_id"`
+		ProjectName string `json:"project_name"`
+	} `json:"job_info"`
+	GitInfo struct {
+		RepoURL   string   `json:"repo_url"`
+		Ref       string   `json:"ref"`
+		Sha       string   `json:"sha"`
+		BeforeSha string   `json:"before_sha"`
+		RefType   string   `json:"ref_type"`
+		Refspecs  []string `json:"refspecs"`
+		Depth     int      `json:"depth"`
+	} `json:"git_info"`
+	RunnerInfo struct {
+		Timeout int `json:"timeout"`
+	} `json:"runner_info"`
+	Variables []payloadVar  `json:"variables"`
+	Steps     []payloadStep `json:"steps"`
+	Image     struct {
+		Name string `json:"name"`
+	} `json:"image"`
+	Services     []any               `json:"services"`
+	Artifacts    []payloadArtifact   `json:"artifacts"`
+	Cache        []any               `json:"cache"`
+	Credentials  []any               `json:"credentials"`
+	Dependencies []payloadDependency `json:"dependencies"`
+	Features     struct {
+		TraceSections     bool     `json:"trace_sections"`
+		TokenMaskPrefixes []string `json:"token_mask_prefixes"`
+		FailureReasons    []string `json:"failure_reasons"`
+	} `json:"features"`
+}
+
+func jobToken(id int) string { return "glcbt-drvjobtoken" + itoa(id) }
+
+func (jr *jobRun) payloadJSON() ([]byte, error) {
+	job, jc := jr.job, jr.jc
+	var p payload
+	p.ID, p.Token, p.AllowGitFetch = jr.id, jr.token, true
+	p.JobInfo.Name, p.JobInfo.Stage, p.JobInfo.ProjectID = job.Name, job.Stage, jc.projectID
+	p.JobInfo.ProjectName = lastElem(jc.projectPath)
+	p.GitInfo.RepoURL, p.GitInfo.Ref, p.GitInfo.Sha = jc.repoURL, jc.ref, jc.sha
+	p.GitInfo.BeforeSha, p.GitInfo.RefType = "0000000000000000000000000000000000000000", "branch"
+	p.GitInfo.Refspecs = []string{"+refs/heads/*:refs/remotes/origin/*"}
+	timeout := int(jr.jobTimeout() / time.Second)
+	p.RunnerInfo.Timeout = timeout
+	for _, v := range jr.payloadVariables() {
+		p.Variables = append(p.Variables, payloadVar{Key: v.Key, Value: v.Value, Public: v.Public, File: v.File, Masked: v.Masked, Raw: v.Raw})
+	}
+	p.Steps = []payloadStep{{Name: "script", Script: nonNil(jr.scriptSteps()), Timeout: timeout, When: "on_success", AllowFailure: job.AllowFailure}}
+	for _, s := range job.Steps {
+		p.Steps = append(p.Steps, payloadStep{Name: s.Name, Script: nonNil(s.Script), Timeout: timeout, When: "on_success"})
+	}
+	if len(job.AfterScript) > 0 {
+		p.Steps = append(p.Steps, payloadStep{Name: "after_script", Script: job.AfterScript, Timeout: timeout, When: "always", AllowFailure: true})
+	}
+	p.Image.Name = job.Image
+	p.Services, p.Cache, p.Credentials = []any{}, []any{}, []any{}
+	p.Artifacts = []payloadArtifact{}
+	for _, a := range job.Artifacts {
+		pa := payloadArtifact{Name: a.Name, Paths: a.Paths, When: a.When, ArtifactType: a.Type, ArtifactFormat: a.Format, ExpireIn: a.ExpireIn}
+		if pa.When == "" {
+			pa.When = "on_success"
+		}
+		if pa.ArtifactType == "" {
+			pa.ArtifactType = "archive"
+		}
+		if pa.ArtifactFormat == "" {
+			pa.ArtifactFormat = "zip"
+			if pa.ArtifactType != "archive" {
+				pa.ArtifactFormat = "gzip"
+			}
+		}
+		p.Artifacts = append(p.Artifacts, pa)
+	}
+	p.Dependencies = []payloadDependency{}
+	for _, dep := range jc.deps {
+		pd := payloadDependency{ID: dep.ID, Token: dep.Token, Name: dep.Name}
+		pd.ArtifactsFile.Filename, pd.ArtifactsFile.Size = dep.Filename, dep.Size
+		p.Dependencies = append(p.Dependencies, pd)
+	}
+	p.Features.TraceSections = true
+	p.Features.TokenMaskPrefixes = []string{"glpat-"}
+	return json.MarshalIndent(p, "", "  ")
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,131 @@
+package runnerdriver
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+)
+
+var (
+	shimOnce sync.Once
+	shimPath string
+	shimErr  error
+)
+
+// moduleRoot finds the ferry module's root from this source file.
+func moduleRoot() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("runnerdriver: cannot locate the source tree")
+	}
+	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return "", fmt.Errorf("runnerdriver: module root not found from %s: %w", file, err)
+	}
+	return root, nil
+}
+
+// buildShim builds internal/glshim once per process.
+func buildShim() (string, error) {
+	shimOnce.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			shimErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "ferry-glshim-")
+		if err != nil {
+			shimErr = fmt.Errorf("runnerdriver: %w", err)
+			return
+		}
+		out := filepath.Join(dir, "glshim")
+		cmd := exec.Command("go", "build", "-o", out, "./pkg/runnerdriver/internal/glshim")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			shimErr = fmt.Errorf("runnerdriver: building the gitlab-runner shim: %w: %s", err, b)
+			return
+		}
+		shimPath = out
+	})
+	return shimPath, shimErr
+}
+
+// installShim puts a `gitlab-runner` executable in the driver's shim dir: a
+// two-line wrapper that hands the built shim its configuration.
+func (d *Driver) installShim() error {
+	bin, err := buildShim()
+	if err != nil {
+		return err
+	}
+	cfg := map[string]any{
+		"store":         d.store,
+		"gitlab_dotenv": d.cfg.GitLabDotenv,
+		"max_variables": d.cfg.DotenvMaxVariables,
+		"version":       d.cfg.RunnerVersion,
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("runnerdriver: %w", err)
+	}
+	cfgFile := filepath.Join(d.shimDir, "shim.json")
+	if err := os.WriteFile(cfgFile, b, 0o644); err != nil {
+		return fmt.Errorf("runnerdriver: %w", err)
+	}
+	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s --ferry-driver-config %s \"$@\"\n", shellEscape(bin), shellEscape(cfgFile))
+	if err := os.WriteFile(filepath.Join(d.shimDir, "gitlab-runner"), []byte(wrapper), 0o755); err != nil {
+		return fmt.Errorf("runnerdriver: %w", err)
+	}
+	return nil
+}
+
+// storedArtifacts lists what the shim stored for a job.
+func (d *Driver) storedArtifacts(id int) []StoredArtifact {
+	jobDir := filepath.Join(d.store, fmt.Sprint(id))
+	metas, _ := filepath.Glob(filepath.Join(jobDir, "*.json"))
+	sort.Strings(metas)
+	var out []StoredArtifact
+	for _, m := range metas {
+		if filepath.Base(m) == "dotenv-variables.json" {
+			continue
+		}
+		b, err := os.ReadFile(m)
+		if err != nil {
+			continue
+		}
+		var meta struct {
+			Type   string   `json:"type"`
+			Format string   `json:"format"`
+			Paths  []string `json:"paths"`
+		}
+		if json.Unmarshal(b, &meta) != nil {
+			continue
+		}
+		out = append(out, StoredArtifact{Type: meta.Type, Format: meta.Format, Paths: meta.Paths,
+			Dir: filepath.Join(jobDir, strings.TrimSuffix(filepath.Base(m), ".json"))})
+	}
+	return out
+}
+
+// storedDotenv is what GitLab parsed from the job's dotenv report.
+func (d *Driver) storedDotenv(id int) []Variable {
+	b, err := os.ReadFile(filepath.Join(d.store, fmt.Sprint(id), "dotenv-variables.json"))
+	if err != nil {
+		return nil
+	}
+	var vars []struct{ Key, Value string }
+	if json.Unmarshal(b, &vars) != nil {
+		return nil
+	}
+	out := make([]Variable, 0, len(vars))
+	for _, v := range vars {
+		// Dotenv variables are never masked and reach the runner non-raw.
+		out = append(out, Variable{Key: v.Key, Value: v.Value})
+	}
+	return out
+}
