@@ -123,9 +123,10 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 	jr.log.raw(fmt.Sprintf("  on %s %s, system ID: s_ferrydriver00\n", d.cfg.RunnerName, d.cfg.RunnerShortToken))
 
 	err := jr.prepare(uiCtx)
+	prepared := err == nil
 	scriptStarted := false
-	if err == nil {
-		err, scriptStarted = jr.stages(uiCtx, jobCtx)
+	if prepared {
+		scriptStarted, err = jr.stages(uiCtx)
 	}
 	finished := jobCtx.Err() == nil
 
@@ -146,7 +147,7 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 		_ = jr.stage(afterCtx, StageAfterScript, StageAfterScript, jr.afterScript())
 		c()
 	}
-	if jr.projectDir != "" && jobCtx.Err() == nil {
+	if prepared && jobCtx.Err() == nil {
 		failed := err != nil || canceled
 		upStage := StageUploadOnSuccess
 		if failed {
@@ -433,37 +434,37 @@ func stageDescription(stage string) string {
 
 // stages runs the build stages of a prepared job; it reports whether the
 // user script was reached (after_script runs only then).
-func (jr *jobRun) stages(ctx, jobCtx context.Context) (error, bool) {
+func (jr *jobRun) stages(ctx context.Context) (bool, error) {
 	userStage := StageBuildScript
 	if jr.d.cfg.StepScript {
 		userStage = StageStepScript
 	}
 	if err := jr.stage(ctx, StagePrepare, StagePrepare, jr.prepareScript()); err != nil {
-		return err, false
+		return false, err
 	}
 	if err := jr.stage(ctx, StageGetSources, StageGetSources, jr.getSourcesScript()); err != nil {
-		return err, false
+		return false, err
 	}
 	if deps := jr.depsWithArtifacts(); len(deps) > 0 {
 		if err := jr.stage(ctx, StageDownloadArtifacts, StageDownloadArtifacts, jr.downloadScript(deps)); err != nil {
-			return err, false
+			return false, err
 		}
 	}
 	if ctx.Err() != nil {
-		return ctx.Err(), false
+		return false, ctx.Err()
 	}
 	if len(jr.scriptSteps()) > 0 {
 		if err := jr.stage(ctx, StageStepScript, userStage, jr.userScript(jr.scriptSteps())); err != nil {
-			return err, true
+			return true, err
 		}
 	}
 	for _, s := range jr.job.Steps {
 		name := "step_" + s.Name
 		if err := jr.stage(ctx, name, name, jr.userScript(s.Script)); err != nil {
-			return err, true
+			return true, err
 		}
 	}
-	return ctx.Err(), true
+	return true, ctx.Err()
 }
 
 func (jr *jobRun) scriptSteps() []string {

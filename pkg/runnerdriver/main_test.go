@@ -80,7 +80,7 @@ func newDriver(t *testing.T, mod func(*Config)) *Driver {
 func hostEnv(base string) []string {
 	home := filepath.Join(base, "home")
 	_ = os.MkdirAll(home, 0o755)
-	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8", "FERRY_DEV_BUILDS=" + base + "/devbuilds"}
+	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"}
 }
 
 func ctxT(t *testing.T) context.Context {
