@@ -3,6 +3,7 @@ package kubecreds
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -44,13 +45,23 @@ func Setup(ctx context.Context, in Input, opt Options, st State, log Logger, pro
 	for _, w := range c.Warnings {
 		log.Warnf("%s", w)
 	}
-	if c.Script.Decodes {
-		for _, p := range c.Script.CleanupPaths(projectDir) {
-			if err := st.AddCleanupPath(p); err != nil {
-				return fmt.Errorf("ferry: kubernetes credentials: %w", err)
-			}
+	cleanups := c.Script.CleanupPaths(projectDir)
+	if in.FileVars[c.Variable] && projectDir != "" {
+		// The runner's stage scripts write a File variable to
+		// <CI_PROJECT_DIR>.tmp/<KEY> (world-readable) and only remove it
+		// when cleanup_file_variables runs, which a killed job skips.
+		cleanups = append(cleanups, filepath.Join(filepath.Clean(projectDir)+".tmp", c.Variable))
+	}
+	for _, p := range cleanups {
+		if err := st.AddCleanupPath(p); err != nil {
+			return fmt.Errorf("ferry: kubernetes credentials: %w", err)
 		}
-		log.Infof("The job's script decodes %s itself, so ferry leaves %s as it is and removes the decoded copy at cleanup.", c.Variable, c.Variable)
+	}
+	if c.Script.Decodes {
+		log.Infof("The job's script decodes %s itself, so ferry leaves %s as it is.", c.Variable, c.Variable)
+		if paths := c.Script.CleanupPaths(projectDir); len(paths) > 0 {
+			log.Infof("ferry removes the decoded copy at cleanup: %s", strings.Join(paths, ", "))
+		}
 	} else {
 		path := st.Path("kubeconfig")
 		if err := c.WriteFile(path); err != nil {

@@ -90,7 +90,8 @@ func TestSetupWritesKubeconfig(t *testing.T) {
 	var log textLog
 	opt := DefaultOptions()
 	opt.PreflightTimeout = time.Second
-	in := Input{Vars: map[string]string{"KUBECONFIG": readKubeconfig(t, "agent.yaml")}, Scripts: []string{"kubectl config use-context group/agents:prod"}}
+	in := Input{Vars: map[string]string{"KUBECONFIG": readKubeconfig(t, "agent.yaml")}, FileVars: map[string]bool{"KUBECONFIG": true},
+		Scripts: []string{"kubectl config use-context group/agents:prod"}}
 	if err := Setup(context.Background(), in, opt, st, &log, "/b/p"); err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +101,9 @@ func TestSetupWritesKubeconfig(t *testing.T) {
 	data, err := os.ReadFile(st.Path("kubeconfig"))
 	if err != nil || !strings.Contains(string(data), "group/agents:staging") {
 		t.Fatalf("kubeconfig: %v\n%s", err, data)
+	}
+	if len(st.cleanups) != 1 || st.cleanups[0] != "/b/p.tmp/KUBECONFIG" {
+		t.Fatalf("File variable copy not cleaned up: %q", st.cleanups)
 	}
 	if strings.Contains(log.String(), "glcbt-agentjobtoken") {
 		t.Fatal("token in log")
