@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -72,6 +73,9 @@ type jobRun struct {
 // RunJob runs one job on its own (a one-job pipeline: its Files/SourceDir are
 // the repository). ctx ending aborts the job like a runner shutdown.
 func (d *Driver) RunJob(ctx context.Context, job Job) *JobResult {
+	if job.Name == "" {
+		job.Name = "job"
+	}
 	p := Pipeline{Jobs: []Job{job}}
 	pr := d.RunPipeline(ctx, p)
 	return pr.Jobs[job.Name]
@@ -105,13 +109,10 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 	// cancel (after_script, uploads, cleanup_file_variables) use jobCtx.
 	uiCtx, uiCancel := context.WithCancel(jobCtx)
 	defer uiCancel()
-	var canceled bool
-	var cancelOnce sync.Once
+	var canceledFlag atomic.Bool
 	cancelUI := func() {
-		cancelOnce.Do(func() {
-			canceled = true
-			uiCancel()
-		})
+		canceledFlag.Store(true)
+		uiCancel()
 	}
 	if job.CancelAfter > 0 {
 		t := time.AfterFunc(job.CancelAfter, cancelUI)
@@ -129,6 +130,7 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 		scriptStarted, err = jr.stages(uiCtx)
 	}
 	finished := jobCtx.Err() == nil
+	canceled := canceledFlag.Load()
 
 	if err == nil && canceled {
 		err = errors.New("canceled")
