@@ -406,3 +406,34 @@ func TestPipelineFailurePath(t *testing.T) {
 		t.Error("a skipped job called the executor")
 	}
 }
+
+// TestCancelEscalatesToSIGKILL: a script ignoring SIGTERM is killed with the
+// group after the graceful timeout, and nothing it started survives.
+func TestCancelEscalatesToSIGKILL(t *testing.T) {
+	d := newDriver(t, func(c *Config) { c.GracefulKillTimeout = 2 * time.Second })
+	marker := fmt.Sprintf("ferrydrvkill%d", time.Now().UnixNano())
+	r := d.RunJob(ctxT(t), Job{
+		Name: "stubborn",
+		Script: []string{
+			"trap '' TERM",
+			"echo started-" + marker,
+			fmt.Sprintf("(exec -a %s sleep 1000)", marker),
+		},
+		CancelOnLog: "started-" + marker,
+	})
+	requireStatus(t, r, StatusCanceled)
+	deadline := time.Now().Add(5 * time.Second)
+	var left []string
+	for {
+		if left = procsWith(marker); len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Errorf("processes survived SIGKILL of ferry's group: %v", left)
+	}
+	if last := r.Calls[len(r.Calls)-1]; last.Kind != "cleanup" {
+		t.Errorf("last call %s, want cleanup", last.Kind)
+	}
+}
