@@ -1,0 +1,394 @@
+// Package jobstate manages a job's private state directory,
+// <state-root>/jobs/<job-key>/, which lives outside the build directory so
+// that nothing in it can be swept into artifacts, caches or image builds.
+// Every file is written atomically (temp file, fsync, rename) with mode 0600;
+// directories are 0700.
+package jobstate
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"syscall"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+)
+
+// File names inside a job's state directory.
+const (
+	MetaFile     = "meta.json"
+	EnvFile      = "env.json"
+	SecretsFile  = "secrets.json"
+	CleanupFile  = "cleanup.json"
+	BinDirName   = "bin"
+	jobsDirName  = "jobs"
+	dirMode      = 0o700
+	fileMode     = 0o600
+	staleMargin  = time.Hour // added to a job's own timeout before its dir counts as stale
+	defaultSweep = 24 * time.Hour
+)
+
+// jobIDPattern keeps the job key a plain file name.
+var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// State is one job's state directory.
+type State struct {
+	root, dir string
+	jobID     string
+	// ProjectDir (CI_PROJECT_DIR) and Timeout (the payload's
+	// runner_info.timeout) are recorded in meta.json by Create: the stale
+	// sweep never removes a directory younger than Timeout+1h.
+	ProjectDir string
+	Timeout    time.Duration
+
+	mu sync.Mutex // serialises read-modify-write of the JSON files
+}
+
+// Meta is the content of meta.json.
+type Meta struct {
+	Created        time.Time `json:"created"`
+	JobID          string    `json:"job_id"`
+	ProjectDir     string    `json:"project_dir,omitempty"`
+	TimeoutSeconds int64     `json:"timeout_seconds,omitempty"`
+}
+
+// EnvVar is one environment override for the job script.
+type EnvVar struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Secret bool   `json:"secret,omitempty"`
+}
+
+// Key returns the job key: the first 8 hex digits of sha256(serverURL), a
+// dash, the job id. Two GitLab instances served by one runner host cannot
+// collide on job ids.
+func Key(serverURL, jobID string) string {
+	sum := sha256.Sum256([]byte(serverURL))
+	return hex.EncodeToString(sum[:])[:8] + "-" + jobID
+}
+
+// Open computes the job's directory under root from CI_SERVER_URL and
+// CI_JOB_ID; it does not touch the disk.
+func Open(root string, env *jobenv.Env) (*State, error) {
+	if root == "" {
+		return nil, errors.New("ferry: state dir: empty path (--state-dir)")
+	}
+	id, _ := env.JobVar("CI_JOB_ID")
+	if !jobIDPattern.MatchString(id) {
+		return nil, fmt.Errorf("ferry: job id: CUSTOM_ENV_CI_JOB_ID %q is not a job id", id)
+	}
+	server, _ := env.JobVar("CI_SERVER_URL")
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: state dir %s: %w", root, err)
+	}
+	pd, _ := env.JobVar("CI_PROJECT_DIR")
+	return &State{
+		root:       abs,
+		dir:        filepath.Join(abs, jobsDirName, Key(server, id)),
+		jobID:      id,
+		ProjectDir: pd,
+	}, nil
+}
+
+// Dir is the job's state directory.
+func (s *State) Dir() string { return s.dir }
+
+// Root is the state root (--state-dir).
+func (s *State) Root() string { return s.root }
+
+// Path is a file inside the state directory.
+func (s *State) Path(name string) string { return filepath.Join(s.dir, name) }
+
+// BinDir is the per-job bin directory, prepended to the job's PATH.
+func (s *State) BinDir() string { return s.Path(BinDirName) }
+
+// Exists reports whether Create has run (and Remove has not).
+func (s *State) Exists() bool {
+	_, err := os.Lstat(s.Path(MetaFile))
+	return err == nil
+}
+
+// Create makes the directory (0700), bin/ and meta.json. An existing
+// directory from an earlier attempt of the same job is reused, provided it
+// is a real directory owned by this user.
+func (s *State) Create() error {
+	if err := os.MkdirAll(filepath.Join(s.root, jobsDirName), dirMode); err != nil {
+		return fmt.Errorf("ferry: cannot create state dir %s: %w", filepath.Join(s.root, jobsDirName), err)
+	}
+	if err := os.Mkdir(s.dir, dirMode); err != nil {
+		if !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("ferry: cannot create state dir %s: %w", s.dir, err)
+		}
+		if err := checkOwnDir(s.dir); err != nil {
+			return err
+		}
+	}
+	// Mkdir's mode is filtered by the umask; make it exact.
+	if err := os.Chmod(s.dir, dirMode); err != nil {
+		return fmt.Errorf("ferry: state dir %s: %w", s.dir, err)
+	}
+	if err := os.Mkdir(s.BinDir(), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("ferry: cannot create %s: %w", s.BinDir(), err)
+	}
+	m := Meta{Created: time.Now().UTC(), JobID: s.jobID, ProjectDir: s.ProjectDir, TimeoutSeconds: int64(s.Timeout / time.Second)}
+	return s.writeJSON(MetaFile, m)
+}
+
+// checkOwnDir refuses a symlink or a directory of another user where the
+// job's private directory should be.
+func checkOwnDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("ferry: state dir %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("ferry: state dir %s exists and is not a directory", dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("ferry: state dir %s is owned by uid %d, not by ferry's uid %d", dir, st.Uid, os.Getuid())
+	}
+	return nil
+}
+
+// Meta reads meta.json.
+func (s *State) Meta() (Meta, error) {
+	var m Meta
+	err := readJSON(s.Path(MetaFile), &m)
+	return m, err
+}
+
+// AddEnv sets an environment override for the job script (replacing an
+// earlier one of the same key). A secret value is also added to the secrets
+// and never written into GITLAB_ENV.
+func (s *State) AddEnv(key, value string, secret bool) error {
+	if key == "" {
+		return errors.New("ferry: AddEnv: empty key")
+	}
+	if secret {
+		if err := s.AddSecrets(value); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vars, err := s.env()
+	if err != nil {
+		return err
+	}
+	replaced := false
+	for i := range vars {
+		if vars[i].Key == key {
+			vars[i] = EnvVar{Key: key, Value: value, Secret: secret || vars[i].Secret}
+			replaced = true
+		}
+	}
+	if !replaced {
+		vars = append(vars, EnvVar{Key: key, Value: value, Secret: secret})
+	}
+	return s.writeJSON(EnvFile, vars)
+}
+
+// Env returns the overrides in the order they were first added.
+func (s *State) Env() ([]EnvVar, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.env()
+}
+
+func (s *State) env() ([]EnvVar, error) {
+	var vars []EnvVar
+	if err := readJSONOptional(s.Path(EnvFile), &vars); err != nil {
+		return nil, err
+	}
+	return vars, nil
+}
+
+// AddSecrets adds values the redactor must mask (empty ones are ignored).
+func (s *State) AddSecrets(values ...string) error {
+	return s.addStrings(SecretsFile, values)
+}
+
+// Secrets returns the values to mask.
+func (s *State) Secrets() ([]string, error) { return s.strings(SecretsFile) }
+
+// AddCleanupPath records an extra path cleanup must remove.
+func (s *State) AddCleanupPath(p string) error {
+	if p == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return fmt.Errorf("ferry: cleanup path %s: %w", p, err)
+	}
+	return s.addStrings(CleanupFile, []string{abs})
+}
+
+// CleanupPaths returns the extra paths to remove at cleanup.
+func (s *State) CleanupPaths() ([]string, error) { return s.strings(CleanupFile) }
+
+func (s *State) addStrings(name string, values []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cur []string
+	if err := readJSONOptional(s.Path(name), &cur); err != nil {
+		return err
+	}
+	seen := make(map[string]bool, len(cur))
+	for _, v := range cur {
+		seen[v] = true
+	}
+	changed := false
+	for _, v := range values {
+		if v != "" && !seen[v] {
+			seen[v] = true
+			cur = append(cur, v)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	return s.writeJSON(name, cur)
+}
+
+func (s *State) strings(name string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cur []string
+	err := readJSONOptional(s.Path(name), &cur)
+	return cur, err
+}
+
+// Remove deletes the state directory. A missing directory is not an error.
+func (s *State) Remove() error {
+	if err := os.RemoveAll(s.dir); err != nil {
+		return fmt.Errorf("ferry: remove state dir %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+func (s *State) writeJSON(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("ferry: encode %s: %w", name, err)
+	}
+	return WriteFileAtomic(s.Path(name), append(b, '\n'))
+}
+
+// WriteFileAtomic writes data to path with mode 0600 so that a reader sees
+// either the old or the whole new content, even after a crash.
+func WriteFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("ferry: write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("ferry: write %s: %w", path, err)
+	}
+	if err := f.Chmod(fileMode); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("ferry: write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("ferry: write %s: %w", path, err)
+	}
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("ferry: read %s: %w", path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("ferry: read %s: %w", path, err)
+	}
+	return nil
+}
+
+// readJSONOptional leaves v untouched when the file does not exist.
+func readJSONOptional(path string, v any) error {
+	err := readJSON(path, v)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// SweepStale removes the job directories under root/jobs that are older than
+// olderThan, and older than their own job's timeout plus one hour (a long job
+// is never swept while it may still run). Age comes from meta.json, or from
+// the directory's modification time when meta.json is missing or unreadable
+// (a prepare that died half-way). It returns the removed directories; errors
+// of single directories are joined, the sweep goes on.
+func SweepStale(root string, olderThan time.Duration) ([]string, error) {
+	if olderThan <= 0 {
+		olderThan = defaultSweep
+	}
+	jobs := filepath.Join(root, jobsDirName)
+	entries, err := os.ReadDir(jobs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ferry: sweep %s: %w", jobs, err)
+	}
+	now := time.Now()
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(jobs, e.Name())
+		created, limit := age(dir, olderThan)
+		if created.IsZero() || now.Sub(created) <= limit {
+			continue
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("ferry: sweep %s: %w", dir, err))
+			continue
+		}
+		removed = append(removed, dir)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// age returns when dir was created and how old it may get before it is stale.
+func age(dir string, olderThan time.Duration) (time.Time, time.Duration) {
+	var m Meta
+	if err := readJSON(filepath.Join(dir, MetaFile), &m); err == nil && !m.Created.IsZero() {
+		limit := olderThan
+		if t := time.Duration(m.TimeoutSeconds)*time.Second + staleMargin; t > limit {
+			limit = t
+		}
+		return m.Created, limit
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return time.Time{}, 0
+	}
+	return fi.ModTime(), olderThan
+}

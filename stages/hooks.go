@@ -1,0 +1,56 @@
+package stages
+
+import (
+	"context"
+	"flag"
+	"sync"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
+)
+
+// Job is what a feature hook gets to work with.
+type Job struct {
+	Env     *jobenv.Env          // runner process environment, job variables
+	Payload *jobenv.JobResponse  // JOB_RESPONSE_FILE; nil in Cleanup when the file is gone
+	State   *jobstate.State      // the job's private state directory
+	Log     *joblog.Logger       // the job log (redacted); the system log in Cleanup
+	Options *Options             // parsed flags
+}
+
+// Feature plugs into the stages. Nil functions are skipped.
+type Feature struct {
+	Name string
+	// Flags registers the feature's own flags; they get FERRY_<NAME>
+	// environment fallbacks and appear in `ferry help` like the core ones.
+	Flags func(fs *flag.FlagSet)
+	// Prepare runs after the state directory exists. An error stops the job,
+	// classified by pkg/failure (failure.Build for the user's mistakes).
+	Prepare func(ctx context.Context, j *Job) error
+	// BeforeStage runs in `ferry run` before each stage script.
+	BeforeStage func(ctx context.Context, j *Job, stage string) error
+	// Cleanup runs in `ferry cleanup`, even when prepare never ran; its
+	// output reaches only the runner's system log.
+	Cleanup func(ctx context.Context, j *Job) error
+}
+
+var (
+	featuresMu sync.Mutex
+	features   []Feature
+)
+
+// Register adds a feature; call it from init() in stages/feature_<name>.go.
+// Features run in registration order (file name order within the package).
+func Register(f Feature) {
+	featuresMu.Lock()
+	defer featuresMu.Unlock()
+	features = append(features, f)
+}
+
+// Features returns the registered features.
+func Features() []Feature {
+	featuresMu.Lock()
+	defer featuresMu.Unlock()
+	return append([]Feature(nil), features...)
+}
