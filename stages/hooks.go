@@ -12,11 +12,11 @@ import (
 
 // Job is what a feature hook gets to work with.
 type Job struct {
-	Env     *jobenv.Env          // runner process environment, job variables
-	Payload *jobenv.JobResponse  // JOB_RESPONSE_FILE; nil in Cleanup when the file is gone
-	State   *jobstate.State      // the job's private state directory
-	Log     *joblog.Logger       // the job log (redacted); the system log in Cleanup
-	Options *Options             // parsed flags
+	Env     *jobenv.Env         // runner process environment, job variables
+	Payload *jobenv.JobResponse // JOB_RESPONSE_FILE; nil in Cleanup when the file is gone
+	State   *jobstate.State     // the job's private state directory
+	Log     *joblog.Logger      // the job log (redacted); the system log in Cleanup
+	Options *Options            // parsed flags
 }
 
 // Feature plugs into the stages. Nil functions are skipped.
