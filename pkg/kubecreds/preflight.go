@@ -18,6 +18,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // Kubeconfig returns the job's kubeconfig file content.
@@ -41,34 +43,7 @@ func (c *Creds) WriteFile(path string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("ferry: kubeconfig: %w", err)
 	}
-	if err := writeAtomic(path, data); err != nil {
-		return fmt.Errorf("ferry: kubeconfig: %w", err)
-	}
-	return nil
-}
-
-// writeAtomic writes a 0600 file through a temporary file and a rename, so a
-// reader never sees half a kubeconfig.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".kubeconfig-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		_, err = tmp.Write(data)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return jobstate.WriteFileAtomic(path, data)
 }
 
 // Identity is what the preflight learned about the credentials.
