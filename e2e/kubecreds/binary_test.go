@@ -3,6 +3,7 @@ package kubecreds_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,7 +248,16 @@ func TestKilledJobSweptByStaleSweep(t *testing.T) {
 	w := newWorld(t)
 	// A job that is killed: prepare ran, cleanup never did. The driver
 	// always runs cleanup, so call prepare the way the runner does and stop.
-	env := append(os.Environ(),
+	payload, _ := json.Marshal(map[string]any{
+		"id":        4242,
+		"variables": []map[string]any{{"key": "KUBECONFIG", "value": sa.KubeconfigBase64, "masked": true}},
+		"steps":     []map[string]any{{"name": "script", "script": []string{"kubectl get pods"}, "when": "on_success"}},
+	})
+	payloadFile := filepath.Join(w.base, "job-response.json")
+	if err := os.WriteFile(payloadFile, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := append(os.Environ(), "JOB_RESPONSE_FILE="+payloadFile,
 		"CUSTOM_ENV_CI_JOB_ID=4242", "CUSTOM_ENV_CI_SERVER_URL=https://gitlab.example.com",
 		"CUSTOM_ENV_CI_PROJECT_DIR="+filepath.Join(w.base, "builds", "p"),
 		"CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN=ferrydrv", "CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID=0",
@@ -267,13 +277,25 @@ func TestKilledJobSweptByStaleSweep(t *testing.T) {
 	if _, err := os.Stat(kc); err != nil {
 		t.Fatalf("no kubeconfig after prepare: %v", err)
 	}
-	// The next job's cleanup sweeps state older than --stale-after.
-	time.Sleep(1100 * time.Millisecond)
-	clean := exec.Command(ferryBinary(t), "cleanup", "--state-dir="+w.stateDir, "--stale-after=1s")
-	clean.Env = append(os.Environ(), "CUSTOM_ENV_CI_JOB_ID=4343", "CUSTOM_ENV_CI_SERVER_URL=https://gitlab.example.com",
-		"BUILD_FAILURE_EXIT_CODE=1", "SYSTEM_FAILURE_EXIT_CODE=2")
-	if out, err := clean.CombinedOutput(); err != nil {
-		t.Fatalf("cleanup: %v\n%s", err, out)
+	// Age it: the killed job started two days ago. The next job's prepare
+	// sweeps state dirs older than --stale-after (default 24h).
+	meta := filepath.Join(w.stateDir, "jobs", left[0], "meta.json")
+	var m map[string]any
+	data, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["created"] = time.Now().Add(-48 * time.Hour).Format(time.RFC3339Nano)
+	data, _ = json.Marshal(m)
+	if err := os.WriteFile(meta, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := w.d.RunJob(ctx, runnerdriver.Job{Name: "next", Script: []string{"true"}})
+	if !res.Succeeded() {
+		t.Fatalf("next job: %s", res.Log)
 	}
 	if _, err := os.Stat(kc); !os.IsNotExist(err) {
 		t.Fatalf("kubeconfig survived the stale sweep: %v", err)
