@@ -1,0 +1,64 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/redact"
+)
+
+// Cleanup is cleanup_exec: features' Cleanup hooks, then the extra paths of
+// cleanup.json, ferry's lines in GITLAB_ENV and the state directory itself.
+// It runs after every job and after every failed prepare attempt, so it
+// copes with a state dir that was never created or is already gone. Every
+// error is reported (joined); none stops the rest. stderr is the runner's
+// system log, never the job log.
+func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer) error {
+	if m := env.Missing("CUSTOM_ENV_CI_JOB_ID"); len(m) > 0 {
+		return env.RequireRunner()
+	}
+	st, err := openState(env, o)
+	if err != nil {
+		return err
+	}
+	secrets, _ := st.Secrets() // best effort: the dir may be gone
+	out := redact.NewWriter(stderr, redact.AllVariants(secrets...))
+	defer out.Close()
+	log := joblog.New(out)
+
+	var payload *jobenv.JobResponse
+	if env.JobResponseFile != "" {
+		payload, _ = env.Payload() // nil when the runner already removed it
+	}
+	j := &Job{Env: env, Payload: payload, State: st, Log: log, Options: o}
+	var errs []error
+	for _, f := range Features() {
+		if f.Cleanup == nil {
+			continue
+		}
+		if err := f.Cleanup(ctx, j); err != nil {
+			errs = append(errs, wrapFeature(f.Name, err))
+		}
+	}
+	paths, err := st.CleanupPaths()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range paths {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, fmt.Errorf("ferry: cleanup %s: %w", p, err))
+		}
+	}
+	if err := removeGitlabEnv(env, st); err != nil {
+		errs = append(errs, err)
+	}
+	if err := st.Remove(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,137 @@
+// Package stages implements ferry's four custom-executor stages (config,
+// prepare, run, cleanup) and the registry through which features plug into
+// them (hooks.go).
+package stages
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"gitlab.com/ferry-ci/ferry/pkg/failure"
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/version"
+)
+
+// DriverName is what the runner prints: "Using Custom executor with driver ferry <version>".
+const DriverName = "ferry"
+
+// ConfigOutput is the JSON config_exec prints.
+type ConfigOutput struct {
+	BuildsDir         string            `json:"builds_dir"`
+	CacheDir          string            `json:"cache_dir"`
+	BuildsDirIsShared bool              `json:"builds_dir_is_shared"`
+	Hostname          string            `json:"hostname,omitempty"`
+	Driver            Driver            `json:"driver"`
+	JobEnv            map[string]string `json:"job_env,omitempty"`
+	Shell             string            `json:"shell"`
+}
+
+// Driver names ferry in the job log.
+type Driver struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// pathComponent is what a runner-given id may look like before it becomes a
+// directory name.
+var pathComponent = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Config computes config_exec's answer. With builds_dir_is_shared false the
+// runner puts the project in <builds_dir>/<namespace>/<project>, so
+// builds_dir itself must be unique per concurrent job of a project: ferry
+// uses <builds-root>/<CI_RUNNER_SHORT_TOKEN>/<CI_CONCURRENT_PROJECT_ID>, the
+// shell executor's layout.
+func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
+	if o.BuildsDir == "" || o.CacheDir == "" || o.StateDir == "" {
+		return nil, fmt.Errorf("ferry: HOME is not set: give --builds-dir, --cache-dir and --state-dir")
+	}
+	token, _ := env.JobVar("CI_RUNNER_SHORT_TOKEN")
+	if token == "" {
+		token = "runner"
+	}
+	if !pathComponent.MatchString(token) {
+		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN %q is not usable as a directory name", token)
+	}
+	slot, name := "", ""
+	for _, n := range []string{"CI_CONCURRENT_PROJECT_ID", "CI_CONCURRENT_ID"} {
+		if v, ok := env.JobVar(n); ok && v != "" {
+			slot, name = v, n
+			break
+		}
+	}
+	if slot == "" {
+		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID and CUSTOM_ENV_CI_CONCURRENT_ID are not set: cannot give this job its own builds_dir")
+	}
+	if !pathComponent.MatchString(slot) {
+		return nil, fmt.Errorf("ferry: CUSTOM_ENV_%s %q is not usable as a directory name", name, slot)
+	}
+	builds, err := filepath.Abs(o.BuildsDir)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: --builds-dir %s: %w", o.BuildsDir, err)
+	}
+	cache, err := filepath.Abs(o.CacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: --cache-dir %s: %w", o.CacheDir, err)
+	}
+	state, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: --state-dir %s: %w", o.StateDir, err)
+	}
+	if within(state, builds) {
+		return nil, fmt.Errorf("ferry: --state-dir %s is inside --builds-dir %s: job state must stay out of the build directory", state, builds)
+	}
+	host, _ := os.Hostname()
+	return &ConfigOutput{
+		BuildsDir:         filepath.Join(builds, token, slot),
+		CacheDir:          cache,
+		BuildsDirIsShared: false,
+		Hostname:          host,
+		Driver:            Driver{Name: DriverName, Version: version.Version},
+		// Later calls get these in their process environment, so prepare, run
+		// and cleanup agree on the state root even when only config_args
+		// names it.
+		JobEnv: map[string]string{EnvName("state-dir"): state},
+		Shell:  "bash",
+	}, nil
+}
+
+// WriteConfig runs Config and prints the JSON.
+func WriteConfig(env *jobenv.Env, o *Options, w io.Writer) error {
+	c, err := Config(env, o)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	if err := enc.Encode(c); err != nil {
+		return fmt.Errorf("ferry: config: write JSON: %w", err)
+	}
+	return nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != ".." && !filepath.IsAbs(rel) && (rel == "." || len(rel) < 3 || rel[:3] != "../")
+}
+
+// ExitCode maps an error to the runner's exit codes: a build failure to
+// BUILD_FAILURE_EXIT_CODE, anything else to SYSTEM_FAILURE_EXIT_CODE.
+func ExitCode(env *jobenv.Env, err error) int {
+	if err == nil {
+		return 0
+	}
+	if failure.IsBuild(err) {
+		if env.BuildFailureExitCode > 0 {
+			return env.BuildFailureExitCode
+		}
+		return 1
+	}
+	if env.SystemFailureExitCode > 0 {
+		return env.SystemFailureExitCode
+	}
+	return 2
+}

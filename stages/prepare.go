@@ -1,0 +1,119 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
+	"gitlab.com/ferry-ci/ferry/pkg/redact"
+	"gitlab.com/ferry-ci/ferry/pkg/version"
+)
+
+// Prepare is prepare_exec: it creates the job's private state directory,
+// sweeps abandoned ones, and runs the features' Prepare hooks. stdout is the
+// job log.
+func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer) error {
+	start := time.Now()
+	if err := env.RequireRunner(); err != nil {
+		return err
+	}
+	payload, err := env.Payload()
+	if err != nil {
+		return err // the runner's own file: a system failure
+	}
+	st, err := openState(env, o)
+	if err != nil {
+		return err
+	}
+	if err := stateDirOutsideBuilds(st, env, o); err != nil {
+		return err
+	}
+	st.Timeout = time.Duration(payload.RunnerInfo.Timeout) * time.Second
+	if err := st.Create(); err != nil {
+		return err
+	}
+	// The runner masks masked variables only as they are; ferry also masks
+	// their encoded forms in everything a job prints.
+	if err := st.AddSecrets(payload.MaskedValues()...); err != nil {
+		return err
+	}
+	out, closeOut, err := redactedOutput(st, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	log := joblog.New(out)
+	end := log.Section("prepare_ferry", "Preparing the job with "+DriverName+" "+version.Version, true)
+	ready := time.Since(start)
+	swept, sweepErr := jobstate.SweepStale(st.Root(), o.StaleAfter)
+	log.Infof("Using %s %s: job state ready in %s", DriverName, version.Version, joblog.Duration(ready))
+	if len(swept) > 0 {
+		log.Infof("Removed %d stale job state dir(s) older than %s", len(swept), o.StaleAfter)
+	}
+	if sweepErr != nil {
+		// A leftover of another job must not fail this one.
+		log.Warnf("%v", sweepErr)
+	}
+	end()
+	j := &Job{Env: env, Payload: payload, State: st, Log: log, Options: o}
+	for _, f := range Features() {
+		if f.Prepare == nil {
+			continue
+		}
+		if err := f.Prepare(ctx, j); err != nil {
+			return wrapFeature(f.Name, err)
+		}
+	}
+	return nil
+}
+
+// openState opens (without creating) the job's state directory.
+func openState(env *jobenv.Env, o *Options) (*jobstate.State, error) {
+	if o.StateDir == "" {
+		return nil, fmt.Errorf("ferry: HOME is not set: give --state-dir")
+	}
+	return jobstate.Open(o.StateDir, env)
+}
+
+// redactedOutput wraps w with a redactor masking the job's secrets and their
+// encoded forms. The returned func flushes it.
+func redactedOutput(st *jobstate.State, w io.Writer) (io.Writer, func(), error) {
+	secrets, err := st.Secrets()
+	if err != nil {
+		return nil, nil, err
+	}
+	rw := redact.NewWriter(w, redact.AllVariants(secrets...))
+	return rw, func() { rw.Close() }, nil
+}
+
+// wrapFeature names the feature in its error unless the error already
+// starts with "ferry:"; the classification (failure.Build) is kept.
+func wrapFeature(name string, err error) error {
+	if s := err.Error(); len(s) >= 6 && s[:6] == "ferry:" {
+		return err
+	}
+	return fmt.Errorf("ferry: %s: %w", name, err)
+}
+
+// stateDirOutsideBuilds refuses a state dir inside the builds root or the
+// project directory: artifacts, caches and image builds would see it.
+func stateDirOutsideBuilds(st *jobstate.State, env *jobenv.Env, o *Options) error {
+	var dirs []string
+	if b, err := filepath.Abs(o.BuildsDir); err == nil && o.BuildsDir != "" {
+		dirs = append(dirs, b)
+	}
+	if pd, _ := env.JobVar("CI_PROJECT_DIR"); pd != "" {
+		dirs = append(dirs, filepath.Clean(pd))
+	}
+	for _, d := range dirs {
+		if within(st.Dir(), d) {
+			return fmt.Errorf("ferry: --state-dir %s is inside the build directory %s: job state must stay out of it", st.Root(), d)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,624 @@
+package stages
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"gitlab.com/ferry-ci/ferry/pkg/failure"
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
+)
+
+// HostEnvAllowList are the host variables a job script gets from ferry's own
+// environment (plus --pass-env names). Everything else, in particular
+// CUSTOM_ENV_*, JOB_RESPONSE_FILE and BUILD_*, is left out: the stage script
+// exports the job's variables itself.
+var HostEnvAllowList = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "TZ", "TMPDIR", "TERM"}
+
+// hostEnvPrefixes are allowed by prefix (locale categories).
+var hostEnvPrefixes = []string{"LC_"}
+
+// neverPassed cannot be let through even with --pass-env: they belong to the
+// runner's conversation with ferry, not to the job.
+func neverPassed(k string) bool {
+	return strings.HasPrefix(k, "CUSTOM_ENV_") || strings.HasPrefix(k, "BUILD_") ||
+		k == "JOB_RESPONSE_FILE" || k == "SYSTEM_FAILURE_EXIT_CODE"
+}
+
+// gitlabEnvSafe is what a value must look like to go into GITLAB_ENV: it
+// means the same whether the runner sources the file as shell or exports each
+// line as is.
+var gitlabEnvSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+,=-]*$`)
+
+// gitlabEnvRecord (in the state dir) holds the lines ferry wrote into
+// GITLAB_ENV, so later stages neither duplicate them nor touch the user's.
+const gitlabEnvRecord = "gitlab_env.lines"
+
+// ScriptError is a stage script that exited non-zero.
+type ScriptError struct {
+	Stage string
+	Code  int
+}
+
+func (e *ScriptError) Error() string {
+	return fmt.Sprintf("ferry: stage %s: script exited with code %d", e.Stage, e.Code)
+}
+
+// Run is run_exec: it runs `bash <script>` for any stage name, with the
+// job's environment, its output redacted, in its own process group, and
+// makes sure no process of it outlives the stage. ctx ending (SIGTERM or
+// SIGINT to ferry) terminates the script: SIGTERM to all its processes, then
+// SIGKILL after --grace-period.
+//
+// A non-zero script exit is written to BUILD_EXIT_CODE_FILE and returned as
+// a build failure (*ScriptError inside).
+func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string, stdout, stderr io.Writer) error {
+	if err := env.RequireRunner(); err != nil {
+		return err
+	}
+	st, err := openState(env, o)
+	if err != nil {
+		return err
+	}
+	if !st.Exists() {
+		return fmt.Errorf("ferry: job state %s does not exist: prepare_exec did not run or the dir was removed", st.Dir())
+	}
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("ferry: stage %s: script: %w", stage, err)
+	}
+	outW, closeOut, err := redactedOutput(st, stdout)
+	if err != nil {
+		return err
+	}
+	defer closeOut()
+	errW, closeErr, err := redactedOutput(st, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeErr()
+	log := joblog.New(outW)
+
+	if hooks := Features(); len(hooks) > 0 {
+		var payload *jobenv.JobResponse
+		j := &Job{Env: env, State: st, Log: log, Options: o}
+		for _, f := range hooks {
+			if f.BeforeStage == nil {
+				continue
+			}
+			if payload == nil {
+				if payload, err = env.Payload(); err != nil {
+					return err
+				}
+				j.Payload = payload
+			}
+			if err := f.BeforeStage(ctx, j, stage); err != nil {
+				return wrapFeature(f.Name, err)
+			}
+		}
+	}
+	overrides, err := st.Env()
+	if err != nil {
+		return err
+	}
+	if err := writeGitlabEnv(env, st, overrides, log); err != nil {
+		return err
+	}
+	childEnv := ChildEnv(env, o, st, overrides)
+
+	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod)
+	if err != nil {
+		return err
+	}
+	if code == 0 {
+		return nil
+	}
+	if f := env.BuildExitCodeFile; f != "" {
+		if werr := os.WriteFile(f, []byte(strconv.Itoa(code)+"\n"), 0o600); werr != nil {
+			return fmt.Errorf("ferry: BUILD_EXIT_CODE_FILE %s: %w", f, werr)
+		}
+	}
+	return failure.Build(&ScriptError{Stage: stage, Code: code})
+}
+
+// ChildEnv builds the job script's process environment: the allow-listed
+// host variables and --pass-env names, the env.json overrides,
+// PATH=<state>/bin:$PATH and FERRY_STATE_DIR.
+func ChildEnv(env *jobenv.Env, o *Options, st *jobstate.State, overrides []jobstate.EnvVar) []string {
+	m := map[string]string{}
+	var order []string
+	set := func(k, v string) {
+		if _, ok := m[k]; !ok {
+			order = append(order, k)
+		}
+		m[k] = v
+	}
+	for _, k := range HostEnvAllowList {
+		if v, ok := env.LookupEnv(k); ok {
+			set(k, v)
+		}
+	}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		for _, p := range hostEnvPrefixes {
+			if strings.HasPrefix(k, p) {
+				if v, ok := env.LookupEnv(k); ok {
+					set(k, v)
+				}
+			}
+		}
+	}
+	for _, k := range o.PassEnv {
+		if neverPassed(k) {
+			continue
+		}
+		if v, ok := env.LookupEnv(k); ok {
+			set(k, v)
+		}
+	}
+	for _, e := range overrides {
+		set(e.Key, e.Value)
+	}
+	path := m["PATH"]
+	if path == "" {
+		path = "/usr/local/bin:/usr/bin:/bin"
+	}
+	set("PATH", st.BinDir()+string(os.PathListSeparator)+path)
+	set("FERRY_STATE_DIR", st.Root())
+	out := make([]string, 0, len(order))
+	for _, k := range order {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+// GitlabEnvPath is the file the runner's stage scripts source:
+// <CI_PROJECT_DIR>.tmp/gitlab_runner_env (the runner's TmpProjectDir).
+func GitlabEnvPath(env *jobenv.Env) string {
+	pd, _ := env.JobVar("CI_PROJECT_DIR")
+	if pd == "" {
+		return ""
+	}
+	return filepath.Join(filepath.Clean(pd)+".tmp", "gitlab_runner_env")
+}
+
+// gitlabEnvLines are the KEY=value lines for overrides whose key is also a
+// job variable (the stage script's export would hide the process
+// environment's value). PATH gets the per-job bin dir in front.
+func gitlabEnvLines(env *jobenv.Env, st *jobstate.State, overrides []jobstate.EnvVar, log *joblog.Logger) []string {
+	vars := env.JobVars()
+	var lines []string
+	for _, e := range overrides {
+		if _, isJobVar := vars[e.Key]; !isJobVar || e.Key == "PATH" {
+			continue
+		}
+		switch {
+		case e.Secret:
+			log.Warnf("ferry: %s is a job variable and a secret: its ferry value is not written to GITLAB_ENV; the job's own value wins", e.Key)
+		case !gitlabEnvSafe.MatchString(e.Value):
+			log.Warnf("ferry: %s: value has characters not safe in GITLAB_ENV: the job's own value wins", e.Key)
+		default:
+			lines = append(lines, e.Key+"="+e.Value)
+		}
+	}
+	if p, ok := vars["PATH"]; ok {
+		// The job defines PATH itself: keep the per-job bin dir in front of it.
+		path := st.BinDir() + ":" + p
+		for _, e := range overrides {
+			if e.Key == "PATH" {
+				path = st.BinDir() + ":" + e.Value
+			}
+		}
+		if gitlabEnvSafe.MatchString(path) {
+			lines = append(lines, "PATH="+path)
+		} else {
+			log.Warnf("ferry: PATH job variable has characters not safe in GITLAB_ENV: %s is not on the job's PATH", st.BinDir())
+		}
+	}
+	return lines
+}
+
+// writeGitlabEnv makes GITLAB_ENV hold ferry's lines exactly once. Lines
+// already there are left where they are (a line the user added after ours
+// keeps winning); lines ferry wrote earlier that changed are replaced; the
+// user's own lines are never touched.
+func writeGitlabEnv(env *jobenv.Env, st *jobstate.State, overrides []jobstate.EnvVar, log *joblog.Logger) error {
+	want := gitlabEnvLines(env, st, overrides, log)
+	path := GitlabEnvPath(env)
+	if path == "" {
+		if len(want) > 0 {
+			return fmt.Errorf("ferry: CUSTOM_ENV_CI_PROJECT_DIR is not set: cannot write GITLAB_ENV")
+		}
+		return nil
+	}
+	prev, err := readLines(st.Path(gitlabEnvRecord))
+	if err != nil {
+		return err
+	}
+	if len(want) == 0 && len(prev) == 0 {
+		return nil
+	}
+	cur, err := readLines(path)
+	if err != nil {
+		return err
+	}
+	next := reconcile(cur, prev, want)
+	if !equalLines(cur, next) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("ferry: GITLAB_ENV %s: %w", path, err)
+		}
+		if err := jobstate.WriteFileAtomic(path, joinLines(next)); err != nil {
+			return err
+		}
+	}
+	if !equalLines(prev, want) {
+		return jobstate.WriteFileAtomic(st.Path(gitlabEnvRecord), joinLines(want))
+	}
+	return nil
+}
+
+// removeGitlabEnv takes ferry's lines out of GITLAB_ENV (cleanup): the file
+// may outlive the job in the build directory.
+func removeGitlabEnv(env *jobenv.Env, st *jobstate.State) error {
+	path := GitlabEnvPath(env)
+	prev, err := readLines(st.Path(gitlabEnvRecord))
+	if err != nil || path == "" || len(prev) == 0 {
+		return err
+	}
+	cur, err := readLines(path)
+	if err != nil || len(cur) == 0 {
+		return err
+	}
+	next := reconcile(cur, prev, nil)
+	if equalLines(cur, next) {
+		return nil
+	}
+	return jobstate.WriteFileAtomic(path, joinLines(next))
+}
+
+// reconcile returns cur with the lines of prev that are not in want removed
+// (one occurrence each) and the lines of want that are missing appended.
+func reconcile(cur, prev, want []string) []string {
+	wanted := map[string]bool{}
+	for _, l := range want {
+		wanted[l] = true
+	}
+	drop := map[string]int{}
+	for _, l := range prev {
+		if !wanted[l] {
+			drop[l]++
+		}
+	}
+	present := map[string]bool{}
+	next := make([]string, 0, len(cur)+len(want))
+	for _, l := range cur {
+		if drop[l] > 0 {
+			drop[l]--
+			continue
+		}
+		present[l] = true
+		next = append(next, l)
+	}
+	for _, l := range want {
+		if !present[l] {
+			next = append(next, l)
+			present[l] = true
+		}
+	}
+	return next
+}
+
+func readLines(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ferry: read %s: %w", path, err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("ferry: read %s: %w", path, err)
+	}
+	return lines, nil
+}
+
+func joinLines(lines []string) []byte {
+	if len(lines) == 0 {
+		return nil
+	}
+	return []byte(strings.Join(lines, "\n") + "\n")
+}
+
+func equalLines(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// subreaperOnce makes ferry the reaper of every orphan of the job: a
+// daemonized or setsid'd grandchild is reparented to ferry instead of init,
+// so ferry can still find it in /proc and kill it.
+var subreaperOnce sync.Once
+
+// runScript runs `bash script` and returns its exit code (128+signal when a
+// signal ended it). The error is only for ferry's own failures.
+func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration) (int, error) {
+	subreaperOnce.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
+	// Pdeathsig is tied to the thread that started the child: keep this
+	// goroutine on it so the script dies with ferry even if the runner
+	// SIGKILLs ferry before the grace period is over.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+
+	// Own pipes, not exec's copying goroutines: a background process holding
+	// the pipe must not keep Wait (and so ferry) waiting.
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return 0, fmt.Errorf("ferry: pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return 0, fmt.Errorf("ferry: pipe: %w", err)
+	}
+	cmd := exec.Command("bash", script)
+	cmd.Env = environ
+	cmd.Stdin = nil
+	cmd.Stdout = outW
+	cmd.Stderr = errW
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		for _, f := range []*os.File{outR, outW, errR, errW} {
+			f.Close()
+		}
+		return 0, fmt.Errorf("ferry: start bash %s: %w", script, err)
+	}
+	outW.Close()
+	errW.Close()
+	var copying sync.WaitGroup
+	copying.Add(2)
+	go func() { defer copying.Done(); io.Copy(stdout, outR) }()
+	go func() { defer copying.Done(); io.Copy(stderr, errR) }()
+
+	pgid := cmd.Process.Pid
+	done := make(chan struct{})
+	terminated := make(chan struct{})
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		close(terminated)
+		signalJob(pgid, syscall.SIGTERM)
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			signalJob(pgid, syscall.SIGKILL)
+		}
+	}()
+	werr := cmd.Wait()
+	close(done)
+
+	// What is left of the job: its process group and every orphan that the
+	// subreaper setting brought back to ferry.
+	wasCancelled := false
+	select {
+	case <-terminated:
+		wasCancelled = true
+	default:
+	}
+	reapJob(pgid, grace, wasCancelled)
+
+	// All writers are gone: the copies end at EOF. If something we could not
+	// kill still holds a pipe, stop waiting after a moment.
+	copied := make(chan struct{})
+	go func() { copying.Wait(); close(copied) }()
+	select {
+	case <-copied:
+	case <-time.After(2 * time.Second):
+		outR.Close()
+		errR.Close()
+		<-copied
+	}
+	outR.Close()
+	errR.Close()
+
+	if werr == nil {
+		return 0, nil
+	}
+	var ee *exec.ExitError
+	if errors.As(werr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal()), nil
+		}
+		return ee.ExitCode(), nil
+	}
+	return 0, fmt.Errorf("ferry: wait for bash %s: %w", script, werr)
+}
+
+// signalJob signals the script's process group and every other descendant
+// of ferry (setsid'd or daemonized processes have left the group).
+func signalJob(pgid int, sig syscall.Signal) {
+	_ = syscall.Kill(-pgid, sig)
+	for _, pid := range descendants(os.Getpid()) {
+		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// reapJob ends every process the script left behind. After a normal exit
+// they get SIGTERM and up to the grace period (they are background helpers
+// of a finished stage); after a cancel the grace period has been spent
+// already, so they are killed at once. Zombies reparented to ferry are
+// reaped.
+func reapJob(pgid int, grace time.Duration, cancelled bool) {
+	left := func() bool {
+		reapZombies()
+		return syscall.Kill(-pgid, 0) == nil || len(descendants(os.Getpid())) > 0
+	}
+	if !left() {
+		return
+	}
+	if !cancelled {
+		signalJob(pgid, syscall.SIGTERM)
+		deadline := time.Now().Add(grace)
+		for time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+			if !left() {
+				return
+			}
+		}
+	}
+	// SIGKILL until nothing is left: a killed parent's children are
+	// reparented to ferry and show up in the next round.
+	for i := 0; i < 100 && left(); i++ {
+		signalJob(pgid, syscall.SIGKILL)
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// reapZombies collects exited children without blocking.
+func reapZombies() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// descendants lists the live (not zombie) descendants of pid, read from
+// /proc/<pid>/task/*/children, falling back to a scan of /proc/*/stat.
+func descendants(pid int) []int {
+	var out []int
+	queue := []int{pid}
+	seen := map[int]bool{pid: true}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		kids, ok := childrenOf(p)
+		if !ok {
+			return scanDescendants(pid)
+		}
+		for _, k := range kids {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			queue = append(queue, k)
+			if !isZombie(k) {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+func childrenOf(pid int) ([]int, bool) {
+	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	if err != nil {
+		return nil, !errors.Is(err, os.ErrNotExist) || pid != os.Getpid()
+	}
+	var kids []int
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/children")
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && pid == os.Getpid() {
+				return nil, false // kernel without CONFIG_PROC_CHILDREN
+			}
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if k, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, k)
+			}
+		}
+	}
+	return kids, true
+}
+
+// scanDescendants walks every process's parent link.
+func scanDescendants(root int) []int {
+	ents, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	zombie := map[int]bool{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, state, ok := statOf(pid)
+		if ok {
+			parent[pid] = ppid
+			zombie[pid] = state == 'Z'
+		}
+	}
+	var out []int
+	for pid := range parent {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == root {
+				if !zombie[pid] {
+					out = append(out, pid)
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+func isZombie(pid int) bool {
+	_, state, ok := statOf(pid)
+	return !ok || state == 'Z' || state == 'X'
+}
+
+// statOf reads the parent pid and state of pid from /proc/<pid>/stat.
+func statOf(pid int) (ppid int, state byte, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name is in parentheses and may hold spaces: parse after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 2 {
+		return 0, 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return ppid, f[0][0], err == nil
+}
