@@ -411,14 +411,17 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 
 	pgid := cmd.Process.Pid
 	done := make(chan struct{})
-	terminated := make(chan struct{})
+	var termMu sync.Mutex
+	var termAt time.Time // when the job was told to stop; zero if never
 	go func() {
 		select {
 		case <-done:
 			return
 		case <-ctx.Done():
 		}
-		close(terminated)
+		termMu.Lock()
+		termAt = time.Now()
+		termMu.Unlock()
 		signalJob(pgid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		defer t.Stop()
@@ -432,14 +435,15 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 	close(done)
 
 	// What is left of the job: its process group and every orphan that the
-	// subreaper setting brought back to ferry.
-	wasCancelled := false
-	select {
-	case <-terminated:
-		wasCancelled = true
-	default:
+	// subreaper setting brought back to ferry. They get what is left of the
+	// grace period since the SIGTERM (the whole period after a normal exit).
+	termMu.Lock()
+	deadline, cancelled := termAt.Add(grace), !termAt.IsZero()
+	termMu.Unlock()
+	if !cancelled {
+		deadline = time.Now().Add(grace)
 	}
-	reapJob(pgid, grace, wasCancelled)
+	reapJob(pgid, deadline, !cancelled)
 
 	// All writers are gone: the copies end at EOF. If something we could not
 	// kill still holds a pipe, stop waiting after a moment.
@@ -477,12 +481,10 @@ func signalJob(pgid int, sig syscall.Signal) {
 	}
 }
 
-// reapJob ends every process the script left behind. After a normal exit
-// they get SIGTERM and up to the grace period (they are background helpers
-// of a finished stage); after a cancel the grace period has been spent
-// already, so they are killed at once. Zombies reparented to ferry are
-// reaped.
-func reapJob(pgid int, grace time.Duration, cancelled bool) {
+// reapJob ends every process the script left behind: SIGTERM (unless they
+// got it already), up to the deadline to exit, then SIGKILL. Zombies
+// reparented to ferry are reaped.
+func reapJob(pgid int, deadline time.Time, sendTerm bool) {
 	left := func() bool {
 		reapZombies()
 		return syscall.Kill(-pgid, 0) == nil || len(descendants(os.Getpid())) > 0
@@ -490,14 +492,13 @@ func reapJob(pgid int, grace time.Duration, cancelled bool) {
 	if !left() {
 		return
 	}
-	if !cancelled {
+	if sendTerm {
 		signalJob(pgid, syscall.SIGTERM)
-		deadline := time.Now().Add(grace)
-		for time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-			if !left() {
-				return
-			}
+	}
+	for time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		if !left() {
+			return
 		}
 	}
 	// SIGKILL until nothing is left: a killed parent's children are
