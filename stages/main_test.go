@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 // fakeJob is one job as a runner would present it to ferry: a payload file,
 // CUSTOM_ENV_* variables and the exit-code variables.
 type fakeJob struct {
-	t        *testing.T
+	t        testing.TB
 	base     string
 	id       string
 	stateDir string
@@ -52,7 +52,7 @@ type fakeJob struct {
 	args     []string          // flags given to every call
 }
 
-func newJob(t *testing.T, id string) *fakeJob {
+func newJob(t testing.TB, id string) *fakeJob {
 	t.Helper()
 	base := t.TempDir()
 	j := &fakeJob{t: t, base: base, id: id,
@@ -112,7 +112,7 @@ func (j *fakeJob) cmd(sub string, args ...string) *exec.Cmd {
 	return c
 }
 
-func run(t *testing.T, c *exec.Cmd) result {
+func run(t testing.TB, c *exec.Cmd) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
