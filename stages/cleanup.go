@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
@@ -44,6 +45,10 @@ func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer)
 		if err := f.Cleanup(ctx, j); err != nil {
 			errs = append(errs, wrapFeature(f.Name, err))
 		}
+	}
+	// Processes of the job still alive now escaped a killed `ferry run`.
+	if n := killMarked(filepath.Base(st.Dir())); n > 0 {
+		log.Warnf("ferry: killed %d leftover process(es) of job %s", n, filepath.Base(st.Dir()))
 	}
 	paths, err := st.CleanupPaths()
 	if err != nil {

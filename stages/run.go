@@ -51,6 +51,9 @@ var gitlabEnvSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+,=-]*$`)
 // GITLAB_ENV, so later stages neither duplicate them nor touch the user's.
 const gitlabEnvRecord = "gitlab_env.lines"
 
+// JobMarkVar is set to the job key in the environment of every job script.
+const JobMarkVar = "FERRY_JOB_KEY"
+
 // ScriptError is a stage script that exited non-zero.
 type ScriptError struct {
 	Stage string
@@ -181,6 +184,9 @@ func ChildEnv(env *jobenv.Env, o *Options, st *jobstate.State, overrides []jobst
 	}
 	set("PATH", st.BinDir()+string(os.PathListSeparator)+path)
 	set("FERRY_STATE_DIR", st.Root())
+	// Every process of the job inherits this mark; cleanup finds by it what
+	// survived a ferry that was killed before it could stop the job.
+	set(JobMarkVar, filepath.Base(st.Dir()))
 	out := make([]string, 0, len(order))
 	for _, k := range order {
 		out = append(out, k+"="+m[k])
@@ -622,4 +628,37 @@ func statOf(pid int) (ppid int, state byte, ok bool) {
 	}
 	ppid, err = strconv.Atoi(f[1])
 	return ppid, f[0][0], err == nil
+}
+
+// killMarked SIGKILLs every process of ferry's user whose environment holds
+// FERRY_JOB_KEY=<key>: what is left of a job whose `ferry run` was itself
+// SIGKILLed (the runner's graceful_kill_timeout shorter than
+// --grace-period). It returns how many it killed.
+func killMarked(key string) int {
+	mark := []byte("\x00" + JobMarkVar + "=" + key + "\x00")
+	self := os.Getpid()
+	killed := 0
+	for round := 0; round < 10; round++ {
+		n := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == self {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
+			if err != nil || !bytes.Contains(append([]byte{0}, b...), mark) || isZombie(pid) {
+				continue
+			}
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				n++
+			}
+		}
+		killed += n
+		if n == 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return killed
 }

@@ -516,3 +516,31 @@ func TestFlagEnvFallback(t *testing.T) {
 		t.Errorf("bad env value: %d %q", r.code, r.stderr)
 	}
 }
+
+// TestCleanupKillsLeftoversOfKilledRun: when the runner SIGKILLs ferry
+// itself (graceful_kill_timeout shorter than --grace-period), cleanup finds
+// the job's surviving processes by their FERRY_JOB_KEY mark and kills them.
+func TestCleanupKillsLeftoversOfKilledRun(t *testing.T) {
+	j := newJob(t, "118")
+	j.mustPrepare()
+	a := uniqueSleep() + "4"
+	ready := filepath.Join(j.base, "ready")
+	cmd := j.cmd("run", j.script("setsid sleep "+a+" &\ntouch "+ready+"\nwait"), "build_script")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil && len(procsWithArg(a)) == 1 }) {
+		t.Fatal("script never got ready")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if len(procsWithArg(a)) != 1 {
+		t.Fatal("the setsid child should still run after ferry was SIGKILLed")
+	}
+	if r := j.ferry("cleanup"); r.code != 0 || !strings.Contains(r.stderr, "leftover") {
+		t.Errorf("cleanup: %d %q", r.code, r.stderr)
+	}
+	if !waitFor(3*time.Second, func() bool { return len(procsWithArg(a)) == 0 }) {
+		t.Errorf("sleep %s survived cleanup", a)
+	}
+}
