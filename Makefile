@@ -5,6 +5,9 @@ PREFIX   ?= /usr/local
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X gitlab.com/ferry-ci/ferry/pkg/version.Version=$(VERSION)
 BENCHTIME ?= 300x
+# The main module's packages; e2e/ is its own module (until its go.mod lands,
+# keep it out of the main module's vet and test).
+PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
 .PHONY: all build test bench install lint demo tools help
 
@@ -19,7 +22,7 @@ build:
 
 ## test: unit and process tests of the main module, then the e2e module
 test:
-	$(GO) test ./...
+	$(GO) test $(PKGS)
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
 ## bench: ferry's per-stage overhead against bash running the same script
@@ -38,7 +41,7 @@ install: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet $(PKGS)
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) vet ./...; fi
 
 ## demo: a two-job pipeline through ferry (lands with the demo)
