@@ -245,7 +245,7 @@ func TestDotenvSecretsNeverInLog(t *testing.T) {
 			{Name: "producer", Stage: "build",
 				Variables: []runnerdriver.Variable{{Key: "FERRY_DOTENV_SECRET_KEYS", Value: "DEPLOY_TOKEN", Public: true},
 					{Key: "SRC_TOKEN", Value: token}, {Key: "SRC_PW", Value: password}},
-				Script: []string{`printf 'DEPLOY_TOKEN=%s\nDB_PASSWORD=%s\nPLAIN=visible\n' "$SRC_TOKEN" "$SRC_PW" > deploy.env`},
+				Script:    []string{`printf 'DEPLOY_TOKEN=%s\nDB_PASSWORD=%s\nPLAIN=visible\n' "$SRC_TOKEN" "$SRC_PW" > deploy.env`},
 				Artifacts: []runnerdriver.Artifact{runnerdriver.DotenvReport("deploy.env")}},
 			{Name: "consumer", Stage: "deploy",
 				// DEPLOY_TOKEN is also a .gitlab-ci.yml variable: the secret
