@@ -1,0 +1,37 @@
+package cluster
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+// Main is a TestMain helper: it starts one cluster for the whole test
+// package, stores it in *c, runs the tests and stops the cluster, so every
+// test of a package shares one API server (starting one takes seconds).
+func Main(m *testing.M, c **Cluster, opts Options) {
+	flag.Parse() // testing.Verbose needs it; m.Run parses again harmlessly
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	started := time.Now()
+	cl, err := Start(ctx, opts)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: cannot start the test cluster: %v\n", err)
+		os.Exit(1)
+	}
+	if testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "e2e: cluster %s ready in %s\n", cl.URL, time.Since(started).Round(time.Millisecond))
+	}
+	*c = cl
+	code := m.Run()
+	if err := cl.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: stopping the test cluster: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
