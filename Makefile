@@ -9,19 +9,19 @@ BENCHTIME ?= 300x
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
-.PHONY: all build test bench install lint demo tools help
+.PHONY: all build test bench install lint demo devcluster tools help
 
 all: build
 
 help:
-	@echo "targets: build test bench install lint demo tools"
+	@echo "targets: build test bench install lint demo devcluster tools"
 
 ## build: the ferry binary in $(BIN), version stamped from git
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./executor
 
 ## test: unit and process tests of the main module, then the e2e module
-test:
+test: tools
 	$(GO) test $(PKGS)
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
@@ -47,6 +47,10 @@ lint:
 ## demo: a two-job pipeline through ferry (lands with the demo)
 demo:
 	@echo "make demo: coming soon"
+
+## devcluster: a real kube-apiserver + etcd on loopback until Ctrl-C (kubeconfigs in .devcluster/)
+devcluster:
+	cd e2e && $(GO) run ./cmd/devcluster -dir ../.devcluster
 
 ## tools: what the tests need on the host (kubectl for side-by-side checks)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
