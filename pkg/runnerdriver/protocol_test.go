@@ -282,7 +282,12 @@ func TestArtifactSources(t *testing.T) {
 }
 
 func TestGitLabDotenvRejectsInvalidReport(t *testing.T) {
-	d := newDriver(t, func(c *Config) { c.GitLabDotenv = true })
+	// This tests the driver's stand-in for GitLab, so ferry's own dotenv
+	// check (which fails the job earlier, with a line number) is turned off.
+	d := newDriver(t, func(c *Config) {
+		c.GitLabDotenv = true
+		c.ExtraArgs = append(c.ExtraArgs, "--dotenv-store=off")
+	})
 	pr := d.RunPipeline(ctxT(t), Pipeline{Jobs: []Job{
 		{Name: "bad", Stage: "build", Script: []string{`printf '# comment\nIMAGE=x\n' > build.env`},
 			Artifacts: []Artifact{DotenvReport("build.env")}},
