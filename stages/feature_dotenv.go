@@ -20,6 +20,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // DotenvSecretKeysVar is the producer job's variable naming the keys of its
@@ -414,6 +415,7 @@ func injectDotenv(j *Job, vars []dotenvVar, start time.Time) error {
 		byProducer[producer] = append(byProducer[producer], text)
 	}
 	applied := 0
+	var add []jobstate.EnvVar
 	for _, v := range vars {
 		if strings.HasPrefix(v.key, "FERRY_") {
 			j.Log.Warnf("dotenv: %s from %s not set: FERRY_* variables are ferry's own", v.key, v.producer)
@@ -441,15 +443,17 @@ func injectDotenv(j *Job, vars []dotenvVar, start time.Time) error {
 		}
 		// A secret value is registered with the redactor (secrets.json,
 		// encoded forms included) and never written to GITLAB_ENV.
-		if err := j.State.AddEnv(v.key, value, secret); err != nil {
-			return err
-		}
+		add = append(add, jobstate.EnvVar{Key: v.key, Value: value, Secret: secret})
 		applied++
 		if secret {
 			note(v.producer, v.key+" (masked)")
 		} else {
 			note(v.producer, v.key)
 		}
+	}
+	// One write of env.json for all of them (AddEnv per key costs an fsync each).
+	if err := j.State.AddEnvs(add); err != nil {
+		return err
 	}
 	for _, p := range producers {
 		j.Log.Infof("dotenv: %s from %s", strings.Join(byProducer[p], ", "), p)
