@@ -318,3 +318,31 @@ func TestDotenvPrecedence(t *testing.T) {
 		t.Errorf("consumer log:\n%s", l)
 	}
 }
+
+// TestDotenvExpiry: a report lives as long as the artifact's expire_in; an
+// expired one is not used (with a warning) and the next prepare's sweep
+// removes it from the store.
+func TestDotenvExpiry(t *testing.T) {
+	d, state := dotenvDriver(t, []string{"--dotenv-sweep-every=1ns"}, nil)
+	short := runnerdriver.DotenvReport("docker.env")
+	short.ExpireIn = "1 sec"
+	pr := d.RunPipeline(ctxFor(t), runnerdriver.Pipeline{
+		Stages: []string{"image", "wait", "deploy"},
+		Jobs: []runnerdriver.Job{
+			{Name: "kaniko", Stage: "image", Script: []string{`echo IMAGE=x > docker.env`}, Artifacts: []runnerdriver.Artifact{short}},
+			{Name: "pause", Stage: "wait", Script: []string{`sleep 1.2`}},
+			{Name: "kube", Stage: "deploy", Needs: []runnerdriver.Need{{Job: "kaniko"}}, Script: []string{`echo "image=[${IMAGE-unset}]"`}},
+		},
+	})
+	wantStatus(t, pr, "kube", runnerdriver.StatusSuccess)
+	if l := jobLog(pr, "kaniko"); !strings.Contains(l, "expires in 1 sec") {
+		t.Errorf("kaniko:\n%s", l)
+	}
+	l := jobLog(pr, "kube")
+	if !strings.Contains(l, "image=[unset]") || !strings.Contains(l, "dotenv: removed 1 expired report(s)") {
+		t.Errorf("kube:\n%s", l)
+	}
+	if files, _ := filepath.Glob(filepath.Join(state, "dotenv", "*", "*.json")); len(files) != 0 {
+		t.Errorf("expired report still stored: %v", files)
+	}
+}
