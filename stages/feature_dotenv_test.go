@@ -346,3 +346,19 @@ func TestDotenvExpiry(t *testing.T) {
 		t.Errorf("expired report still stored: %v", files)
 	}
 }
+
+// TestDotenvLenientStillUploadedToGitLab documents the caveat: GitLab parses
+// every uploaded report, so a file only --dotenv-lenient accepts fails the
+// runner's upload after ferry stored it, and ferry's warning-free capture
+// does not make the job pass.
+func TestDotenvLenientStillUploadedToGitLab(t *testing.T) {
+	d, _ := dotenvDriver(t, []string{"--dotenv-lenient"}, func(c *runnerdriver.Config) { c.GitLabDotenv = true })
+	pr := d.RunPipeline(ctxFor(t), runnerdriver.Pipeline{
+		Jobs: []runnerdriver.Job{{Name: "kaniko", Script: []string{`printf '# c\nIMAGE=x\n' > docker.env`},
+			Artifacts: []runnerdriver.Artifact{runnerdriver.DotenvReport("docker.env")}}},
+	})
+	wantStatus(t, pr, "kaniko", runnerdriver.StatusFailed)
+	if l := jobLog(pr, "kaniko"); !strings.Contains(l, "dotenv: stored 1 variable (IMAGE) from docker.env") {
+		t.Errorf("log:\n%s", l)
+	}
+}
