@@ -185,7 +185,9 @@ func TestForbiddenWithServiceAccount(t *testing.T) {
 	if out != "" || res.Failed != 2 {
 		t.Fatalf("stdout %q failed %d", out, res.Failed)
 	}
-	// The same credentials may apply in their own namespace.
+	// The same credentials may apply in their own namespace (fresh objects:
+	// Apply settled the namespace of the first ones to kube-system).
+	objs = append(parse(t, "deployment.yml", string(data)), parse(t, "svc.yml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: shark-app\nspec:\n  ports:\n  - port: 80\n")...)
 	res, out, errOut = run(t, a, objs, apply.ApplyOptions{Namespace: "example"})
 	if res.Err() != nil {
 		t.Fatalf("in example: %s", errOut)

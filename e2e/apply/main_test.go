@@ -18,7 +18,7 @@ import (
 
 var c *cluster.Cluster
 
-func TestMain(m *testing.M) { cluster.Main(m, &c) }
+func TestMain(m *testing.M) { cluster.Main(m, &c, cluster.Options{SimulateRollouts: true}) }
 
 var nsCounter atomic.Int64
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -86,8 +87,19 @@ func TestWaitReadyAndTimeout(t *testing.T) {
 	if !strings.Contains(progress.String(), "configmap/w: Current: Resource is always ready") {
 		t.Fatalf("progress:\n%s", progress.String())
 	}
-	// No controller-manager runs a rollout of this Deployment: it never becomes ready.
+	// The harness simulates the rollout: the Deployment goes InProgress, then Current.
 	deploy := read(t, apply.ReadOptions{Filenames: []string{filepath.Join(manifests, "seed", "deployment.yaml")}})
+	run(t, a, deploy, apply.ApplyOptions{Namespace: ns})
+	progress.Reset()
+	if err := a.Wait(ctx, deploy, 20*time.Second, &progress); err != nil {
+		t.Fatalf("wait for a rollout: %v\n%s", err, progress.String())
+	}
+	if !strings.Contains(progress.String(), "deployment.apps/shark-app: Current: ") {
+		t.Fatalf("progress:\n%s", progress.String())
+	}
+	// With the never-ready annotation the rollout never completes.
+	deploy[0].SetAnnotations(map[string]string{cluster.NeverReadyAnnotation: "true"})
+	deploy[0].Object["spec"].(map[string]any)["replicas"] = int64(2)
 	run(t, a, deploy, apply.ApplyOptions{Namespace: ns})
 	progress.Reset()
 	start := time.Now()

@@ -39,7 +39,7 @@ import (
 
 var c *cluster.Cluster
 
-func TestMain(m *testing.M) { cluster.Main(m, &c) }
+func TestMain(m *testing.M) { cluster.Main(m, &c, cluster.Options{SimulateRollouts: true}) }
 
 var (
 	buildOnce sync.Once

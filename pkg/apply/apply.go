@@ -427,7 +427,7 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 	var code int
 	raw, err := req.Do(ctx).StatusCode(&code).Raw()
 	if err != nil {
-		r.Err = err
+		r.Err = statusFromBody(err, raw)
 		return
 	}
 	live := &unstructured.Unstructured{}
@@ -539,4 +539,15 @@ func (p *printer) done(i int, r *ItemResult) {
 		}
 		p.next++
 	}
+}
+
+// statusFromBody turns an error answer into the API server's Status (the
+// untyped REST client leaves it undecoded: "unknown"), so messages carry
+// the server's words and a conflict's causes.
+func statusFromBody(err error, body []byte) error {
+	var st metav1.Status
+	if json.Unmarshal(body, &st) == nil && st.Kind == "Status" && st.Message != "" {
+		return &apierrors.StatusError{ErrStatus: st}
+	}
+	return err
 }
