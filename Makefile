@@ -25,12 +25,9 @@ test: tools
 	$(GO) test $(PKGS)
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
-## bench: ferry's per-stage overhead against bash running the same script
-bench:
-	@$(GO) test -run '^$$' -bench 'BenchmarkRunStage|BenchmarkBashDirect|BenchmarkFerryStart' -benchtime $(BENCHTIME) ./stages | tee /tmp/ferry-bench.$$$$ ; \
-	awk '/^BenchmarkRunStage/ {r=$$3} /^BenchmarkBashDirect/ {b=$$3} /^BenchmarkFerryStart/ {s=$$3} \
-	  END { if (r && b) printf "ferry run: %.2f ms/stage, bash alone: %.2f ms, ferry start (load+init): %.2f ms\nratio ferry/bash: %.2fx (target <= 1.5x); ferry overhead per stage: %.2f ms\n", r/1e6, b/1e6, s/1e6, r/b, (r-b)/1e6 }' /tmp/ferry-bench.$$$$ ; \
-	rm -f /tmp/ferry-bench.$$$$
+## bench: every benchmark with its baseline side by side (stage overhead, redaction, dotenv, apply vs kubectl)
+bench: tools
+	@scripts/bench.sh
 
 ## install: build and copy ferry to $(PREFIX)/bin
 install: build

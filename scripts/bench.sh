@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# make bench: every benchmark ferry has targets for, each measured side by side
+# with its baseline in the same run, printed as ratios. Takes about 5 minutes
+# (the Kubernetes part needs the e2e module built: the first run adds ~5).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+out=$(mktemp); trap 'rm -f "$out"' EXIT
+
+section() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+section "stage overhead: ferry run vs bash on the same trivial stage script (target <= 1.5x)"
+$GO test -run '^$' -bench 'BenchmarkRunStage|BenchmarkBashDirect|BenchmarkFerryStart' -benchtime "${BENCHTIME:-300x}" ./stages | tee "$out"
+awk '/^BenchmarkRunStage/ {r=$3} /^BenchmarkBashDirect/ {b=$3} /^BenchmarkFerryStart/ {s=$3}
+  END { if (r && b) printf "ferry run %.2f ms/stage, bash %.2f ms, ferry start alone %.2f ms: ratio %.2fx, overhead %.2f ms/stage\n", r/1e6, b/1e6, s/1e6, r/b, (r-b)/1e6 }' "$out"
+
+section "redaction vs io.Copy, 50 secrets (target >= 0.5x on 1 MiB chunks)"
+$GO test -run '^$' -bench . ./pkg/redact | tee "$out"
+awk '/^Benchmark/ { n=$1; sub(/-[0-9]+$/, "", n); v[n]=$(NF-1) }
+  END { for (k in v) if (k ~ /^BenchmarkRedact/) { c=k; sub(/Redact/, "IOCopy", c); if (v[c]) printf "%s: %.0f MB/s vs %.0f MB/s = %.2fx\n", k, v[k], v[c], v[k]/v[c] } }' "$out"
+
+section "dotenv: consumer prepare with 1/50/500 variables; store with 50 concurrent jobs"
+$GO test -run '^$' -bench DotenvPrepare -benchtime 20x ./stages
+$GO test -run '^$' -bench . ./pkg/dotenvstore
+
+section "apply: ferry kubectl vs kubectl on one real API server (targets: seed >= 5x, 200 objects >= 3x, ferry/ssa-only <= 1.5x)"
+command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; exit 1; }
+(cd e2e && $GO test ./bench -run '^$' -bench . -benchtime "${E2E_BENCHTIME:-2x}")
