@@ -1,13 +1,13 @@
 package main
 
 import (
-	"fmt"
 	"io"
+
+	"gitlab.com/ferry-ci/ferry/pkg/kubectl"
 )
 
-// kubectlMain is ferry's kubectl entry point. pkg/kubectl is not in the tree
-// yet; until it is, say so plainly instead of pretending.
+// kubectlMain is ferry's kubectl: `ferry kubectl ...` and the per-job
+// bin/kubectl symlink (argv[0] dispatch) both end here.
 func kubectlMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "ferry: kubectl: not built into this ferry yet (pkg/kubectl missing)")
-	return 1
+	return kubectl.Main(args, stdin, stdout, stderr)
 }

@@ -105,6 +105,10 @@ func NewApplier(cfg *rest.Config, opts Options) (*Applier, error) {
 	return a, nil
 }
 
+// Discovery is the applier's (cached) discovery client, for the CLI's short
+// names (svc, deploy) and server version.
+func (a *Applier) Discovery() discovery.CachedDiscoveryInterface { return a.discovery }
+
 // Mapper is the applier's RESTMapper (for the CLI's get/delete by name).
 func (a *Applier) Mapper() meta.RESTMapper { return a.mapper }
 

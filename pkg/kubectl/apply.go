@@ -1,0 +1,458 @@
+package kubectl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/yaml"
+
+	"gitlab.com/ferry-ci/ferry/pkg/apply"
+)
+
+// source holds the manifest flags shared by apply, diff, create and delete.
+type source struct {
+	files     []string
+	kustomize []string
+	recursive bool
+	envsubst  bool
+}
+
+func (s *source) register(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&s.files, "filename", "f", nil, "file, directory or - (stdin) with the objects")
+	fs.StringArrayVarP(&s.kustomize, "kustomize", "k", nil, "kustomization directory")
+	fs.BoolVarP(&s.recursive, "recursive", "R", false, "descend into subdirectories of -f directories")
+	fs.BoolVar(&s.envsubst, "envsubst", false, "replace ${VAR} in manifests with the job's variables (ferry only; an unset variable is an error)")
+}
+
+// read parses the manifests; -f or -k is required, as in kubectl.
+func (e *env) read(s *source) ([]*apply.Object, error) {
+	if len(s.files) == 0 && len(s.kustomize) == 0 {
+		return nil, errors.New("must specify one of -f and -k")
+	}
+	opts := apply.ReadOptions{Filenames: s.files, Kustomize: s.kustomize, Recursive: s.recursive, Stdin: e.stdin}
+	if s.envsubst {
+		opts.Envsubst = os.LookupEnv
+	}
+	objs, err := apply.ReadManifests(opts)
+	if err != nil {
+		// One "error: file:line: ..." line per problem, as the engine joins them.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(e.stderr, "error: "+line)
+		}
+		return nil, exitError{1}
+	}
+	if len(objs) == 0 {
+		return nil, errors.New("no objects passed to apply")
+	}
+	return objs, nil
+}
+
+// annotations are the traceability annotations, controlled by
+// FERRY_ANNOTATIONS: "commit" (default: project and commit), "job" (also the
+// pipeline and job URLs), "off".
+func annotations() (map[string]string, error) {
+	switch mode := os.Getenv("FERRY_ANNOTATIONS"); mode {
+	case "", "commit":
+		return apply.TraceAnnotations(os.LookupEnv, false), nil
+	case "job":
+		return apply.TraceAnnotations(os.LookupEnv, true), nil
+	case "off":
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("FERRY_ANNOTATIONS=%q: want commit, job or off", mode)
+	}
+}
+
+func (e *env) apply(ctx context.Context, args []string) error {
+	fs := e.flags("apply")
+	var (
+		src                     source
+		dryRun, output, manager string
+		validate                string
+		serverSide, force, wait bool
+		timeout                 time.Duration
+		prune                   bool
+	)
+	src.register(fs)
+	fs.StringVar(&dryRun, "dry-run", "none", "none, client or server")
+	fs.Lookup("dry-run").NoOptDefVal = "client"
+	fs.StringVarP(&output, "output", "o", "", "name, yaml or json")
+	fs.StringVar(&manager, "field-manager", apply.DefaultFieldManager, "server-side apply field manager")
+	fs.StringVar(&validate, "validate", "strict", "strict (true), warn or ignore (false): the server's field validation")
+	fs.Lookup("validate").NoOptDefVal = "strict"
+	fs.BoolVar(&serverSide, "server-side", true, "accepted for compatibility: ferry always uses server-side apply")
+	fs.BoolVar(&force, "force-conflicts", false, "take over fields owned by other field managers")
+	fs.BoolVar(&wait, "wait", false, "wait until the applied objects are ready (kstatus)")
+	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
+	fs.BoolVar(&prune, "prune", false, "not supported by ferry")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if prune {
+		return errors.New("--prune is not supported by ferry's kubectl")
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	dr, err := parseDryRun(dryRun)
+	if err != nil {
+		return err
+	}
+	fv, err := parseValidate(validate)
+	if err != nil {
+		return err
+	}
+	if output != "" && output != "name" && output != "yaml" && output != "json" {
+		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,yaml", output)
+	}
+	objs, err := e.read(&src)
+	if err != nil {
+		return err
+	}
+	ann, err := annotations()
+	if err != nil {
+		return err
+	}
+	ns, explicit, err := e.resolvedNamespace()
+	if err != nil {
+		return err
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return err
+	}
+	opts := apply.ApplyOptions{
+		Namespace: ns, NamespaceExplicit: explicit, FieldManager: manager, Force: force,
+		DryRun: dr, Annotations: ann, FieldValidation: fv, ErrOut: e.stderr,
+	}
+	if output == "" {
+		opts.Out = e.stdout
+	}
+	res, err := a.Apply(ctx, objs, opts)
+	if err != nil {
+		return err
+	}
+	if output != "" {
+		var live []*unstructured.Unstructured
+		for _, it := range res.Items {
+			if it.Err != nil {
+				continue
+			}
+			if output == "name" {
+				fmt.Fprintln(e.stdout, it.Object.Ref())
+				continue
+			}
+			if it.Live != nil {
+				live = append(live, it.Live)
+			} else {
+				live = append(live, it.Object.Unstructured)
+			}
+		}
+		if output != "name" {
+			if err := printObjects(e.stdout, output, live); err != nil {
+				return err
+			}
+		}
+	}
+	if res.Err() != nil {
+		return exitError{1}
+	}
+	if wait && dr == apply.DryRunNone {
+		wctx, cancel := timeoutCtx(ctx, 0)
+		defer cancel()
+		if err := a.Wait(wctx, objs, timeout, e.stdout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseDryRun(s string) (apply.DryRun, error) {
+	switch s {
+	case "none", "false", "":
+		return apply.DryRunNone, nil
+	case "client", "true":
+		return apply.DryRunClient, nil
+	case "server":
+		return apply.DryRunServer, nil
+	}
+	return 0, fmt.Errorf(`invalid dry-run value (%s). Must be "none", "server", or "client"`, s)
+}
+
+// parseValidate maps kubectl's --validate values to the server's
+// fieldValidation; ferry has no client-side schema check, the server does it.
+func parseValidate(s string) (string, error) {
+	switch strings.ToLower(s) {
+	case "strict", "true":
+		return "Strict", nil
+	case "warn":
+		return "Warn", nil
+	case "ignore", "false":
+		return "Ignore", nil
+	}
+	return "", fmt.Errorf("invalid - validate option %q; must be one of: strict (or true), warn, ignore (or false)", s)
+}
+
+func (e *env) diff(ctx context.Context, args []string) error {
+	fs := e.flags("diff")
+	var (
+		src     source
+		manager string
+		force   bool
+	)
+	src.register(fs)
+	fs.StringVar(&manager, "field-manager", apply.DefaultFieldManager, "server-side apply field manager")
+	fs.BoolVar(&force, "force-conflicts", false, "take over fields owned by other field managers")
+	fs.Bool("server-side", true, "accepted for compatibility: ferry always diffs with a server-side dry run")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	objs, err := e.read(&src)
+	if err != nil {
+		return exitError{2}
+	}
+	ann, err := annotations()
+	if err != nil {
+		return err
+	}
+	ns, explicit, err := e.resolvedNamespace()
+	if err != nil {
+		return err
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return err
+	}
+	res, err := a.Diff(ctx, objs, apply.DiffOptions{Namespace: ns, NamespaceExplicit: explicit,
+		FieldManager: manager, Force: force, Annotations: ann, Out: e.stdout, ErrOut: e.stderr})
+	if err != nil {
+		fmt.Fprintln(e.stderr, formatError(err))
+		return exitError{2}
+	}
+	if res.Result != nil && res.Err() != nil {
+		return exitError{2}
+	}
+	if res.Changed {
+		return exitError{1}
+	}
+	return nil
+}
+
+func (e *env) delete(ctx context.Context, args []string) error {
+	fs := e.flags("delete")
+	var (
+		src            source
+		ignoreNotFound bool
+		dryRun         string
+		wait           bool
+	)
+	src.register(fs)
+	fs.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a missing object as deleted")
+	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
+	fs.BoolVar(&wait, "wait", false, "accepted for compatibility; ferry does not wait for finalizers")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	ns, explicit, err := e.resolvedNamespace()
+	if err != nil {
+		return err
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return err
+	}
+	var objs []*apply.Object
+	if len(src.files) > 0 || len(src.kustomize) > 0 {
+		if objs, err = e.read(&src); err != nil {
+			return err
+		}
+	} else {
+		// delete <kind> <name>... or <kind>/<name>...
+		refs, err := e.resolveRefs(a, fs.Args())
+		if err != nil {
+			return err
+		}
+		for _, r := range refs {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(r.gvk)
+			u.SetName(r.name)
+			objs = append(objs, &apply.Object{Unstructured: u, Source: "command line"})
+		}
+	}
+	res, err := a.Delete(ctx, objs, apply.DeleteOptions{Namespace: ns, NamespaceExplicit: explicit,
+		IgnoreNotFound: ignoreNotFound, DryRunServer: dryRun == "server", Out: e.stdout, ErrOut: e.stderr})
+	if err != nil {
+		return err
+	}
+	if res.Err() != nil {
+		return exitError{1}
+	}
+	return nil
+}
+
+func (e *env) create(ctx context.Context, args []string) error {
+	if len(args) > 0 && (args[0] == "namespace" || args[0] == "ns") {
+		return e.createNamespace(ctx, args[1:])
+	}
+	fs := e.flags("create")
+	var src source
+	var dryRun string
+	src.register(fs)
+	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
+	fs.String("validate", "strict", "accepted for compatibility: the server validates")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if len(src.files) == 0 && len(src.kustomize) == 0 {
+		return fmt.Errorf("ferry's kubectl creates from -f/-k or `create namespace <name>`; %q is not supported", strings.Join(args, " "))
+	}
+	objs, err := e.read(&src)
+	if err != nil {
+		return err
+	}
+	ns, explicit, err := e.resolvedNamespace()
+	if err != nil {
+		return err
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return err
+	}
+	failed := 0
+	for _, o := range objs {
+		if err := e.createOne(ctx, a, o, ns, explicit, dryRun == "server"); err != nil {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return exitError{1}
+	}
+	return nil
+}
+
+// createOne creates one object (kubectl create semantics: an existing
+// object is an error) and prints kubectl's line for it.
+func (e *env) createOne(ctx context.Context, a *apply.Applier, o *apply.Object, ns string, explicit, dry bool) error {
+	gvk := o.GroupVersionKind()
+	m, err := a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		a.ResetMapper()
+		if m, err = a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			fmt.Fprintf(e.stderr, "error: resource mapping not found for name: %q namespace: %q from %q: no matches for kind %q in version %q\nensure CRDs are installed first\n",
+				o.GetName(), o.GetNamespace(), o.Location(), gvk.Kind, gvk.GroupVersion().String())
+			return err
+		}
+	}
+	ri := a.Dynamic().Resource(m.Resource)
+	opts := metav1.CreateOptions{FieldManager: "ferry"}
+	if dry {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	var created *unstructured.Unstructured
+	if m.Scope.Name() == "namespace" {
+		objNS := o.GetNamespace()
+		switch {
+		case objNS == "":
+			o.SetNamespace(ns)
+		case explicit && objNS != ns:
+			err := fmt.Errorf("the namespace from the provided object %q does not match the namespace %q. You must pass '--namespace=%s' to perform this operation.", objNS, ns, objNS)
+			fmt.Fprintln(e.stderr, "error: "+err.Error())
+			return err
+		}
+		created, err = ri.Namespace(o.GetNamespace()).Create(ctx, o.Unstructured, opts)
+	} else {
+		created, err = ri.Create(ctx, o.Unstructured, opts)
+	}
+	if err != nil {
+		var se apierrors.APIStatus
+		if errors.As(err, &se) {
+			st := se.Status()
+			fmt.Fprintf(e.stderr, "Error from server (%s): error when creating %q: %s\n", st.Reason, o.Source, st.Message)
+		} else {
+			fmt.Fprintf(e.stderr, "error: error when creating %q: %v\n", o.Source, err)
+		}
+		return err
+	}
+	suffix := ""
+	if dry {
+		suffix = " (server dry run)"
+	}
+	fmt.Fprintf(e.stdout, "%s created%s\n", refOf(created, m.Resource.Resource), suffix)
+	return nil
+}
+
+func (e *env) createNamespace(ctx context.Context, args []string) error {
+	fs := e.flags("create namespace")
+	var dryRun string
+	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
+	if err := e.parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("exactly one NAME is required, got " + fmt.Sprint(fs.NArg()))
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "Namespace"})
+	u.SetName(fs.Arg(0))
+	opts := metav1.CreateOptions{FieldManager: "ferry"}
+	if dryRun == "server" {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	if _, err := a.Dynamic().Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, u, opts); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "namespace/%s created\n", fs.Arg(0))
+	return nil
+}
+
+// refOf is kubectl's "kind.group/name" for a live object.
+func refOf(u *unstructured.Unstructured, _ string) string {
+	gvk := u.GroupVersionKind()
+	kind := strings.ToLower(gvk.Kind)
+	if gvk.Group != "" {
+		kind += "." + gvk.Group
+	}
+	return kind + "/" + u.GetName()
+}
+
+// printObjects prints objects as kubectl -o yaml|json: one object as is,
+// several as a v1 List.
+func printObjects(w interface{ Write([]byte) (int, error) }, format string, objs []*unstructured.Unstructured) error {
+	var v any
+	if len(objs) == 1 {
+		v = objs[0].Object
+	} else {
+		items := make([]any, 0, len(objs))
+		for _, o := range objs {
+			items = append(items, o.Object)
+		}
+		v = map[string]any{"apiVersion": "v1", "kind": "List", "items": items, "metadata": map[string]any{"resourceVersion": ""}}
+	}
+	var out []byte
+	var err error
+	if format == "json" {
+		out, err = json.MarshalIndent(v, "", "    ")
+		out = append(out, '\n')
+	} else {
+		out, err = yaml.Marshal(v)
+	}
+	if err != nil {
+		return fmt.Errorf("printing %s: %w", format, err)
+	}
+	_, err = w.Write(out)
+	return err
+}

@@ -1,0 +1,231 @@
+// Package kubectl is the kubectl that deploy jobs find on their PATH when
+// they run through ferry: the verbs deploy scripts use (apply, diff, create,
+// delete, get, rollout status, config, version) implemented on client-go and
+// ferry's server-side apply engine (pkg/apply), with kubectl's flags, output
+// and exit codes. Any other verb is handed to a real kubectl when one is on
+// PATH, else refused with the list of what ferry supports.
+//
+// It runs inside the job script, so it reads KUBECONFIG (ferry's private
+// per-job kubeconfig, or whatever the script exported) and the job's
+// variables from its process environment.
+package kubectl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"gitlab.com/ferry-ci/ferry/pkg/apply"
+)
+
+// Supported lists the verbs ferry implements itself, for help and refusals.
+const Supported = "apply, diff, create (namespace, -f), delete (-f, <kind> <name>), get, rollout status, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
+
+// exitError carries kubectl's exit status for an error already printed.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// env is one command's world: its streams, global flags and the clients
+// built from them on demand.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+
+	kubeconfig, context, namespace, requestTimeout string
+	namespaceSet                                   bool
+
+	loader  clientcmd.ClientConfig
+	applier *apply.Applier
+}
+
+// Main runs `kubectl args...` and returns the exit status (0 ok, 1 error,
+// like kubectl; diff returns 1 when there are differences and 2 on error).
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	verb, rest, err := e.splitGlobals(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var run func(context.Context, []string) error
+	switch verb {
+	case "apply":
+		run = e.apply
+	case "diff":
+		run = e.diff
+	case "create":
+		run = e.create
+	case "delete":
+		run = e.delete
+	case "get":
+		run = e.get
+	case "rollout":
+		run = e.rollout
+	case "config":
+		run = e.config
+	case "version":
+		run = e.version
+	case "", "help", "-h", "--help":
+		fmt.Fprintf(stdout, "ferry's kubectl: %s.\nOther verbs run the real kubectl when one is on PATH.\n", Supported)
+		return 0
+	default:
+		return passthrough(args, stdin, stdout, stderr)
+	}
+	err = run(ctx, rest)
+	var ee exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		fmt.Fprintln(stderr, formatError(err))
+		return 1
+	}
+}
+
+// formatError prints an error the way kubectl does: API errors as
+// "Error from server (Reason): message", others as "error: message".
+func formatError(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		st := se.Status()
+		reason := ""
+		if st.Reason != "" {
+			reason = " (" + string(st.Reason) + ")"
+		}
+		return fmt.Sprintf("Error from server%s: %s", reason, st.Message)
+	}
+	return "error: " + err.Error()
+}
+
+// globalFlags registers the flags every verb accepts.
+func (e *env) globalFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&e.kubeconfig, "kubeconfig", e.kubeconfig, "path to the kubeconfig file")
+	fs.StringVar(&e.context, "context", e.context, "the kubeconfig context to use")
+	fs.StringVarP(&e.namespace, "namespace", "n", e.namespace, "the namespace of this request")
+	fs.StringVar(&e.requestTimeout, "request-timeout", e.requestTimeout, "how long to wait for one server request (e.g. 30s; 0: no limit)")
+}
+
+// splitGlobals finds the verb: global flags may come before it
+// (`kubectl -n x apply ...`), as kubectl allows.
+func (e *env) splitGlobals(args []string) (string, []string, error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			fs := pflag.NewFlagSet("kubectl", pflag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			e.globalFlags(fs)
+			if err := fs.Parse(args[:i]); err != nil {
+				return "", nil, err
+			}
+			e.namespaceSet = fs.Changed("namespace")
+			return a, args[i+1:], nil
+		}
+		if (a == "-n" || a == "--namespace" || a == "--kubeconfig" || a == "--context" || a == "--request-timeout") && i+1 < len(args) {
+			i++
+		}
+		if a == "-h" || a == "--help" {
+			return a, nil, nil
+		}
+	}
+	return "", nil, nil
+}
+
+// flags returns a FlagSet for verb with the global flags registered.
+func (e *env) flags(verb string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(verb, pflag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	e.globalFlags(fs)
+	return fs
+}
+
+// parse parses a verb's flags and records whether -n was given.
+func (e *env) parse(fs *pflag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return exitError{0}
+		}
+		return err
+	}
+	if fs.Changed("namespace") {
+		e.namespaceSet = true
+	}
+	return nil
+}
+
+// clientConfig loads the kubeconfig as kubectl does: --kubeconfig, else
+// $KUBECONFIG (a list), else ~/.kube/config; --context and -n override.
+func (e *env) clientConfig() clientcmd.ClientConfig {
+	if e.loader == nil {
+		rules := clientcmd.NewDefaultClientConfigLoadingRules()
+		rules.ExplicitPath = e.kubeconfig
+		overrides := &clientcmd.ConfigOverrides{CurrentContext: e.context, Timeout: e.requestTimeout}
+		if e.namespaceSet {
+			overrides.Context.Namespace = e.namespace
+		}
+		e.loader = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
+	}
+	return e.loader
+}
+
+// restConfig is the client configuration with a user agent naming ferry.
+func (e *env) restConfig() (*rest.Config, error) {
+	cfg, err := e.clientConfig().ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.UserAgent = "ferry-kubectl"
+	return cfg, nil
+}
+
+// resolvedNamespace is -n, else the context's namespace, else "default";
+// explicit reports whether it came from -n.
+func (e *env) resolvedNamespace() (string, bool, error) {
+	ns, _, err := e.clientConfig().Namespace()
+	if err != nil {
+		return "", false, err
+	}
+	return ns, e.namespaceSet, nil
+}
+
+// getApplier builds the engine once per command. Discovery is cached on the
+// host under $FERRY_STATE_DIR/cache/discovery so later jobs skip it.
+func (e *env) getApplier() (*apply.Applier, error) {
+	if e.applier != nil {
+		return e.applier, nil
+	}
+	cfg, err := e.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	opts := apply.Options{}
+	if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
+		opts.DiscoveryCacheDir = filepath.Join(root, "cache", "discovery")
+	}
+	e.applier, err = apply.NewApplier(cfg, opts)
+	return e.applier, err
+}
+
+// timeoutCtx bounds ctx by d when d > 0.
+func timeoutCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
+	}
+	return context.WithCancel(ctx)
+}

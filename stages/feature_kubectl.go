@@ -1,0 +1,53 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// kubectlShim is the admin's --kubectl-shim setting.
+var kubectlShim bool
+
+func init() {
+	Register(Feature{
+		Name: "kubectl",
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&kubectlShim, "kubectl-shim", true, "put ferry's kubectl (bin/kubectl -> ferry) first on the job's PATH")
+		},
+		Prepare: kubectlPrepare,
+	})
+}
+
+// kubectlPrepare links <state>/bin/kubectl to the running ferry binary: the
+// job's PATH starts with that directory, so an unchanged `kubectl apply` in
+// the script runs ferry's kubectl (argv[0] dispatch), with no kubectl
+// installed on the host.
+func kubectlPrepare(_ context.Context, j *Job) error {
+	if !kubectlShim {
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("kubectl shim: locating the ferry binary: %w", err)
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return fmt.Errorf("kubectl shim: %w", err)
+	}
+	bin := j.State.BinDir()
+	if err := os.MkdirAll(bin, 0o700); err != nil {
+		return fmt.Errorf("kubectl shim: %w", err)
+	}
+	link := filepath.Join(bin, "kubectl")
+	// A retried prepare finds the link already there.
+	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("kubectl shim: %w", err)
+	}
+	if err := os.Symlink(self, link); err != nil {
+		return fmt.Errorf("kubectl shim: %w", err)
+	}
+	return nil
+}
