@@ -274,7 +274,7 @@ func (e *env) version(_ context.Context, args []string) error {
 // job's PATH starts with ferry's own bin dir, whose kubectl is ferry: such
 // entries (anything resolving to this executable) are skipped, so ferry
 // never calls itself.
-func passthrough(args []string, stdin interface{ Read([]byte) (int, error) }, stdout, stderr interface{ Write([]byte) (int, error) }) int {
+func passthrough(verb string, args []string, stdin interface{ Read([]byte) (int, error) }, stdout, stderr interface{ Write([]byte) (int, error) }) int {
 	self, _ := os.Executable()
 	self, _ = filepath.EvalSymlinks(self)
 	for _, dir := range filepath.SplitList(os.Getenv("PATH")) {
@@ -300,10 +300,6 @@ func passthrough(args []string, stdin interface{ Read([]byte) (int, error) }, st
 			return 1
 		}
 		return 0
-	}
-	verb := ""
-	if len(args) > 0 {
-		verb = args[0]
 	}
 	fmt.Fprintf(stderr, "error: ferry's kubectl does not implement %q and no other kubectl is on PATH. ferry implements: %s.\n", verb, Supported)
 	return 1

@@ -84,7 +84,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "ferry's kubectl: %s.\nOther verbs run the real kubectl when one is on PATH.\n", Supported)
 		return 0
 	default:
-		return passthrough(args, stdin, stdout, stderr)
+		return passthrough(verb, args, stdin, stdout, stderr)
 	}
 	err = run(ctx, rest)
 	var ee exitError
