@@ -12,11 +12,15 @@ import (
 // Main is a TestMain helper: it starts one cluster for the whole test
 // package, stores it in *c, runs the tests and stops the cluster, so every
 // test of a package shares one API server (starting one takes seconds).
-func Main(m *testing.M, c **Cluster, opts Options) {
+func Main(m *testing.M, c **Cluster, opts ...Options) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	flag.Parse() // testing.Verbose needs it; m.Run parses again harmlessly
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	started := time.Now()
-	cl, err := Start(ctx, opts)
+	cl, err := Start(ctx, o)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: cannot start the test cluster: %v\n", err)
