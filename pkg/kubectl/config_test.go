@@ -1,0 +1,126 @@
+package kubectl
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// seed003 is seed 003's kubeconfig-building sequence.
+func seed003(ca string) [][]string {
+	return [][]string{
+		{"config", "set-cluster", "k8s", "--server=https://10.0.0.1:6443", "--certificate-authority=" + ca, "--embed-certs"},
+		{"config", "set-credentials", "gitlab", "--token=s3cr3t-token-value"},
+		{"config", "set-context", "default", "--cluster=k8s", "--user=gitlab", "--namespace=shark"},
+		{"config", "use-context", "default"},
+		{"config", "set-context", "--current", "--namespace=other"},
+	}
+}
+
+func runFerry(t *testing.T, kubeconfig string, args ...string) (string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(append([]string{"--kubeconfig", kubeconfig}, args...), strings.NewReader(""), &out, &errb)
+	return out.String() + errb.String(), code
+}
+
+func writeCA(t *testing.T) string {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// The config verbs leave the same kubeconfig as the real kubectl does for
+// the same commands, and print the same lines.
+func TestConfigVerbsMatchKubectl(t *testing.T) {
+	real, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+	}
+	ca := writeCA(t)
+	mine := filepath.Join(t.TempDir(), "ferry.kubeconfig")
+	theirs := filepath.Join(t.TempDir(), "kubectl.kubeconfig")
+	for _, args := range seed003(ca) {
+		got, code := runFerry(t, mine, args...)
+		cmd := exec.Command(real, append([]string{"--kubeconfig", theirs}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		want, err := cmd.CombinedOutput()
+		if err != nil || code != 0 {
+			t.Fatalf("%v: ferry exit %d %q; kubectl %v %q", args, code, got, err, want)
+		}
+		if got != string(want) {
+			t.Errorf("%v: ferry printed %q, kubectl %q", args, got, want)
+		}
+	}
+	a, err := clientcmd.LoadFromFile(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := clientcmd.LoadFromFile(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.CurrentContext != b.CurrentContext || !sameContext(a.Contexts["default"], b.Contexts["default"]) ||
+		!bytes.Equal(a.Clusters["k8s"].CertificateAuthorityData, b.Clusters["k8s"].CertificateAuthorityData) ||
+		a.Clusters["k8s"].Server != b.Clusters["k8s"].Server || a.AuthInfos["gitlab"].Token != b.AuthInfos["gitlab"].Token {
+		t.Errorf("kubeconfigs differ:\nferry:   %+v %+v %+v\nkubectl: %+v %+v %+v", a.Contexts["default"], a.Clusters["k8s"], a.AuthInfos["gitlab"],
+			b.Contexts["default"], b.Clusters["k8s"], b.AuthInfos["gitlab"])
+	}
+	if st, err := os.Stat(mine); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("kubeconfig mode %v, want 0600 (%v)", st.Mode().Perm(), err)
+	}
+}
+
+// sameContext compares what a context says, not where it was loaded from.
+func sameContext(a, b *clientcmdapi.Context) bool {
+	return a != nil && b != nil && a.Cluster == b.Cluster && a.AuthInfo == b.AuthInfo && a.Namespace == b.Namespace
+}
+
+func TestConfigViewRedactsUnlessRaw(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kc")
+	for _, args := range seed003(writeCA(t)) {
+		if out, code := runFerry(t, kc, args...); code != 0 {
+			t.Fatalf("%v: %s", args, out)
+		}
+	}
+	out, code := runFerry(t, kc, "config", "view")
+	if code != 0 || strings.Contains(out, "s3cr3t-token-value") || !strings.Contains(out, "REDACTED") || !strings.Contains(out, "DATA+OMITTED") {
+		t.Errorf("config view: exit %d\n%s", code, out)
+	}
+	out, _ = runFerry(t, kc, "config", "view", "--raw")
+	if !strings.Contains(out, "s3cr3t-token-value") {
+		t.Errorf("config view --raw hides the token:\n%s", out)
+	}
+	out, code = runFerry(t, kc, "config", "use-context", "nope")
+	if code != 1 || !strings.Contains(out, `error: no context exists with the name: "nope"`) {
+		t.Errorf("use-context of a missing context: exit %d %q", code, out)
+	}
+}
+
+func TestArgumentErrors(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kc")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"apply"}, "error: must specify one of -f and -k"},
+		{[]string{"apply", "-f", "x.yaml", "--dry-run=maybe"}, `invalid dry-run value (maybe)`},
+		{[]string{"apply", "-f", "x.yaml", "-o", "wide"}, `unable to match a printer suitable for the output format "wide"`},
+		{[]string{"apply", "-f", "x.yaml", "--prune"}, "--prune is not supported"},
+		{[]string{"rollout", "undo", "deploy/x"}, "supports `rollout status` only"},
+		{[]string{"config", "rename-context", "a", "b"}, "does not support `config rename-context`"},
+	} {
+		out, code := runFerry(t, kc, tc.args...)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, output %q, want %q", tc.args, code, out, tc.want)
+		}
+	}
+}
