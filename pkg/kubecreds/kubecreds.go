@@ -96,8 +96,8 @@ type Creds struct {
 	// selects one itself (kubectl config use-context): ferry then writes the
 	// kubeconfig as it is and skips the preflight.
 	NeedsContext bool
-	// Secrets holds every value that must be masked, the credentials with
-	// their encoded forms (redact.Variants).
+	// Secrets holds every value that must be masked, as is; mask them with
+	// redact.AllVariants(Secrets...) to catch their encoded forms too.
 	Secrets []string
 	// Warnings are lines to print in the job log (e.g. insecure TLS).
 	Warnings []string
@@ -144,11 +144,10 @@ func Load(in Input, opt Options) (*Creds, error) {
 	if err := clientcmdapi.FlattenConfig(c.Config); err != nil {
 		return nil, errorf(c.Variable, "cannot inline the kubeconfig's data: %v", err)
 	}
-	// The whole values (the variable as given, the decoded kubeconfig) are
-	// masked as they are; only the credentials inside get encoded variants:
-	// the std base64 of the decoded kubeconfig is the variable itself, and
-	// variants of kilobytes-long values would only bloat the matcher.
-	c.Secrets = dedupe(append(c.Secrets, secretVariants(configSecrets(c.Config))...))
+	// Plain values only: whoever builds the redactor expands them with
+	// redact.AllVariants (stages does, for every secret of the job), and
+	// expanding twice would multiply the patterns.
+	c.Secrets = dedupe(append(c.Secrets, configSecrets(c.Config)...))
 	return c, nil
 }
 

@@ -11,8 +11,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
-
-	"gitlab.com/ferry-ci/ferry/pkg/redact"
 )
 
 // parseKubeconfig loads and sanity-checks kubeconfig bytes. clientcmd.Load
@@ -135,9 +133,4 @@ func configSecrets(cfg *clientcmdapi.Config) []string {
 		}
 	}
 	return s
-}
-
-// secretVariants expands every secret into the forms the redactor must catch.
-func secretVariants(secrets []string) []string {
-	return redact.AllVariants(dedupe(secrets)...)
 }

@@ -32,6 +32,10 @@ const MinVariantLen = 6
 // maxKeep is the largest buffer a Writer keeps between writes.
 const maxKeep = 4 << 20
 
+// MaxEncodedLen is the longest secret Variants encodes. A ServiceAccount
+// token (about 1 KiB) and an RSA private key in PEM (about 1.7 KiB) fit.
+const MaxEncodedLen = 2048
+
 // Writer is an io.WriteCloser that masks secrets in everything written to it
 // before passing it on. It is safe for concurrent use.
 type Writer struct {
@@ -203,9 +207,17 @@ func (w *Writer) Close() error {
 // token inside a base64 kubeconfig is encoded). Values shorter than
 // MinVariantLen are left out, so a short secret yields nothing. The result has
 // no duplicates, longest first.
+//
+// A secret longer than MaxEncodedLen is returned alone: such values are whole
+// documents (a kubeconfig, its base64 form) whose credentials are registered
+// as secrets of their own, and each encoded form would add kilobytes of
+// states to every Writer.
 func Variants(secret string) []string {
 	if secret == "" {
 		return nil
+	}
+	if len(secret) > MaxEncodedLen {
+		return []string{secret}
 	}
 	seen := map[string]bool{}
 	var out []string

@@ -215,6 +215,10 @@ func TestVariants(t *testing.T) {
 	if len(has) != len(v) {
 		t.Errorf("duplicates in %q", v)
 	}
+	long := strings.Repeat("k", MaxEncodedLen+1)
+	if got := Variants(long); len(got) != 1 || got[0] != long {
+		t.Errorf("Variants(long) has %d values, want the secret alone", len(got))
+	}
 	if got := Variants("abc"); len(got) != 0 {
 		t.Errorf("Variants(short) = %q, want none", got)
 	}
