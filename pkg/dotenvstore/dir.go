@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // Dir stores reports as files on the runner host:
@@ -59,43 +61,10 @@ func (d *Dir) Put(ctx context.Context, k Key, r *Report) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("dotenvstore: %w", err)
 	}
-	return writeAtomic(p, b)
-}
-
-// writeAtomic: temp file, fsync, rename, fsync of the directory.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("dotenvstore: write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("dotenvstore: write %s: %w", path, err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		return fail(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("dotenvstore: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("dotenvstore: write %s: %w", path, err)
-	}
-	// The rename itself must survive a crash of the host.
-	if df, err := os.Open(dir); err == nil {
-		df.Sync()
-		df.Close()
+	// jobstate's writer: temp file (".<name>.tmp*", which Sweep
+	// recognises), fsync, rename, fsync of the directory, mode 0600.
+	if err := jobstate.WriteFileAtomic(p, b); err != nil {
+		return fmt.Errorf("dotenvstore: %w", err)
 	}
 	return nil
 }

@@ -350,6 +350,11 @@ func WriteFileAtomic(path string, data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("ferry: write %s: %w", path, err)
 	}
+	// The rename itself must survive a crash of the host.
+	if df, err := os.Open(filepath.Dir(path)); err == nil {
+		df.Sync()
+		df.Close()
+	}
 	return nil
 }
 
