@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -106,11 +107,16 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.RolloutDelay == 0 {
 		opts.RolloutDelay = 300 * time.Millisecond
 	}
-	dir, err := os.MkdirTemp("", "ferry-cluster-")
+	sweepStale(os.TempDir())
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: temp dir: %w", err)
 	}
 	c = &Cluster{Dir: dir, tb: newTB(opts.Logf, dir)}
+	if err := os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("cluster: temp dir: %w", err)
+	}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -170,13 +176,50 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			simulateRollouts(runCtx, c.client, opts.RolloutDelay)
+			simulateRollouts(runCtx, c.client, opts.RolloutDelay, warnf(opts.Logf))
 		}()
 	}
 	if err := c.waitAdminRole(ctx); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+const (
+	dirPrefix = "ferry-cluster-"
+	pidFile   = "owner.pid"
+)
+
+// sweepStale removes cluster directories left behind by test binaries that
+// died without calling Stop (a test timeout exits the process from a
+// goroutine, so deferred and TestMain cleanups never run). A directory is
+// stale when the process named in its pid file no longer exists.
+func sweepStale(tmp string) {
+	dirs, _ := filepath.Glob(filepath.Join(tmp, dirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, pidFile))
+		if err != nil {
+			continue // not ours, or still being created
+		}
+		pid, err := strconv.Atoi(string(b))
+		if err != nil || pid <= 0 {
+			continue
+		}
+		// Signal 0 checks existence; EPERM means it exists under another user.
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// warnf is where the harness reports its own problems: the caller's Logf,
+// or stderr when the caller discards the server's chatter, because a
+// silently failing simulator would look like a ferry bug.
+func warnf(logf func(string, ...any)) func(string, ...any) {
+	if logf != nil {
+		return logf
+	}
+	return func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e/cluster: "+format+"\n", args...) }
 }
 
 // quietKlog keeps the API server's klog lines (hundreds per start) out of

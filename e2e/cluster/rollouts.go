@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
@@ -19,7 +20,15 @@ import (
 // status those controllers write after a successful rollout. It polls rather
 // than watches because it is simpler and 100ms of latency does not matter to
 // the tests that use it.
-func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Duration) {
+func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Duration, logf func(string, ...any)) {
+	// A status the server refuses would leave a test waiting for a rollout
+	// that never comes, so say why. Conflicts and deletions are ordinary
+	// races with the test's own writes: the next poll retries.
+	report := func(kind, ns, name string, err error) {
+		if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+			logf("rollout simulator: %s %s/%s: status update refused: %v", kind, ns, name, err)
+		}
+	}
 	seen := map[string]time.Time{} // object+generation -> first seen
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -29,16 +38,20 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 			return
 		case <-tick.C:
 		}
+		// Only keys met in this poll survive it, so a long devcluster run
+		// does not accumulate deleted objects and old generations.
+		prev := seen
+		seen = map[string]time.Time{}
 		ready := func(meta metav1.ObjectMeta, kind string) bool {
 			if meta.Annotations[NeverReadyAnnotation] == "true" || meta.DeletionTimestamp != nil {
 				return false
 			}
 			key := kind + "/" + meta.Namespace + "/" + meta.Name + "@" + strconv.FormatInt(meta.Generation, 10)
-			first, ok := seen[key]
+			first, ok := prev[key]
 			if !ok {
-				seen[key] = time.Now()
-				return false
+				first = time.Now()
 			}
+			seen[key] = first
 			return time.Since(first) >= delay
 		}
 		if list, err := c.AppsV1().Deployments("").List(ctx, metav1.ListOptions{}); err == nil {
@@ -58,7 +71,8 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 							Message: "ReplicaSet \"" + d.Name + "\" has successfully progressed.", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()},
 					},
 				}
-				_, _ = c.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				_, err := c.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				report("Deployment", d.Namespace, d.Name, err)
 			}
 		}
 		if list, err := c.AppsV1().StatefulSets("").List(ctx, metav1.ListOptions{}); err == nil {
@@ -71,7 +85,8 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 				s.Status = appsv1.StatefulSetStatus{ObservedGeneration: s.Generation, Replicas: r, ReadyReplicas: r,
 					CurrentReplicas: r, UpdatedReplicas: r, AvailableReplicas: r,
 					CurrentRevision: s.Name + "-1", UpdateRevision: s.Name + "-1"}
-				_, _ = c.AppsV1().StatefulSets(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+				_, err := c.AppsV1().StatefulSets(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+				report("StatefulSet", s.Namespace, s.Name, err)
 			}
 		}
 		if list, err := c.AppsV1().DaemonSets("").List(ctx, metav1.ListOptions{}); err == nil {
@@ -83,7 +98,8 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 				// One simulated node.
 				d.Status = appsv1.DaemonSetStatus{ObservedGeneration: d.Generation, CurrentNumberScheduled: 1,
 					DesiredNumberScheduled: 1, NumberReady: 1, UpdatedNumberScheduled: 1, NumberAvailable: 1}
-				_, _ = c.AppsV1().DaemonSets(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				_, err := c.AppsV1().DaemonSets(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+				report("DaemonSet", d.Namespace, d.Name, err)
 			}
 		}
 		if list, err := c.BatchV1().Jobs("").List(ctx, metav1.ListOptions{}); err == nil {
@@ -102,7 +118,8 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 						{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
 						{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
 					}}
-				_, _ = c.BatchV1().Jobs(j.Namespace).UpdateStatus(ctx, j, metav1.UpdateOptions{})
+				_, err := c.BatchV1().Jobs(j.Namespace).UpdateStatus(ctx, j, metav1.UpdateOptions{})
+				report("Job", j.Namespace, j.Name, err)
 			}
 		}
 	}
