@@ -73,6 +73,31 @@ func annotations() (map[string]string, error) {
 	}
 }
 
+// target is what apply and diff write with: the default namespace, the
+// traceability annotations and the engine.
+type target struct {
+	ns          string
+	explicit    bool
+	annotations map[string]string
+	applier     *apply.Applier
+}
+
+func (e *env) writeTarget() (*target, error) {
+	ann, err := annotations()
+	if err != nil {
+		return nil, err
+	}
+	ns, explicit, err := e.resolvedNamespace()
+	if err != nil {
+		return nil, err
+	}
+	a, err := e.getApplier()
+	if err != nil {
+		return nil, err
+	}
+	return &target{ns: ns, explicit: explicit, annotations: ann, applier: a}, nil
+}
+
 func (e *env) apply(ctx context.Context, args []string) error {
 	fs := e.flags("apply")
 	var (
@@ -119,21 +144,14 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ann, err := annotations()
+	t, err := e.writeTarget()
 	if err != nil {
 		return err
 	}
-	ns, explicit, err := e.resolvedNamespace()
-	if err != nil {
-		return err
-	}
-	a, err := e.getApplier()
-	if err != nil {
-		return err
-	}
+	a := t.applier
 	opts := apply.ApplyOptions{
-		Namespace: ns, NamespaceExplicit: explicit, FieldManager: manager, Force: force,
-		DryRun: dr, Annotations: ann, FieldValidation: fv, ErrOut: e.stderr,
+		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,
+		DryRun: dr, Annotations: t.annotations, FieldValidation: fv, ErrOut: e.stderr,
 	}
 	if output == "" {
 		opts.Out = e.stdout
@@ -221,20 +239,12 @@ func (e *env) diff(ctx context.Context, args []string) error {
 	if err != nil {
 		return exitError{2}
 	}
-	ann, err := annotations()
+	t, err := e.writeTarget()
 	if err != nil {
 		return err
 	}
-	ns, explicit, err := e.resolvedNamespace()
-	if err != nil {
-		return err
-	}
-	a, err := e.getApplier()
-	if err != nil {
-		return err
-	}
-	res, err := a.Diff(ctx, objs, apply.DiffOptions{Namespace: ns, NamespaceExplicit: explicit,
-		FieldManager: manager, Force: force, Annotations: ann, Out: e.stdout, ErrOut: e.stderr})
+	res, err := t.applier.Diff(ctx, objs, apply.DiffOptions{Namespace: t.ns, NamespaceExplicit: t.explicit,
+		FieldManager: manager, Force: force, Annotations: t.annotations, Out: e.stdout, ErrOut: e.stderr})
 	if err != nil {
 		fmt.Fprintln(e.stderr, formatError(err))
 		return exitError{2}
