@@ -290,6 +290,29 @@ func TestRolloutSimulation(t *testing.T) {
 	}
 }
 
+// Without the simulator a test decides when a rollout finishes.
+func TestMarkDeploymentAvailable(t *testing.T) {
+	ctx := context.Background()
+	cs := c.Client()
+	d := deployment("marked", map[string]string{cluster.NeverReadyAnnotation: "true"})
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.MarkDeploymentAvailable(ctx, "default", "marked"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := cs.AppsV1().Deployments("default").Get(ctx, "marked", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status.ObservedGeneration != got.Generation || got.Status.AvailableReplicas != 1 || !hasAvailable(got) {
+		t.Fatalf("status after MarkDeploymentAvailable: %+v", got.Status)
+	}
+	if err := c.MarkDeploymentAvailable(ctx, "default", "no-such"); !apierrors.IsNotFound(err) {
+		t.Fatalf("missing Deployment: want NotFound, got %v", err)
+	}
+}
+
 func hasAvailable(d *appsv1.Deployment) bool {
 	for _, cond := range d.Status.Conditions {
 		if cond.Type == appsv1.DeploymentAvailable && cond.Status == corev1.ConditionTrue {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -60,17 +61,7 @@ func simulateRollouts(ctx context.Context, c kubernetes.Interface, delay time.Du
 				if deploymentDone(d) || !ready(d.ObjectMeta, "deploy") {
 					continue
 				}
-				r := replicas(d.Spec.Replicas)
-				d.Status = appsv1.DeploymentStatus{
-					ObservedGeneration: d.Generation, Replicas: r, UpdatedReplicas: r,
-					ReadyReplicas: r, AvailableReplicas: r,
-					Conditions: []appsv1.DeploymentCondition{
-						{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable",
-							Message: "Deployment has minimum availability.", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()},
-						{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable",
-							Message: "ReplicaSet \"" + d.Name + "\" has successfully progressed.", LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now()},
-					},
-				}
+				setDeploymentRolledOut(d)
 				_, err := c.AppsV1().Deployments(d.Namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
 				report("Deployment", d.Namespace, d.Name, err)
 			}
@@ -136,4 +127,43 @@ func replicas(p *int32) int32 {
 		return 1
 	}
 	return *p
+}
+
+// setDeploymentRolledOut writes the status the deployment controller
+// reports once every replica of the current generation is available.
+func setDeploymentRolledOut(d *appsv1.Deployment) {
+	r := replicas(d.Spec.Replicas)
+	now := metav1.Now()
+	d.Status = appsv1.DeploymentStatus{
+		ObservedGeneration: d.Generation, Replicas: r, UpdatedReplicas: r,
+		ReadyReplicas: r, AvailableReplicas: r,
+		Conditions: []appsv1.DeploymentCondition{
+			{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable",
+				Message: "Deployment has minimum availability.", LastUpdateTime: now, LastTransitionTime: now},
+			{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable",
+				Message: "ReplicaSet \"" + d.Name + "\" has successfully progressed.", LastUpdateTime: now, LastTransitionTime: now},
+		},
+	}
+}
+
+// MarkDeploymentAvailable reports the Deployment's current generation as
+// rolled out, as the simulator would, but now and regardless of
+// NeverReadyAnnotation: for tests that run without SimulateRollouts and
+// decide themselves when a rollout finishes. It retries on conflicts.
+func (c *Cluster) MarkDeploymentAvailable(ctx context.Context, namespace, name string) error {
+	for {
+		d, err := c.client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("cluster: mark deployment %s/%s available: %w", namespace, name, err)
+		}
+		setDeploymentRolledOut(d)
+		_, err = c.client.AppsV1().Deployments(namespace).UpdateStatus(ctx, d, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: mark deployment %s/%s available: %w", namespace, name, err)
+		}
+		return nil
+	}
 }
