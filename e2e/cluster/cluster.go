@@ -15,11 +15,23 @@
 //     the status of those objects the way the controllers report a finished
 //     rollout, so readiness waiting (kstatus) sees them become Current. An
 //     object annotated NeverReadyAnnotation is left alone, for timeout tests.
+//     Without the simulator, MarkDeploymentAvailable does the same for one
+//     Deployment when the test says so. No pods are ever created.
 //
 // Typical use in a test package:
 //
 //	var c *cluster.Cluster
 //	func TestMain(m *testing.M) { cluster.Main(m, &c, cluster.Options{SimulateRollouts: true}) }
+//
+//	c.URL, c.CACertPEM, c.AdminKubeconfigPath, c.AdminRESTConfig(), c.Client()
+//	sa, err := c.ServiceAccountCredentials(ctx, "example", "gitlab-example", "admin")
+//	// sa.Token, sa.Kubeconfig, sa.KubeconfigBase64, sa.KubeURL, sa.KubeToken, sa.KubeCAPEM, sa.KubeNamespace
+//
+// Each cluster has its own ports and its own directory under os.TempDir
+// (ferry-cluster-*), so several can run in one test binary; Stop closes
+// every listener and removes the directory. A test binary killed before Stop
+// (go test -timeout) leaves its directory behind; the next Start removes
+// directories whose owning process is gone.
 //
 // Never build tests that use this package with -trimpath: StartTestServer
 // finds its fixtures through runtime.Caller.
