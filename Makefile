@@ -48,8 +48,9 @@ demo:
 	./bin/ferry-demo
 
 ## devcluster: a real kube-apiserver + etcd on loopback until Ctrl-C (kubeconfigs in .devcluster/)
+# Built, then exec'd rather than `go run`: go run dies on SIGTERM without passing it on.
 devcluster:
-	cd e2e && $(GO) run ./cmd/devcluster -dir ../.devcluster
+	cd e2e && $(GO) build -o ../bin/devcluster ./cmd/devcluster && exec ../bin/devcluster -dir ../.devcluster
 
 ## tools: what the tests need on the host (kubectl for side-by-side checks)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
