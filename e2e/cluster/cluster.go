@@ -30,8 +30,9 @@
 // Each cluster has its own ports and its own directory under os.TempDir
 // (ferry-cluster-*), so several can run in one test binary; Stop closes
 // every listener and removes the directory. A test binary killed before Stop
-// (go test -timeout) leaves its directory behind; the next Start removes
-// directories whose owning process is gone.
+// (go test -timeout) leaves its directory, and the API server's certificate
+// directory (kubernetes-kube-apiserver*), behind; the next Start removes
+// those whose owning process is gone.
 //
 // Never build tests that use this package with -trimpath: StartTestServer
 // finds its fixtures through runtime.Caller.
@@ -50,6 +51,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -161,6 +163,13 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return c, fmt.Errorf("cluster: start kube-apiserver: %w", err)
 	}
 
+	// StartTestServer keeps its certificates in a directory of its own
+	// under os.TempDir; note it, so a sweep after a killed test binary
+	// finds it too.
+	if err := os.WriteFile(filepath.Join(dir, serverDirFile), []byte(c.server.TmpDir), 0o600); err != nil {
+		return c, fmt.Errorf("cluster: note the server's directory: %w", err)
+	}
+
 	c.admin = rest.CopyConfig(c.server.ClientConfig)
 	c.admin.QPS, c.admin.Burst = 1000, 2000
 	c.client, err = kubernetes.NewForConfig(c.admin)
@@ -198,8 +207,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 }
 
 const (
-	dirPrefix = "ferry-cluster-"
-	pidFile   = "owner.pid"
+	dirPrefix     = "ferry-cluster-"
+	pidFile       = "owner.pid"
+	serverDirFile = "apiserver.dir"
+	// serverDirPrefix is the prefix StartTestServer gives its directory.
+	serverDirPrefix = "kubernetes-kube-apiserver"
 )
 
 // sweepStale removes cluster directories left behind by test binaries that
@@ -218,9 +230,17 @@ func sweepStale(tmp string) {
 			continue
 		}
 		// Signal 0 checks existence; EPERM means it exists under another user.
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			continue
 		}
+		if b, err := os.ReadFile(filepath.Join(d, serverDirFile)); err == nil {
+			// Only a directory StartTestServer made, never an arbitrary path.
+			sd := filepath.Clean(string(b))
+			if filepath.Dir(sd) == filepath.Clean(tmp) && strings.HasPrefix(filepath.Base(sd), serverDirPrefix) {
+				os.RemoveAll(sd)
+			}
+		}
+		os.RemoveAll(d)
 	}
 }
 

@@ -334,13 +334,27 @@ func TestSecondClusterAndCleanStop(t *testing.T) {
 	}
 	stale := filepath.Join(tmp, "ferry-cluster-stale")
 	alive := filepath.Join(tmp, "ferry-cluster-alive")
-	for dir, pid := range map[string]int{stale: dead.Process.Pid, alive: os.Getppid()} {
+	staleServer := filepath.Join(tmp, "kubernetes-kube-apiserver-stale")
+	stale2 := filepath.Join(tmp, "ferry-cluster-stale2")
+	notServer := filepath.Join(tmp, "not-a-server-dir") // named by a stale dir, but not a server's: kept
+	for dir, pid := range map[string]int{stale: dead.Process.Pid, stale2: dead.Process.Pid, alive: os.Getppid()} {
 		if err := os.MkdirAll(filepath.Join(dir, "etcd"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(strconv.Itoa(pid)), 0o600); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, d := range []string{staleServer, notServer} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(stale, "apiserver.dir"), []byte(staleServer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stale2, "apiserver.dir"), []byte(notServer), 0o600); err != nil {
+		t.Fatal(err)
 	}
 
 	ctx := context.Background()
@@ -351,11 +365,19 @@ func TestSecondClusterAndCleanStop(t *testing.T) {
 	if c2.URL == c.URL {
 		t.Fatalf("two clusters share %s", c.URL)
 	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Errorf("Start did not sweep the directory of a dead test binary: %v", err)
+	for _, d := range []string{stale, stale2} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("Start did not sweep the directory %s of a dead test binary: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(staleServer); !os.IsNotExist(err) {
+		t.Errorf("Start did not sweep the API server directory of a dead test binary: %v", err)
 	}
 	if _, err := os.Stat(alive); err != nil {
 		t.Errorf("Start removed the directory of a live process: %v", err)
+	}
+	if _, err := os.Stat(notServer); err != nil {
+		t.Errorf("Start removed a directory it did not make: %v", err)
 	}
 	if _, err := c2.Client().CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{}); err != nil {
 		t.Fatalf("second cluster does not answer: %v", err)
@@ -381,8 +403,10 @@ func TestSecondClusterAndCleanStop(t *testing.T) {
 			t.Errorf("%s still accepts connections after Stop", a)
 		}
 	}
-	if err := os.RemoveAll(alive); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{alive, notServer} {
+		if err := os.RemoveAll(d); err != nil {
+			t.Fatal(err)
+		}
 	}
 	left, err := os.ReadDir(tmp)
 	if err != nil {
