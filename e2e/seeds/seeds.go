@@ -62,45 +62,33 @@ func dockerJob() rd.Job {
 // wrote it: decode the masked variable into the build dir, sed the image in,
 // kubectl apply; plus the author's RBAC check on kube-system.
 func Seed000Original(sa *cluster.Credentials) rd.Pipeline {
-	return rd.Pipeline{
-		ProjectPath: "group/shark-app",
-		Files:       map[string]string{"deployment.yml": deploymentYAML("IMAGE")},
-		ProjectVariables: []rd.Variable{
-			{Key: "KUBECONFIG", Value: sa.KubeconfigBase64, Masked: true},
-		},
-		Jobs: []rd.Job{
-			dockerJob(),
-			{
-				Name: "kube", Stage: "deploy",
-				Needs: []rd.Need{{Job: "docker"}},
-				Script: []string{
-					`echo $KUBECONFIG | base64 --decode > kubeconfig`,
-					`export KUBECONFIG=$(pwd)/kubeconfig`,
-					`sed -i -e "s|IMAGE|${IMAGE}|g" deployment.yml`,
-					`kubectl apply -f deployment.yml`,
-				},
-			},
-			rbacCheck(),
-		},
-	}
+	return seed000(sa, deploymentYAML("IMAGE"),
+		`echo $KUBECONFIG | base64 --decode > kubeconfig`,
+		`export KUBECONFIG=$(pwd)/kubeconfig`,
+		`sed -i -e "s|IMAGE|${IMAGE}|g" deployment.yml`,
+		`kubectl apply -f deployment.yml`,
+	)
 }
 
 // Seed000Ferry is the same pipeline written the ferry way: no decode lines,
 // no sed; the manifest says ${IMAGE}.
 func Seed000Ferry(sa *cluster.Credentials) rd.Pipeline {
+	return seed000(sa, deploymentYAML("${IMAGE}"), `kubectl apply --envsubst -f deployment.yml`)
+}
+
+// seed000 is the pipeline both versions share: job docker publishes the
+// image as a dotenv report, job kube (needs docker) deploys it with the
+// masked base64 KUBECONFIG project variable, rbac-check tries kube-system.
+func seed000(sa *cluster.Credentials, manifest string, kubeScript ...string) rd.Pipeline {
 	return rd.Pipeline{
 		ProjectPath: "group/shark-app",
-		Files:       map[string]string{"deployment.yml": deploymentYAML("${IMAGE}")},
+		Files:       map[string]string{"deployment.yml": manifest},
 		ProjectVariables: []rd.Variable{
 			{Key: "KUBECONFIG", Value: sa.KubeconfigBase64, Masked: true},
 		},
 		Jobs: []rd.Job{
 			dockerJob(),
-			{
-				Name: "kube", Stage: "deploy",
-				Needs:  []rd.Need{{Job: "docker"}},
-				Script: []string{`kubectl apply --envsubst -f deployment.yml`},
-			},
+			{Name: "kube", Stage: "deploy", Needs: []rd.Need{{Job: "docker"}}, Script: kubeScript},
 			rbacCheck(),
 		},
 	}
