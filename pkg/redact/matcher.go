@@ -1,5 +1,7 @@
 package redact
 
+import "encoding/binary"
+
 // matcher is an Aho-Corasick automaton compiled to a dense DFA over byte
 // classes. It is hand-written rather than imported: the Writer needs two
 // things general-purpose libraries do not expose — the automaton state between
@@ -32,7 +34,35 @@ type matcher struct {
 	shallow int32 // states 0..shallow-1 are the root and depth-1 states
 	first   [256]bool
 	pair    [65536]bool
+	// Stride filter (a q-gram filter in the manner of Wu-Manber): every
+	// secret is at least win bytes long, so a match starting at j covers
+	// the 4-byte blocks ending at j+3 .. j+win-1. block holds (hashed) every
+	// such block of every secret's first win bytes. Looking at one block in
+	// every stride = win-3 positions is then enough: a block that is in no
+	// secret rules out every start whose window holds it. The probes are
+	// independent of each other, so on ordinary text this reads one 4-byte
+	// block per ~win bytes instead of every byte. 0 when off.
+	stride int
+	win    int
+	block  *[blockWords]uint64
 }
+
+// The block filter is a blocked Bloom filter: a block's hash picks one
+// 64-bit word and two bits in it, so one load tests both. 16 KiB, to stay in
+// L1 cache.
+const (
+	blockWords = 2048
+	blockBits  = blockWords * 64
+	// maxBlocksSet keeps the filter sparse (under 1 bit in 16 set), or it
+	// would pass most text and cost more than it saves.
+	maxBlocksSet = blockBits / 32
+	// minWin is the shortest window worth a stride filter (stride 2).
+	minWin = 5
+)
+
+// blockHash hashes block u: its top 11 bits pick the word, the next two
+// 6-bit fields the bits in it.
+func blockHash(u uint32) uint64 { return uint64(u) * 0x9E3779B97F4A7C15 }
 
 func newMatcher(patterns []string) *matcher {
 	m := &matcher{}
@@ -148,7 +178,34 @@ func newMatcher(patterns []string) *matcher {
 		m.first[p[0]] = true
 		m.pair[int(p[0])<<8|int(p[1%len(p)])] = true
 	}
+	m.buildStride(patterns)
 	return m
+}
+
+// buildStride sets up the stride filter, with a window as long as the
+// shortest secret allows, narrowed while the filter would be too dense.
+func (m *matcher) buildStride(patterns []string) {
+	if !m.skip {
+		return
+	}
+	win := m.maxLen
+	for _, p := range patterns {
+		win = min(win, len(p))
+	}
+	win = min(win, 64) // past this, longer strides gain little
+	for ; win >= minWin && len(patterns)*(win-3) > maxBlocksSet; win-- {
+	}
+	if win < minWin {
+		return
+	}
+	m.win, m.stride = win, win-3
+	m.block = new([blockWords]uint64)
+	for _, p := range patterns {
+		for q := 3; q < win; q++ {
+			h := blockHash(binary.LittleEndian.Uint32([]byte(p[q-3 : q+1])))
+			m.block[h>>53] |= 1<<(h>>47&63) | 1<<(h>>41&63)
+		}
+	}
 }
 
 // renumber puts the states in breadth-first order, so that the root and the
@@ -220,6 +277,28 @@ func (m *matcher) run(buf []byte, i int, s int32) (int, int32) {
 // len(buf) if there is none.
 func (m *matcher) nextStart(buf []byte, i int) int {
 	n := len(buf)
+	if m.stride > 0 {
+		win, stride, block := m.win, m.stride, m.block
+		// The block ending at e is the last of the window starting at
+		// e-win+1 and the first of the one starting at e-3: probing e
+		// covers the starts e-win+1 .. e-win+stride.
+		e := i + win - 1
+		for e < n {
+			h := blockHash(binary.LittleEndian.Uint32(buf[e-3 : e+1]))
+			if b := block[h>>53]; b&(1<<(h>>47&63)) != 0 && b&(1<<(h>>41&63)) != 0 {
+				for j, end := e-win+1, e-win+1+stride; j < end; j++ {
+					if m.pair[int(buf[j])<<8|int(buf[j+1])] {
+						return j
+					}
+				}
+			}
+			e += stride
+		}
+		// The windows left do not fit in buf: check their starts one by
+		// one (a secret may begin at the end and continue in the next
+		// write).
+		i = max(i, e-win+1)
+	}
 	for ; i+1 < n; i++ {
 		if m.pair[int(buf[i])<<8|int(buf[i+1])] {
 			return i

@@ -24,6 +24,8 @@ import (
 // Mask is what every occurrence of a secret is replaced with.
 const Mask = "[MASKED]"
 
+var mask = []byte(Mask)
+
 // MinVariantLen is the shortest value Variants returns. Shorter strings would
 // mask ordinary words and numbers all over the log (GitLab itself refuses to
 // mask values under 8 characters); a secret that short is not worth hiding.
@@ -42,14 +44,28 @@ type Writer struct {
 	mu    sync.Mutex
 	w     io.Writer
 	m     *matcher // nil when there is nothing to mask
-	buf   []byte   // held-back bytes, then the bytes of the current Write
-	state int32    // automaton state after the last byte of buf
-	// bestStart/bestEnd locate, in buf, the leftmost-longest match found but
-	// not yet settled (a longer one may still grow); -1 when there is none.
+	held  []byte   // bytes held back: they may still be (part of) a match
+	state int32    // automaton state after the last byte of held
+	// bestStart/bestEnd locate, in held, the leftmost-longest match found
+	// but not yet settled (a longer one may still grow); -1 when there is
+	// none.
 	bestStart, bestEnd int
-	out                []byte // scratch for masked output, reused between writes
-	err                error  // first error of w: sticky
+	// out gathers short pieces of output (masks, the text between close
+	// secrets, bytes released from held) so that they reach w in one Write;
+	// long runs of text go to w straight from the caller's slice.
+	out  []byte
+	next []byte // a piece of output not yet copied to out: see emit
+	err  error  // first error of w: sticky
 }
+
+const (
+	// directMin is the shortest run of text written to w straight from the
+	// caller's slice rather than copied into out first. Below it, another
+	// Write to w (a syscall for a pipe) costs more than the copy.
+	directMin = 64 << 10
+	// outFlush bounds out: past it, out is written to w.
+	outFlush = 64 << 10
+)
 
 // NewWriter returns a Writer masking secrets (empty strings are ignored) in
 // what it passes on to w. Pass the output of Variants for each secret to also
@@ -85,28 +101,147 @@ func (w *Writer) Write(p []byte) (int, error) {
 		}
 		return len(p), nil
 	}
-	scanFrom := len(w.buf)
-	w.buf = append(w.buf, p...)
-	if err := w.scan(scanFrom, false); err != nil {
+	if err := w.write(p); err != nil {
 		w.err = err
 		return 0, err
 	}
 	return len(p), nil
 }
 
-// scan feeds buf[from:] to the automaton, writes masked output for everything
-// that is settled and keeps the rest in buf. With final set, the stream ends
-// after buf: nothing is held back.
-func (w *Writer) scan(from int, final bool) error {
+func (w *Writer) write(p []byte) error {
+	if len(w.held) == 0 {
+		// Nothing held back (so no pending match either): scan p where it
+		// is, without copying it.
+		i, s := w.m.run(p, 0, w.state)
+		w.state = s
+		if i == len(p) && w.m.live[s] == 0 {
+			// The common case, and all there is to a 1-byte write of
+			// ordinary text: no match and nothing to hold back.
+			_, err := w.w.Write(p)
+			return err
+		}
+		safe, err := w.scan(p, i, 0, false)
+		if err != nil {
+			return err
+		}
+		w.keep(p[safe:])
+		return w.flush()
+	}
+	// Join the held bytes with the start of p, long enough that whatever
+	// is still held back afterwards lies in p; scan the rest of p in place.
+	old := len(w.held)
+	k := min(len(p), w.m.maxLen)
+	w.held = append(w.held, p[:k]...)
+	safe, err := w.scan(w.held, old, 0, false)
+	if err == nil {
+		err = w.gather() // held changes below: copy what refers to it
+	}
+	if err != nil {
+		return err
+	}
+	if k == len(p) {
+		n := copy(w.held, w.held[safe:])
+		w.held = w.held[:n]
+		return w.flush()
+	}
+	// held[safe:] is p[safe-old:k]: at most maxLen-1 bytes, so safe > old.
+	// bestStart/bestEnd are relative to it either way.
+	from := safe - old
+	w.held = w.held[:0]
+	safe, err = w.scan(p, k, from, false)
+	if err != nil {
+		return err
+	}
+	w.keep(p[safe:])
+	return w.flush()
+}
+
+// keep makes b (which does not alias held) the held-back bytes.
+func (w *Writer) keep(b []byte) {
+	w.held = append(w.held[:0], b...)
+	if cap(w.held) > maxKeep {
+		w.held = append([]byte(nil), w.held...)
+	}
+}
+
+// emit passes b on. A piece that would be written alone is written from
+// where it is, without a copy; pieces next to each other are gathered in
+// out, except long ones (see directMin). b must stay valid until the next
+// emit or flush.
+func (w *Writer) emit(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if len(w.out) == 0 && w.next == nil {
+		w.next = b
+		return nil
+	}
+	if err := w.gather(); err != nil {
+		return err
+	}
+	if len(b) >= directMin {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		w.next = b
+		return nil
+	}
+	w.out = append(w.out, b...)
+	if len(w.out) >= outFlush {
+		return w.flush()
+	}
+	return nil
+}
+
+// gather moves the piece waiting in next into out, or writes it if it is
+// long.
+func (w *Writer) gather() error {
+	b := w.next
+	if b == nil {
+		return nil
+	}
+	w.next = nil
+	if len(b) >= directMin {
+		_, err := w.w.Write(b)
+		return err
+	}
+	w.out = append(w.out, b...)
+	return nil
+}
+
+// flush writes what emit has been given so far.
+func (w *Writer) flush() error {
+	if b := w.next; b != nil {
+		w.next = nil
+		// out is empty: emit fills next only then, and gather empties it
+		// before out grows.
+		_, err := w.w.Write(b)
+		return err
+	}
+	if len(w.out) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.out)
+	w.out = w.out[:0]
+	if cap(w.out) > maxKeep {
+		w.out = nil
+	}
+	return err
+}
+
+// scan feeds buf[from:] to the automaton, whose state (w.state) is that
+// after buf[:from]. buf[:emitted] has been dealt with already, and the
+// pending match (w.bestStart/End) is relative to buf[emitted:]. It emits
+// every settled byte and returns safe: buf[safe:] must be held back, and the
+// pending match is then relative to it. With final set, the stream ends after
+// buf: nothing is held back.
+func (w *Writer) scan(buf []byte, from, emitted int, final bool) (int, error) {
 	m := w.m
-	buf := w.buf
 	s := w.state
 	bestStart, bestEnd := w.bestStart, w.bestEnd
-	emitted := 0 // buf[:emitted] has been dealt with
-	// out collects output only once something is masked; until then the
-	// settled part of buf is written as is, without a copy.
-	out := w.out[:0]
-	masked := false
+	if bestStart >= 0 {
+		bestStart, bestEnd = bestStart+emitted, bestEnd+emitted
+	}
 	for i := from; ; i++ {
 		if bestStart < 0 {
 			// Hot path: nothing pending, run until a state with a match.
@@ -134,9 +269,12 @@ func (w *Writer) scan(from int, final bool) error {
 			settle = bestStart >= 0 && i+1-int(m.live[s]) > bestStart
 		}
 		if settle {
-			masked = true
-			out = append(out, buf[emitted:bestStart]...)
-			out = append(out, Mask...)
+			if err := w.emit(buf[emitted:bestStart]); err != nil {
+				return 0, err
+			}
+			if err := w.emit(mask); err != nil {
+				return 0, err
+			}
 			emitted = bestEnd
 			// Restart from the root right after the match: bytes read past
 			// it may begin the next match.
@@ -154,31 +292,15 @@ func (w *Writer) scan(from int, final bool) error {
 	if safe < emitted {
 		safe = emitted
 	}
-	if masked {
-		out = append(out, buf[emitted:safe]...)
-	} else {
-		out = buf[emitted:safe]
+	if err := w.emit(buf[emitted:safe]); err != nil {
+		return 0, err
 	}
-	if len(out) > 0 {
-		if _, err := w.w.Write(out); err != nil {
-			return err
-		}
-	}
-	n := copy(buf, buf[safe:])
-	w.buf = buf[:n]
 	w.state = s
 	if bestStart >= 0 {
 		bestStart, bestEnd = bestStart-safe, bestEnd-safe
 	}
 	w.bestStart, w.bestEnd = bestStart, bestEnd
-	// Keep the buffers for the next write, but not huge ones.
-	if masked && cap(out) <= maxKeep {
-		w.out = out[:0]
-	}
-	if cap(w.buf) > maxKeep {
-		w.buf = append([]byte(nil), w.buf...)
-	}
-	return nil
+	return safe, nil
 }
 
 // Close writes what is still held back, masking any secret in it. It does not
@@ -192,10 +314,15 @@ func (w *Writer) Close() error {
 	if w.m == nil {
 		return nil
 	}
-	if err := w.scan(len(w.buf), true); err != nil {
+	_, err := w.scan(w.held, len(w.held), 0, true)
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
 		w.err = err
 		return err
 	}
+	w.held = w.held[:0]
 	w.state = 0
 	return nil
 }

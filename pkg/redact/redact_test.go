@@ -252,3 +252,54 @@ func TestNoSecretsPassesThrough(t *testing.T) {
 		t.Fatal(out.String())
 	}
 }
+
+// TestRedactRandomLong is TestRedactRandom with secrets long enough for the
+// stride filter (every secret at least minWin bytes) and inputs long enough
+// for it to skip: secrets are planted at random places, whole or cut short,
+// in text from an alphabet they share.
+func TestRedactRandomLong(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	word := func(n int, alphabet string) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = alphabet[r.Intn(len(alphabet))]
+		}
+		return string(b)
+	}
+	for iter := 0; iter < 2000; iter++ {
+		alphabet := []string{"ab", "abc\n", "abcdefghijklmnopqrstuvwxyz0123456789+/=\n "}[iter%3]
+		var secrets []string
+		for k := r.Intn(6); k >= 0; k-- {
+			secrets = append(secrets, word(minWin+r.Intn(40), alphabet))
+		}
+		var in strings.Builder
+		for in.Len() < 50+r.Intn(3000) {
+			in.WriteString(word(r.Intn(120), alphabet))
+			s := secrets[r.Intn(len(secrets))]
+			if r.Intn(3) == 0 {
+				s = s[:r.Intn(len(s))]
+			}
+			in.WriteString(s)
+		}
+		input := in.String()
+		sizes := []int{1 + r.Intn(7), 1 + r.Intn(300), 1 + r.Intn(4000)}
+		want := reference(input, secrets)
+		if got := redactChunks(t, input, secrets, sizes); got != want {
+			t.Fatalf("input %q secrets %q sizes %v:\n got %q\nwant %q", input, secrets, sizes, got, want)
+		}
+		if got := redactChunks(t, input, secrets, []int{1 << 20}); got != want {
+			t.Fatalf("input %q secrets %q in one write:\n got %q\nwant %q", input, secrets, got, want)
+		}
+	}
+}
+
+// TestStrideFilterOn makes sure the benchmark's secrets take the stride path
+// (and TestRedactRandomLong tests it).
+func TestStrideFilterOn(t *testing.T) {
+	if m := NewWriter(io.Discard, AllVariants(benchSecrets()...)[:50]).m; m.stride == 0 {
+		t.Fatal("stride filter off for 50 base64 secrets")
+	}
+	if m := NewWriter(io.Discard, []string{"abcdefgh"}).m; m.stride != len("abcdefgh")-3 {
+		t.Fatalf("stride %d for one 8-byte secret", m.stride)
+	}
+}
