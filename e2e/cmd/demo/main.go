@@ -60,7 +60,11 @@ func run() error {
 		return err
 	}
 	step("pipeline: docker (writes IMAGE to docker.env, a dotenv report) -> kube (kubectl apply --envsubst -f deployment.yml) + rbac-check")
-	pr := d.RunPipeline(ctx, seeds.Seed000Ferry(sa))
+	p, err := seeds.Seed000("ferry", sa)
+	if err != nil {
+		return err
+	}
+	pr := d.RunPipeline(ctx, p)
 	for _, name := range pr.Order {
 		j := pr.Jobs[name]
 		fmt.Printf("\n\033[1m---------- job %s (%s) ----------\033[0m\n", name, j.Status)
