@@ -10,10 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
@@ -307,125 +304,6 @@ func (e *env) delete(ctx context.Context, args []string) error {
 	if res.Err() != nil {
 		return exitError{1}
 	}
-	return nil
-}
-
-func (e *env) create(ctx context.Context, args []string) error {
-	if len(args) > 0 && (args[0] == "namespace" || args[0] == "ns") {
-		return e.createNamespace(ctx, args[1:])
-	}
-	fs := e.flags("create")
-	var src source
-	var dryRun string
-	src.register(fs)
-	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
-	fs.String("validate", "strict", "accepted for compatibility: the server validates")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if len(src.files) == 0 && len(src.kustomize) == 0 {
-		return fmt.Errorf("ferry's kubectl creates from -f/-k or `create namespace <name>`; %q is not supported", strings.Join(args, " "))
-	}
-	objs, err := e.read(&src)
-	if err != nil {
-		return err
-	}
-	ns, explicit, err := e.resolvedNamespace()
-	if err != nil {
-		return err
-	}
-	a, err := e.getApplier()
-	if err != nil {
-		return err
-	}
-	failed := 0
-	for _, o := range objs {
-		if err := e.createOne(ctx, a, o, ns, explicit, dryRun == "server"); err != nil {
-			failed++
-		}
-	}
-	if failed > 0 {
-		return exitError{1}
-	}
-	return nil
-}
-
-// createOne creates one object (kubectl create semantics: an existing
-// object is an error) and prints kubectl's line for it.
-func (e *env) createOne(ctx context.Context, a *apply.Applier, o *apply.Object, ns string, explicit, dry bool) error {
-	gvk := o.GroupVersionKind()
-	m, err := a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		a.ResetMapper()
-		if m, err = a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			fmt.Fprintf(e.stderr, "error: resource mapping not found for name: %q namespace: %q from %q: no matches for kind %q in version %q\nensure CRDs are installed first\n",
-				o.GetName(), o.GetNamespace(), o.Location(), gvk.Kind, gvk.GroupVersion().String())
-			return err
-		}
-	}
-	ri := a.Dynamic().Resource(m.Resource)
-	opts := metav1.CreateOptions{FieldManager: "ferry"}
-	if dry {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	var created *unstructured.Unstructured
-	if m.Scope.Name() == "namespace" {
-		objNS := o.GetNamespace()
-		switch {
-		case objNS == "":
-			o.SetNamespace(ns)
-		case explicit && objNS != ns:
-			err := fmt.Errorf("the namespace from the provided object %q does not match the namespace %q. You must pass '--namespace=%s' to perform this operation.", objNS, ns, objNS)
-			fmt.Fprintln(e.stderr, "error: "+err.Error())
-			return err
-		}
-		created, err = ri.Namespace(o.GetNamespace()).Create(ctx, o.Unstructured, opts)
-	} else {
-		created, err = ri.Create(ctx, o.Unstructured, opts)
-	}
-	if err != nil {
-		var se apierrors.APIStatus
-		if errors.As(err, &se) {
-			st := se.Status()
-			fmt.Fprintf(e.stderr, "Error from server (%s): error when creating %q: %s\n", st.Reason, o.Source, st.Message)
-		} else {
-			fmt.Fprintf(e.stderr, "error: error when creating %q: %v\n", o.Source, err)
-		}
-		return err
-	}
-	suffix := ""
-	if dry {
-		suffix = " (server dry run)"
-	}
-	fmt.Fprintf(e.stdout, "%s created%s\n", refOf(created, m.Resource.Resource), suffix)
-	return nil
-}
-
-func (e *env) createNamespace(ctx context.Context, args []string) error {
-	fs := e.flags("create namespace")
-	var dryRun string
-	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("exactly one NAME is required, got " + fmt.Sprint(fs.NArg()))
-	}
-	a, err := e.getApplier()
-	if err != nil {
-		return err
-	}
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(schema.GroupVersionKind{Version: "v1", Kind: "Namespace"})
-	u.SetName(fs.Arg(0))
-	opts := metav1.CreateOptions{FieldManager: "ferry"}
-	if dryRun == "server" {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	if _, err := a.Dynamic().Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Create(ctx, u, opts); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "namespace/%s created\n", fs.Arg(0))
 	return nil
 }
 

@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
 )
@@ -46,6 +46,12 @@ type env struct {
 
 	kubeconfig, context, namespace, requestTimeout string
 	namespaceSet                                   bool
+	// conn are kubectl's connection flags (--server, --token, ...), which
+	// CI scripts use instead of a kubeconfig: they override its values.
+	conn clientcmdapi.Cluster
+	auth clientcmdapi.AuthInfo
+	// cluster and user pick kubeconfig entries other than the context's.
+	cluster, user string
 
 	loader  clientcmd.ClientConfig
 	applier *apply.Applier
@@ -114,37 +120,47 @@ func formatError(err error) string {
 	return "error: " + err.Error()
 }
 
-// globalFlags registers the flags every verb accepts.
+// globalFlags registers the flags every verb accepts: kubectl's global
+// flags that matter to a deploy job. -v is accepted and ignored: ferry does
+// not log requests, and refusing it would break scripts that debug with it.
 func (e *env) globalFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&e.kubeconfig, "kubeconfig", e.kubeconfig, "path to the kubeconfig file")
 	fs.StringVar(&e.context, "context", e.context, "the kubeconfig context to use")
 	fs.StringVarP(&e.namespace, "namespace", "n", e.namespace, "the namespace of this request")
 	fs.StringVar(&e.requestTimeout, "request-timeout", e.requestTimeout, "how long to wait for one server request (e.g. 30s; 0: no limit)")
+	fs.StringVarP(&e.conn.Server, "server", "s", e.conn.Server, "the API server's address (overrides the kubeconfig)")
+	fs.StringVar(&e.conn.CertificateAuthority, "certificate-authority", e.conn.CertificateAuthority, "CA file to verify the server with")
+	fs.BoolVar(&e.conn.InsecureSkipTLSVerify, "insecure-skip-tls-verify", e.conn.InsecureSkipTLSVerify, "do not verify the server's certificate")
+	fs.StringVar(&e.conn.TLSServerName, "tls-server-name", e.conn.TLSServerName, "server name to verify the certificate against")
+	fs.StringVar(&e.auth.Token, "token", e.auth.Token, "bearer token")
+	fs.StringVar(&e.auth.ClientCertificate, "client-certificate", e.auth.ClientCertificate, "client certificate file")
+	fs.StringVar(&e.auth.ClientKey, "client-key", e.auth.ClientKey, "client key file")
+	fs.StringVar(&e.cluster, "cluster", e.cluster, "the kubeconfig cluster to use")
+	fs.StringVar(&e.user, "user", e.user, "the kubeconfig user to use")
+	if fs.Lookup("v") == nil {
+		fs.StringP("v", "v", "0", "log level: accepted and ignored")
+	}
 }
 
 // splitGlobals finds the verb: global flags may come before it
-// (`kubectl -n x apply ...`), as kubectl allows.
+// (`kubectl -n x --token=$T apply ...`), as kubectl allows. Parsing stops at
+// the first non-flag argument, the verb.
 func (e *env) splitGlobals(args []string) (string, []string, error) {
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") || a == "-" {
-			fs := pflag.NewFlagSet("kubectl", pflag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			e.globalFlags(fs)
-			if err := fs.Parse(args[:i]); err != nil {
-				return "", nil, err
-			}
-			e.namespaceSet = fs.Changed("namespace")
-			return a, args[i+1:], nil
+	fs := pflag.NewFlagSet("kubectl", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false)
+	e.globalFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return "help", nil, nil
 		}
-		if (a == "-n" || a == "--namespace" || a == "--kubeconfig" || a == "--context" || a == "--request-timeout") && i+1 < len(args) {
-			i++
-		}
-		if a == "-h" || a == "--help" {
-			return a, nil, nil
-		}
+		return "", nil, err
 	}
-	return "", nil, nil
+	e.namespaceSet = fs.Changed("namespace")
+	if fs.NArg() == 0 {
+		return "", nil, nil
+	}
+	return fs.Arg(0), fs.Args()[1:], nil
 }
 
 // flags returns a FlagSet for verb with the global flags registered.
@@ -175,7 +191,9 @@ func (e *env) clientConfig() clientcmd.ClientConfig {
 	if e.loader == nil {
 		rules := clientcmd.NewDefaultClientConfigLoadingRules()
 		rules.ExplicitPath = e.kubeconfig
-		overrides := &clientcmd.ConfigOverrides{CurrentContext: e.context, Timeout: e.requestTimeout}
+		overrides := &clientcmd.ConfigOverrides{CurrentContext: e.context, Timeout: e.requestTimeout,
+			ClusterInfo: e.conn, AuthInfo: e.auth}
+		overrides.Context.Cluster, overrides.Context.AuthInfo = e.cluster, e.user
 		if e.namespaceSet {
 			overrides.Context.Namespace = e.namespace
 		}
@@ -197,7 +215,14 @@ func (e *env) restConfig() (*rest.Config, error) {
 // resolvedNamespace is -n, else the context's namespace, else "default";
 // explicit reports whether it came from -n.
 func (e *env) resolvedNamespace() (string, bool, error) {
+	if e.namespaceSet && e.namespace != "" {
+		return e.namespace, true, nil
+	}
 	ns, _, err := e.clientConfig().Namespace()
+	if clientcmd.IsEmptyConfig(err) {
+		// No kubeconfig at all: client dry runs still work, as in kubectl.
+		return "default", false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
