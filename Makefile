@@ -3,7 +3,6 @@ GO       ?= go
 BIN      ?= bin/ferry
 PREFIX   ?= /usr/local
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X gitlab.com/ferry-ci/ferry/pkg/version.Version=$(VERSION)
 BENCHTIME ?= 300x
 # The main module's packages; e2e/ is its own module (until its go.mod lands,
 # keep it out of the main module's vet and test).
@@ -16,9 +15,9 @@ all: build
 help:
 	@echo "targets: build test bench install lint demo devcluster tools"
 
-## build: the ferry binary in $(BIN), version stamped from git
+## build: the ferry binary in $(BIN) (the engine embedded; scripts/build.sh), version stamped from git
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./executor
+	GO=$(GO) scripts/build.sh -o $(BIN) -v $(VERSION)
 
 ## test: unit and process tests of the main module, then the e2e module
 test: tools

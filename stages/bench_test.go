@@ -2,7 +2,10 @@ package stages_test
 
 import (
 	"os/exec"
+	"path/filepath"
 	"testing"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 // BenchmarkRunStage measures one `ferry run` of a trivial stage script: the
@@ -52,6 +55,30 @@ func BenchmarkFerryStart(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if out, err := exec.Command(ferryBin, "version").CombinedOutput(); err != nil {
 			b.Fatalf("version: %v %s", err, out)
+		}
+	}
+}
+
+// BenchmarkStageFloor runs the same script through testdata/stagefloor, a Go
+// program that only starts bash in a process group and waits: the floor for
+// any executor that is a separate program, which the runner's protocol
+// requires (run_exec is a process per stage).
+func BenchmarkStageFloor(b *testing.B) {
+	j := newJob(b, "902")
+	script := benchScript(b, j)
+	floor := filepath.Join(b.TempDir(), "stagefloor")
+	build := exec.Command("go", "build", "-o", floor, "./stages/testdata/stagefloor")
+	build.Dir = ferrybuild.RepoRoot()
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build stagefloor: %v %s", err, out)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c := exec.Command(floor, script)
+		c.Env = j.environ()
+		if out, err := c.CombinedOutput(); err != nil {
+			b.Fatalf("stagefloor: %v %s", err, out)
 		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
+	"strings"
 
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
@@ -37,8 +37,15 @@ type Driver struct {
 }
 
 // pathComponent is what a runner-given id may look like before it becomes a
-// directory name.
-var pathComponent = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// directory name: 1 to 64 of [A-Za-z0-9_-] (no regexp: see gitlabEnvSafe).
+func pathComponent(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	return strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
+	}) < 0
+}
 
 // Config computes config_exec's answer. With builds_dir_is_shared false the
 // runner puts the project in <builds_dir>/<namespace>/<project>, so
@@ -53,7 +60,7 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 	if token == "" {
 		token = "runner"
 	}
-	if !pathComponent.MatchString(token) {
+	if !pathComponent(token) {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN %q is not usable as a directory name", token)
 	}
 	slot, name := "", ""
@@ -66,7 +73,7 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 	if slot == "" {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID and CUSTOM_ENV_CI_CONCURRENT_ID are not set: cannot give this job its own builds_dir")
 	}
-	if !pathComponent.MatchString(slot) {
+	if !pathComponent(slot) {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_%s %q is not usable as a directory name", name, slot)
 	}
 	builds, err := filepath.Abs(o.BuildsDir)

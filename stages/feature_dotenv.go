@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/client-go/tools/clientcmd"
-
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
@@ -57,6 +55,10 @@ func init() {
 		},
 		Prepare:     dotenvPrepare,
 		BeforeStage: dotenvBeforeStage,
+		RunsBefore:  captureStage,
+		NeedsEngine: func(sub, stage string) bool {
+			return dotenvKubeStore() && (sub == "prepare" || captureStage(stage))
+		},
 	})
 }
 
@@ -75,14 +77,24 @@ func openDotenvStore(o *Options) (dotenvstore.Store, error) {
 		}
 		return dotenvstore.NewDir(dir)
 	case "kubernetes", "kube":
-		cfg, err := clientcmd.BuildConfigFromFlags("", dotenvFlags.kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("ferry: --dotenv-kubeconfig %s: %w", dotenvFlags.kubeconfig, err)
+		if engine == nil {
+			return nil, errNoEngine
 		}
-		return dotenvstore.NewKube(cfg, dotenvFlags.namespace)
+		return engine.DotenvKubeStore(dotenvFlags.kubeconfig, dotenvFlags.namespace)
 	default:
 		return nil, fmt.Errorf("ferry: --dotenv-store=%q: want dir, kubernetes or off", dotenvFlags.store)
 	}
+}
+
+// dotenvKubeStore reports whether reports live in Kubernetes Secrets.
+func dotenvKubeStore() bool {
+	return dotenvFlags.store == "kubernetes" || dotenvFlags.store == "kube"
+}
+
+// captureStage reports whether a run stage is one dotenvBeforeStage
+// captures reports before.
+func captureStage(stage string) bool {
+	return stage == "upload_artifacts_on_success" || stage == "upload_artifacts_on_failure"
 }
 
 // matchAny reports whether key matches one of the comma-separated names or

@@ -19,10 +19,13 @@ func init() {
 			fs.BoolVar(&kubectlShim, "kubectl-shim", true, "put ferry's kubectl (bin/kubectl -> ferry) first on the job's PATH")
 		},
 		Prepare: kubectlPrepare,
+		// The link must point at the binary that has kubectl: the engine.
+		NeedsEngine: func(sub, _ string) bool { return sub == "prepare" && kubectlShim },
 	})
 }
 
-// kubectlPrepare links <state>/bin/kubectl to the running ferry binary: the
+// kubectlPrepare links <state>/bin/kubectl to the running ferry binary (the
+// engine, which prepare runs in whenever the shim is on): the
 // job's PATH starts with that directory, so an unchanged `kubectl apply` in
 // the script runs ferry's kubectl (argv[0] dispatch), with no kubectl
 // installed on the host.

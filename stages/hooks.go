@@ -28,11 +28,20 @@ type Feature struct {
 	// Prepare runs after the state directory exists. An error stops the job,
 	// classified by pkg/failure (failure.Build for the user's mistakes).
 	Prepare func(ctx context.Context, j *Job) error
-	// BeforeStage runs in `ferry run` before each stage script.
+	// BeforeStage runs in `ferry run` before the stage scripts RunsBefore
+	// accepts (all when RunsBefore is nil).
 	BeforeStage func(ctx context.Context, j *Job, stage string) error
+	// RunsBefore picks the stages BeforeStage runs before. Give it: ferry
+	// then skips reading the job payload for every other stage.
+	RunsBefore func(stage string) bool
 	// Cleanup runs in `ferry cleanup`, even when prepare never ran; its
 	// output reaches only the runner's system log.
 	Cleanup func(ctx context.Context, j *Job) error
+	// NeedsEngine tells whether this feature's hooks for `ferry <sub>`
+	// (and, for run, the stage name) call the Engine, given the parsed
+	// flags. Nil means never. Err on the side of true: a wrong false is a
+	// failed job, a wrong true costs one exec.
+	NeedsEngine func(sub, stage string) bool
 }
 
 var (

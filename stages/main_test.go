@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
@@ -20,20 +21,13 @@ import (
 var ferryBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-stages-test")
-	if err != nil {
+	var err error
+	if ferryBin, err = ferrybuild.Shared(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	ferryBin = filepath.Join(dir, "ferry")
-	cmd := exec.Command("go", "build", "-o", ferryBin, "gitlab.com/ferry-ci/ferry/executor")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build ferry:", err)
-		os.Exit(1)
-	}
 	code := m.Run()
-	os.RemoveAll(dir)
+	ferrybuild.RemoveShared()
 	os.Exit(code)
 }
 
@@ -70,7 +64,10 @@ func newJob(t testing.TB, id string) *fakeJob {
 		"CI_CONCURRENT_ID":         "0",
 	}
 	j.writePayload(3600, nil)
-	j.args = []string{"--state-dir=" + j.stateDir, "--builds-dir=" + j.builds, "--cache-dir=" + filepath.Join(base, "cache"), "--grace-period=2s", "--kube-sources=none"}
+	j.args = []string{"--state-dir=" + j.stateDir, "--builds-dir=" + j.builds, "--cache-dir=" + filepath.Join(base, "cache"), "--grace-period=2s", "--kube-sources=none",
+		// The core tests run without the engine; engine_test.go covers the
+		// handoff (and every prepare would unpack ~60 MB otherwise).
+		"--kubectl-shim=false"}
 	return j
 }
 

@@ -30,7 +30,7 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	if err := stateDirOutsideBuilds(st, env, o); err != nil {
+	if err := stateDirOutsideBuilds(st.Dir(), env, o); err != nil {
 		return err
 	}
 	st.Timeout = time.Duration(payload.RunnerInfo.Timeout) * time.Second
@@ -83,12 +83,21 @@ func openState(env *jobenv.Env, o *Options) (*jobstate.State, error) {
 // redactedOutput wraps w with a redactor masking the job's secrets and their
 // encoded forms. The returned func flushes it.
 func redactedOutput(st *jobstate.State, w io.Writer) (io.Writer, func(), error) {
-	secrets, err := st.Secrets()
+	set, err := secretSet(st)
 	if err != nil {
 		return nil, nil, err
 	}
-	rw := redact.NewWriter(w, redact.AllVariants(secrets...))
+	rw := set.Writer(w)
 	return rw, func() { rw.Close() }, nil
+}
+
+// secretSet compiles the job's secrets and their encoded forms.
+func secretSet(st *jobstate.State) (*redact.Set, error) {
+	secrets, err := st.Secrets()
+	if err != nil {
+		return nil, err
+	}
+	return redact.NewSet(redact.AllVariants(secrets...)), nil
 }
 
 // wrapFeature names the feature in its error unless the error already
@@ -100,9 +109,10 @@ func wrapFeature(name string, err error) error {
 	return fmt.Errorf("ferry: %s: %w", name, err)
 }
 
-// stateDirOutsideBuilds refuses a state dir inside the builds root or the
-// project directory: artifacts, caches and image builds would see it.
-func stateDirOutsideBuilds(st *jobstate.State, env *jobenv.Env, o *Options) error {
+// stateDirOutsideBuilds refuses a state dir (or the engine cache beside it)
+// inside the builds root or the project directory: artifacts, caches and
+// image builds would see it.
+func stateDirOutsideBuilds(dir string, env *jobenv.Env, o *Options) error {
 	var dirs []string
 	if b, err := filepath.Abs(o.BuildsDir); err == nil && o.BuildsDir != "" {
 		dirs = append(dirs, b)
@@ -111,8 +121,8 @@ func stateDirOutsideBuilds(st *jobstate.State, env *jobenv.Env, o *Options) erro
 		dirs = append(dirs, filepath.Clean(pd))
 	}
 	for _, d := range dirs {
-		if within(st.Dir(), d) {
-			return fmt.Errorf("ferry: --state-dir %s is inside the build directory %s: job state must stay out of it", st.Root(), d)
+		if within(dir, d) {
+			return fmt.Errorf("ferry: --state-dir %s is inside the build directory %s: job state must stay out of it", o.StateDir, d)
 		}
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -44,8 +43,13 @@ func neverPassed(k string) bool {
 
 // gitlabEnvSafe is what a value must look like to go into GITLAB_ENV: it
 // means the same whether the runner sources the file as shell or exports each
-// line as is.
-var gitlabEnvSafe = regexp.MustCompile(`^[A-Za-z0-9_./:@%+,=-]*$`)
+// line as is ([A-Za-z0-9_./:@%+,=-]*). Not a regexp: ferry starts once per
+// stage, and compiling regexps at init was a measurable part of that.
+func gitlabEnvSafe(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@%+,=-", r))
+	}) < 0
+}
 
 // gitlabEnvRecord (in the state dir) holds the lines ferry wrote into
 // GITLAB_ENV, so later stages neither duplicate them nor touch the user's.
@@ -86,34 +90,32 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if _, err := os.Stat(script); err != nil {
 		return fmt.Errorf("ferry: stage %s: script: %w", stage, err)
 	}
-	outW, closeOut, err := redactedOutput(st, stdout)
+	// One compiled set for both streams: building the automaton is most
+	// of a redactor's cost, and ferry pays it once per stage.
+	set, err := secretSet(st)
 	if err != nil {
 		return err
 	}
-	defer closeOut()
-	errW, closeErr, err := redactedOutput(st, stderr)
-	if err != nil {
-		return err
-	}
-	defer closeErr()
+	outR, errR := set.Writer(stdout), set.Writer(stderr)
+	defer outR.Close()
+	defer errR.Close()
+	var outW, errW io.Writer = outR, errR
 	log := joblog.New(outW)
 
-	if hooks := Features(); len(hooks) > 0 {
-		var payload *jobenv.JobResponse
-		j := &Job{Env: env, State: st, Log: log, Options: o}
-		for _, f := range hooks {
-			if f.BeforeStage == nil {
-				continue
+	j := &Job{Env: env, State: st, Log: log, Options: o}
+	for _, f := range Features() {
+		if f.BeforeStage == nil || (f.RunsBefore != nil && !f.RunsBefore(stage)) {
+			continue
+		}
+		// The payload is parsed only for a hook that runs: real ones are
+		// tens of kilobytes, and most stages need none of it.
+		if j.Payload == nil {
+			if j.Payload, err = env.Payload(); err != nil {
+				return err
 			}
-			if payload == nil {
-				if payload, err = env.Payload(); err != nil {
-					return err
-				}
-				j.Payload = payload
-			}
-			if err := f.BeforeStage(ctx, j, stage); err != nil {
-				return wrapFeature(f.Name, err)
-			}
+		}
+		if err := f.BeforeStage(ctx, j, stage); err != nil {
+			return wrapFeature(f.Name, err)
 		}
 	}
 	overrides, err := st.Env()
@@ -217,7 +219,7 @@ func gitlabEnvLines(env *jobenv.Env, st *jobstate.State, overrides []jobstate.En
 		switch {
 		case e.Secret:
 			log.Warnf("ferry: %s is a job variable and a secret: its ferry value is not written to GITLAB_ENV; the job's own value wins", e.Key)
-		case !gitlabEnvSafe.MatchString(e.Value):
+		case !gitlabEnvSafe(e.Value):
 			log.Warnf("ferry: %s: value has characters not safe in GITLAB_ENV: the job's own value wins", e.Key)
 		default:
 			lines = append(lines, e.Key+"="+e.Value)
@@ -231,7 +233,7 @@ func gitlabEnvLines(env *jobenv.Env, st *jobstate.State, overrides []jobstate.En
 				path = st.BinDir() + ":" + e.Value
 			}
 		}
-		if gitlabEnvSafe.MatchString(path) {
+		if gitlabEnvSafe(path) {
 			lines = append(lines, "PATH="+path)
 		} else {
 			log.Warnf("ferry: PATH job variable has characters not safe in GITLAB_ENV: %s is not on the job's PATH", st.BinDir())

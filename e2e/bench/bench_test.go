@@ -9,10 +9,9 @@
 // first apply and re-apply; (c) the lower bound for (b): only the SSA PATCH
 // requests, from a warm client, with ferry's concurrency.
 //
-// The ferry binary is $FERRY_BIN if set, else ./executor of the main module
-// when it builds, else cmd/ferry-apply (the engine behind the same command
-// line, until pkg/kubectl is wired). Every tool keeps its discovery cache
-// warm between runs, as on a runner host.
+// ferry is `ferry-engine kubectl` ($FERRY_BIN kubectl if set): the binary a
+// job's `kubectl` runs through its bin/kubectl link. Every tool keeps its
+// discovery cache warm between runs, as on a runner host.
 package bench
 
 import (
@@ -28,13 +27,15 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/ferry-ci/ferry/e2e/cluster"
-	"gitlab.com/ferry-ci/ferry/pkg/apply"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+
+	"gitlab.com/ferry-ci/ferry/e2e/cluster"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/pkg/apply"
 )
 
 var c *cluster.Cluster
@@ -56,35 +57,16 @@ func setup(b *testing.B) {
 		if buildErr != nil {
 			return
 		}
+		ferryArgs = []string{"kubectl"}
 		if p := os.Getenv("FERRY_BIN"); p != "" {
-			ferryBin, ferryArgs = p, []string{"kubectl"}
+			ferryBin = p
 			return
 		}
-		out := filepath.Join(home, "ferry")
-		cmd := exec.Command("go", "build", "-o", out, "./executor")
-		cmd.Dir = "../.."
-		if o, err := cmd.CombinedOutput(); err == nil && ferryHasKubectl(out) {
-			ferryBin, ferryArgs = out, []string{"kubectl"}
-			return
-		} else {
-			fmt.Fprintf(os.Stderr, "bench: ferry binary without kubectl apply (%v %s); using cmd/ferry-apply\n", err, strings.TrimSpace(string(o)))
-		}
-		out = filepath.Join(home, "ferry-apply")
-		cmd = exec.Command("go", "build", "-o", out, "./cmd/ferry-apply")
-		if o, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building cmd/ferry-apply: %v: %s", err, o)
-			return
-		}
-		ferryBin = out
+		ferryBin, buildErr = ferrybuild.BuildEngine(home)
 	})
 	if buildErr != nil {
 		b.Fatal(buildErr)
 	}
-}
-
-func ferryHasKubectl(bin string) bool {
-	out, err := exec.Command(bin, "kubectl", "apply", "--help").CombinedOutput()
-	return err == nil && strings.Contains(string(out), "-f")
 }
 
 // tool runs one apply of dir as a fresh process.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 // Main is a TestMain helper: it starts one cluster for the whole test
@@ -31,6 +33,7 @@ func Main(m *testing.M, c **Cluster, opts ...Options) {
 	}
 	*c = cl
 	code := m.Run()
+	ferrybuild.RemoveShared() // the ferry binary the package's tests built, if any
 	if err := cl.Stop(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: stopping the test cluster: %v\n", err)
 		if code == 0 {

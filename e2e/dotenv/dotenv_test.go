@@ -17,6 +17,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
+	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
 	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
@@ -26,13 +27,13 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func kubeStore(t *testing.T, namespace string) *dotenvstore.Kube {
+func kubeStore(t *testing.T, namespace string) *kubestore.Store {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", storeKubeconfig(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := dotenvstore.NewKube(cfg, namespace)
+	s, err := kubestore.New(cfg, namespace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,17 +62,17 @@ func TestKubeStore(t *testing.T) {
 	if err != nil || got.Vars[0].Value != "reg/app:2" || got.JobName != "kaniko" || got.ServerURL != "https://gitlab.example.com" {
 		t.Fatalf("get: %+v %v", got, err)
 	}
-	sec, err := c.Client().CoreV1().Secrets("ferry-dotenv").Get(ctx, dotenvstore.SecretName(k), metav1.GetOptions{})
+	sec, err := c.Client().CoreV1().Secrets("ferry-dotenv").Get(ctx, kubestore.SecretName(k), metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for l, want := range map[string]string{dotenvstore.LabelManagedBy: dotenvstore.ManagedByValue, dotenvstore.LabelProject: "42",
-		dotenvstore.LabelPipeline: "7", dotenvstore.LabelJob: "701", dotenvstore.LabelServer: k.ServerHash()} {
+	for l, want := range map[string]string{kubestore.LabelManagedBy: kubestore.ManagedByValue, kubestore.LabelProject: "42",
+		kubestore.LabelPipeline: "7", kubestore.LabelJob: "701", kubestore.LabelServer: k.ServerHash()} {
 		if sec.Labels[l] != want {
 			t.Errorf("label %s=%q, want %q", l, sec.Labels[l], want)
 		}
 	}
-	if _, err := time.Parse(time.RFC3339, sec.Annotations[dotenvstore.AnnotationExpiry]); err != nil {
+	if _, err := time.Parse(time.RFC3339, sec.Annotations[kubestore.AnnotationExpiry]); err != nil {
 		t.Errorf("expiry annotation: %v", err)
 	}
 
@@ -90,7 +91,7 @@ func TestKubeStore(t *testing.T) {
 		t.Fatalf("expired: %v", err)
 	}
 	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "not-ferry", Namespace: "ferry-dotenv",
-		Annotations: map[string]string{dotenvstore.AnnotationExpiry: "2000-01-01T00:00:00Z"}}}
+		Annotations: map[string]string{kubestore.AnnotationExpiry: "2000-01-01T00:00:00Z"}}}
 	if _, err := c.Client().CoreV1().Secrets("ferry-dotenv").Create(ctx, other, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,7 @@ package dotenv_test
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 var c *cluster.Cluster
@@ -68,30 +67,13 @@ func storeKubeconfig(t *testing.T) string {
 	return kubecfg
 }
 
-var (
-	buildOnce sync.Once
-	ferryBin  string
-	buildErr  error
-)
-
-// ferryBinary builds ferry once for the package.
+// ferryBinary builds ferry once for the test binary (scripts/build.sh, the
+// engine embedded, as shipped).
 func ferryBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-e2e-dotenv-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		ferryBin = filepath.Join(dir, "ferry")
-		cmd := exec.Command("go", "build", "-o", ferryBin, "./executor")
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("build ferry: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin, err := ferrybuild.Shared()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ferryBin
+	return bin
 }

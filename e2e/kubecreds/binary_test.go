@@ -8,43 +8,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
-var (
-	buildOnce sync.Once
-	ferryBin  string
-	buildErr  error
-)
-
-// ferryBinary builds the ferry binary once for the package.
+// ferryBinary builds ferry once for the test binary (scripts/build.sh, the
+// engine embedded, as shipped).
 func ferryBinary(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-kubecreds-e2e")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		ferryBin = filepath.Join(dir, "ferry")
-		cmd := exec.Command("go", "build", "-o", ferryBin, "./executor")
-		cmd.Dir = "../.."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = err
-			t.Logf("%s", out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("building ferry: %v", buildErr)
+	bin, err := ferrybuild.Shared()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ferryBin
+	return bin
 }
 
 type world struct {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
-	"gitlab.com/ferry-ci/ferry/e2e/seeds"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 var (
@@ -24,7 +24,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	ferry, err := seeds.BuildFerry(dir)
+	// A job's bin/kubectl links to the engine (ferry unpacks it from itself
+	// in prepare), so that is what runs here too.
+	ferry, err := ferrybuild.BuildEngine(dir)
 	if err != nil {
 		panic(err)
 	}

@@ -9,13 +9,12 @@
 package seeds
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
@@ -80,17 +79,9 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// BuildFerry builds the ferry binary into dir and returns its path.
-func BuildFerry(dir string) (string, error) {
-	out := filepath.Join(dir, "ferry")
-	cmd := exec.Command("go", "build", "-o", out, "./executor")
-	cmd.Dir = RepoRoot()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building ferry: %w", err)
-	}
-	return out, nil
-}
+// BuildFerry builds the ferry binary into dir, as a release is built (the
+// engine embedded: scripts/build.sh), and returns its path.
+func BuildFerry(dir string) (string, error) { return ferrybuild.Build(dir) }
 
 // NewDriver is a runner-faithful driver whose ferry keeps its state (job
 // dirs, dotenv store, discovery cache) under base/state.

@@ -49,10 +49,10 @@ func (d *Dir) path(k Key) string {
 
 // Put implements Store.
 func (d *Dir) Put(ctx context.Context, k Key, r *Report) error {
-	if err := k.check(); err != nil {
+	if err := k.Check(); err != nil {
 		return err
 	}
-	r.fill(k)
+	r.Fill(k)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("dotenvstore: encode report of %s: %w", k, err)
@@ -71,7 +71,7 @@ func (d *Dir) Put(ctx context.Context, k Key, r *Report) error {
 
 // Get implements Store.
 func (d *Dir) Get(ctx context.Context, k Key) (*Report, error) {
-	if err := k.check(); err != nil {
+	if err := k.Check(); err != nil {
 		return nil, err
 	}
 	p := d.path(k)

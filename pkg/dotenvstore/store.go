@@ -51,7 +51,8 @@ func (k Key) String() string {
 	return fmt.Sprintf("%s job %d (%s, project %d, pipeline %d)", strings.TrimRight(k.ServerURL, "/"), k.JobID, k.JobName, k.ProjectID, k.PipelineID)
 }
 
-func (k Key) check() error {
+// Check refuses a key that cannot name a report (every backend calls it).
+func (k Key) Check() error {
 	if k.ServerURL == "" || k.JobID <= 0 {
 		return fmt.Errorf("dotenvstore: key needs CI_SERVER_URL and a job id, got %q and %d", k.ServerURL, k.JobID)
 	}
@@ -99,7 +100,9 @@ type Store interface {
 	Sweep(ctx context.Context, now time.Time) (int, error)
 }
 
-func (r *Report) fill(k Key) {
+// Fill stamps the report with its key and format version before a backend
+// stores it.
+func (r *Report) Fill(k Key) {
 	r.Version = 1
 	r.ServerURL = strings.TrimRight(k.ServerURL, "/")
 	r.ProjectID, r.PipelineID, r.JobID, r.JobName = k.ProjectID, k.PipelineID, k.JobID, k.JobName

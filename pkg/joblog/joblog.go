@@ -6,7 +6,6 @@ package joblog
 import (
 	"fmt"
 	"io"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +20,16 @@ const (
 	clearLine = "\x1b[0K"
 )
 
-// sectionName keeps a section name to what GitLab's parser accepts.
-var sectionName = regexp.MustCompile(`[^a-z0-9_.-]`)
+// sectionName keeps a section name to what GitLab's parser accepts
+// ([a-z0-9_.-]; anything else becomes _).
+func sectionName(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, strings.ToLower(name))
+}
 
 // Logger writes lines to the job log. It is safe for concurrent use.
 type Logger struct {
@@ -37,7 +44,7 @@ func New(w io.Writer) *Logger { return &Logger{w: w, now: time.Now} }
 // Section starts a collapsible section and returns the func that ends it.
 // The name is lower-cased and reduced to [a-z0-9_.-]; ending twice is harmless.
 func (l *Logger) Section(name, header string, collapsed bool) func() {
-	name = sectionName.ReplaceAllString(strings.ToLower(name), "_")
+	name = sectionName(name)
 	opt := ""
 	if collapsed {
 		opt = "[collapsed=true]"

@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"syscall"
 	"time"
@@ -36,8 +35,20 @@ const (
 	defaultSweep = 24 * time.Hour
 )
 
-// jobIDPattern keeps the job key a plain file name.
-var jobIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+// plainName keeps the job key a plain file name: 1 to 64 of [A-Za-z0-9_-].
+// Not a regexp: compiling one at init costs every ferry process ~0.1 ms per regexp.
+func plainName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // State is one job's state directory.
 type State struct {
@@ -82,7 +93,7 @@ func Open(root string, env *jobenv.Env) (*State, error) {
 		return nil, errors.New("ferry: state dir: empty path (--state-dir)")
 	}
 	id, _ := env.JobVar("CI_JOB_ID")
-	if !jobIDPattern.MatchString(id) {
+	if !plainName(id) {
 		return nil, fmt.Errorf("ferry: job id: CUSTOM_ENV_CI_JOB_ID %q is not a job id", id)
 	}
 	server, _ := env.JobVar("CI_SERVER_URL")

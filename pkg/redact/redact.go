@@ -67,10 +67,15 @@ const (
 	outFlush = 64 << 10
 )
 
-// NewWriter returns a Writer masking secrets (empty strings are ignored) in
-// what it passes on to w. Pass the output of Variants for each secret to also
-// catch its encoded forms.
-func NewWriter(w io.Writer, secrets []string) *Writer {
+// Set is a compiled set of secrets; one Set serves any number of Writers
+// (ferry's stdout and stderr share one), so the automaton is built once.
+type Set struct {
+	m *matcher // nil when there is nothing to mask; read-only once built
+}
+
+// NewSet compiles secrets (empty strings are ignored). Pass the output of
+// Variants for each secret to also catch its encoded forms.
+func NewSet(secrets []string) *Set {
 	seen := make(map[string]bool, len(secrets))
 	var pats []string
 	for _, s := range secrets {
@@ -79,11 +84,21 @@ func NewWriter(w io.Writer, secrets []string) *Writer {
 			pats = append(pats, s)
 		}
 	}
-	rw := &Writer{w: w, bestStart: -1, bestEnd: -1}
-	if len(pats) > 0 {
-		rw.m = newMatcher(pats)
+	if len(pats) == 0 {
+		return &Set{}
 	}
-	return rw
+	return &Set{m: newMatcher(pats)}
+}
+
+// Writer returns a Writer masking the set's secrets in what it passes on to w.
+func (s *Set) Writer(w io.Writer) *Writer {
+	return &Writer{w: w, m: s.m, bestStart: -1, bestEnd: -1}
+}
+
+// NewWriter returns a Writer masking secrets in what it passes on to w:
+// NewSet(secrets).Writer(w).
+func NewWriter(w io.Writer, secrets []string) *Writer {
+	return NewSet(secrets).Writer(w)
 }
 
 // Write masks p and writes all of it that can no longer be part of a secret.

@@ -303,3 +303,32 @@ func TestStrideFilterOn(t *testing.T) {
 		t.Fatalf("stride %d for one 8-byte secret", m.stride)
 	}
 }
+
+// One Set serves ferry's stdout and stderr at once: its automaton is shared
+// read-only, each Writer keeps its own state.
+func TestSetSharedByConcurrentWriters(t *testing.T) {
+	set := NewSet(AllVariants("s3cr3t-value", "another-secret"))
+	var a, b strings.Builder
+	wa, wb := set.Writer(&a), set.Writer(&b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 1000; i++ {
+			wa.Write([]byte("x s3cr"))
+			wa.Write([]byte("3t-value y\n"))
+		}
+		wa.Close()
+	}()
+	for i := 0; i < 1000; i++ {
+		wb.Write([]byte("another-"))
+		wb.Write([]byte("secret z\n"))
+	}
+	wb.Close()
+	<-done
+	if got, want := a.String(), strings.Repeat("x "+Mask+" y\n", 1000); got != want {
+		t.Errorf("writer a: %q...", got[:40])
+	}
+	if got, want := b.String(), strings.Repeat(Mask+" z\n", 1000); got != want {
+		t.Errorf("writer b: %q...", got[:40])
+	}
+}

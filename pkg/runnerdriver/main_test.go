@@ -4,15 +4,16 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 // ferryBin is the ferry binary under test, built once for the package from
-// ./executor (or taken from FERRY_BINARY, a prebuilt one).
+// scripts/build.sh (or taken from FERRY_BINARY, a prebuilt one).
 var ferryBin string
 
 func TestMain(m *testing.M) {
@@ -24,24 +25,13 @@ func runMain(m *testing.M) int {
 		ferryBin = b
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "ferry-driver-test-")
+	var err error
+	ferryBin, err = ferrybuild.Shared()
+	defer ferrybuild.RemoveShared()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ferryBin = filepath.Join(dir, "ferry")
-	cmd := exec.Command("go", "build", "-o", ferryBin, "./executor")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
 		// Every test needing the binary fails with this message.
 		ferryBin = ""
-		buildErr = fmt.Sprintf("building ferry (./executor): %v\n%s", err, out)
+		buildErr = err.Error()
 	}
 	return m.Run()
 }

@@ -1,4 +1,7 @@
-package dotenvstore
+// Package kubestore is the Kubernetes Secrets backend of dotenvstore. It is
+// its own package because it links client-go, which only ferry's engine
+// binary may (docs/executor.md, "Two binaries in one file").
+package kubestore
 
 import (
 	"context"
@@ -13,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
+
+	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 )
 
 // Labels and annotations on the Secrets of the Kubernetes backend.
@@ -29,18 +34,18 @@ const (
 	secretDataKey    = "report.json"
 )
 
-// Kube stores each report as a Secret `ferry-dotenv-<server-hash>-<job-id>`
+// Store stores each report as a Secret `ferry-dotenv-<server-hash>-<job-id>`
 // in one namespace (the runner admin's choice; the credentials need get,
 // create, update, list and delete on secrets there, nothing else). Values
 // are in the Secret's data, so they get whatever encryption at rest and
 // RBAC the cluster gives Secrets.
-type Kube struct {
+type Store struct {
 	client    corev1client.SecretsGetter
 	namespace string
 }
 
-// NewKube returns a store writing Secrets in namespace through cfg.
-func NewKube(cfg *rest.Config, namespace string) (*Kube, error) {
+// New returns a store writing Secrets in namespace through cfg.
+func New(cfg *rest.Config, namespace string) (*Store, error) {
 	if namespace == "" {
 		return nil, errors.New("dotenvstore: --dotenv-namespace is required with --dotenv-store=kubernetes")
 	}
@@ -50,20 +55,20 @@ func NewKube(cfg *rest.Config, namespace string) (*Kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dotenvstore: kubernetes client: %w", err)
 	}
-	return &Kube{client: cs, namespace: namespace}, nil
+	return &Store{client: cs, namespace: namespace}, nil
 }
 
 // SecretName is the Secret holding k's report.
-func SecretName(k Key) string {
+func SecretName(k dotenvstore.Key) string {
 	return "ferry-dotenv-" + k.ServerHash() + "-" + strconv.FormatInt(k.JobID, 10)
 }
 
-// Put implements Store (create, or update when the job stored before).
-func (s *Kube) Put(ctx context.Context, k Key, r *Report) error {
-	if err := k.check(); err != nil {
+// Put implements dotenvstore.Store (create, or update when the job stored before).
+func (s *Store) Put(ctx context.Context, k dotenvstore.Key, r *dotenvstore.Report) error {
+	if err := k.Check(); err != nil {
 		return err
 	}
-	r.fill(k)
+	r.Fill(k)
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("dotenvstore: encode report of %s: %w", k, err)
@@ -102,20 +107,20 @@ func (s *Kube) Put(ctx context.Context, k Key, r *Report) error {
 	return nil
 }
 
-// Get implements Store.
-func (s *Kube) Get(ctx context.Context, k Key) (*Report, error) {
-	if err := k.check(); err != nil {
+// Get implements dotenvstore.Store.
+func (s *Store) Get(ctx context.Context, k dotenvstore.Key) (*dotenvstore.Report, error) {
+	if err := k.Check(); err != nil {
 		return nil, err
 	}
 	name := SecretName(k)
 	sec, err := s.client.Secrets(s.namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("dotenvstore: %s: %w", k, ErrNotFound)
+		return nil, fmt.Errorf("dotenvstore: %s: %w", k, dotenvstore.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dotenvstore: read secret %s/%s: %w", s.namespace, name, err)
 	}
-	var r Report
+	var r dotenvstore.Report
 	if err := json.Unmarshal(sec.Data[secretDataKey], &r); err != nil {
 		return nil, fmt.Errorf("dotenvstore: secret %s/%s: %w", s.namespace, name, err)
 	}
@@ -123,14 +128,14 @@ func (s *Kube) Get(ctx context.Context, k Key) (*Report, error) {
 		return nil, fmt.Errorf("dotenvstore: secret %s/%s holds job %d, not %d", s.namespace, name, r.JobID, k.JobID)
 	}
 	if r.Expired(time.Now()) {
-		return nil, fmt.Errorf("dotenvstore: %s: expired %s: %w", k, r.Expires.Format(time.RFC3339), ErrNotFound)
+		return nil, fmt.Errorf("dotenvstore: %s: expired %s: %w", k, r.Expires.Format(time.RFC3339), dotenvstore.ErrNotFound)
 	}
 	return &r, nil
 }
 
-// Sweep implements Store: it lists ferry's report Secrets by label, a page
+// Sweep implements dotenvstore.Store: it lists ferry's report Secrets by label, a page
 // at a time, and deletes those whose expiry annotation has passed.
-func (s *Kube) Sweep(ctx context.Context, now time.Time) (int, error) {
+func (s *Store) Sweep(ctx context.Context, now time.Time) (int, error) {
 	api := s.client.Secrets(s.namespace)
 	opts := metav1.ListOptions{LabelSelector: LabelManagedBy + "=" + ManagedByValue + "," + LabelJob, Limit: 500}
 	removed := 0

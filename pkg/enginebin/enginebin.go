@@ -1,0 +1,214 @@
+// Package enginebin finds ferry's engine: the build of ferry that links
+// k8s.io/client-go (prepare's credentials check, kubectl, the dotenv Secrets
+// store). The ferry binary the runner starts for every stage does not link
+// it, because its package initialisers alone cost more than the rest of a
+// stage; it hands the calls that need the engine over with execve.
+//
+// A release build (scripts/build.sh, `make build`) embeds the engine in the
+// ferry binary, so a runner host still installs one file; the first call
+// that needs it unpacks it into <state-dir>/engine/, once per engine build.
+package enginebin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// EnvVar names an engine binary to use instead of the embedded one (an
+// admin who installs ferry-engine separately, or a test).
+const EnvVar = "FERRY_ENGINE"
+
+// SiblingName is the engine's file name when it is installed beside ferry
+// rather than embedded (`go build` without scripts/build.sh).
+const SiblingName = "ferry-engine"
+
+// DirName is the engine cache directory inside the state root.
+const DirName = "engine"
+
+// KeepUnused is how long an unpacked engine that no call has used stays:
+// after an upgrade, running jobs may still call the old one through their
+// bin/kubectl link.
+const KeepUnused = 7 * 24 * time.Hour
+
+var (
+	embedded string
+	// EmbeddedSum is the embedded engine's sha256 (hex), stamped by
+	// scripts/build.sh with -ldflags -X so that no call has to hash ~60 MB;
+	// computed on first unpack when a build did not stamp it.
+	EmbeddedSum string
+)
+
+// SetEmbedded registers the engine compiled into this binary (called from
+// the executor's init in builds with the ferry_embed tag).
+func SetEmbedded(blob string) { embedded = blob }
+
+// Embedded reports the size of the engine compiled into this binary (0:
+// none).
+func Embedded() int { return len(embedded) }
+
+// Locate returns the path of the engine binary: $FERRY_ENGINE when set, else
+// the embedded engine (unpacked under stateRoot/engine on first use), else
+// ferry-engine beside the running executable.
+func Locate(stateRoot string, getenv func(string) (string, bool)) (string, error) {
+	if p, ok := getenv(EnvVar); ok && p != "" {
+		if err := checkExecutable(p); err != nil {
+			return "", fmt.Errorf("ferry: %s=%s: %w", EnvVar, p, err)
+		}
+		return p, nil
+	}
+	if embedded != "" {
+		if stateRoot == "" {
+			return "", errors.New("ferry: HOME is not set: give --state-dir, where ferry unpacks its engine")
+		}
+		return unpack(stateRoot)
+	}
+	self, err := os.Executable()
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err != nil {
+		return "", fmt.Errorf("ferry: locating the ferry binary: %w", err)
+	}
+	p := filepath.Join(filepath.Dir(self), SiblingName)
+	if err := checkExecutable(p); err != nil {
+		return "", fmt.Errorf("ferry: this call needs ferry's engine, and this ferry was built without it (build with make build / scripts/build.sh) and found none at %s (%v); set %s to a ferry-engine binary", p, err, EnvVar)
+	}
+	return p, nil
+}
+
+// Exec replaces the process with the engine running argv (argv[0] included:
+// "kubectl" selects its kubectl). It returns only on failure.
+func Exec(path string, argv []string) error {
+	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
+		return fmt.Errorf("ferry: starting the engine %s: %w", path, err)
+	}
+	return nil
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%s is not an executable file", p)
+	}
+	return nil
+}
+
+// unpack writes the embedded engine to stateRoot/engine/ferry-engine-<sum>
+// unless it is there already. The directory is private (0700, owned by
+// ferry's user) like the job state beside it, and the file appears under
+// its final name only complete (rename), so concurrent jobs of one host can
+// unpack at once and a killed unpack leaves no half binary to run.
+func unpack(stateRoot string) (string, error) {
+	sum := EmbeddedSum
+	if sum == "" {
+		h := sha256.Sum256([]byte(embedded))
+		sum = hex.EncodeToString(h[:])
+	}
+	if len(sum) > 16 {
+		sum = sum[:16]
+	}
+	dir := filepath.Join(stateRoot, DirName)
+	if err := privateDir(stateRoot, "state dir"); err != nil {
+		return "", err
+	}
+	if err := privateDir(dir, "engine dir"); err != nil {
+		return "", err
+	}
+	name := "ferry-engine-" + sum
+	p := filepath.Join(dir, name)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(embedded)) {
+		// Used now: the sweep of unused engines must not take it.
+		if time.Since(fi.ModTime()) > time.Hour {
+			now := time.Now()
+			_ = os.Chtimes(p, now, now)
+		}
+		return p, nil
+	}
+	f, err := os.CreateTemp(dir, ".unpack-*")
+	if err != nil {
+		return "", fmt.Errorf("ferry: unpacking the engine: %w", err)
+	}
+	tmp := f.Name()
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(tmp)
+		return "", fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
+	}
+	if _, err := f.WriteString(embedded); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o700); err != nil {
+		return fail(err)
+	}
+	// A crash after the rename must not leave a file of the right size
+	// but wrong bytes under the final name.
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
+	}
+	sweep(dir, name, time.Now())
+	return p, nil
+}
+
+// privateDir creates dir (named what in errors) 0700 if missing and refuses a symlink, a
+// non-directory, another user's directory, or one others may write to:
+// whoever can write there could swap the engine ferry runs.
+func privateDir(dir, what string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("ferry: cannot create %s %s: %w", what, dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("ferry: %s %s: %w", what, dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("ferry: %s %s exists and is not a directory", what, dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return fmt.Errorf("ferry: %s %s is owned by uid %d, not by ferry's uid %d", what, dir, st.Uid, os.Getuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("ferry: %s %s is writable by group or others (mode %v): refusing to run an engine from it", what, dir, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// sweep removes engines other than keep that have not been used for
+// KeepUnused, and unpack leftovers older than an hour. Best effort: a
+// failure costs disk space, not the job.
+func sweep(dir, keep string, now time.Time) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if n == keep {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			continue
+		}
+		age := now.Sub(fi.ModTime())
+		if (strings.HasPrefix(n, "ferry-engine-") && age > KeepUnused) || (strings.HasPrefix(n, ".unpack-") && age > time.Hour) {
+			os.Remove(filepath.Join(dir, n))
+		}
+	}
+}

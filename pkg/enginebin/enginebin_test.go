@@ -1,0 +1,194 @@
+package enginebin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeEngine is a real executable: what the tests embed instead of ~60 MB.
+const fakeEngine = "#!/bin/sh\necho \"engine $0 $*\"\n"
+
+func withEmbedded(t *testing.T, blob, sum string) {
+	t.Helper()
+	oldBlob, oldSum := embedded, EmbeddedSum
+	embedded, EmbeddedSum = blob, sum
+	t.Cleanup(func() { embedded, EmbeddedSum = oldBlob, oldSum })
+}
+
+func noEnv(string) (string, bool) { return "", false }
+
+func TestUnpackOnceThenReuse(t *testing.T) {
+	withEmbedded(t, fakeEngine, "")
+	root := filepath.Join(t.TempDir(), "state")
+	p, err := Locate(root, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without a stamped sum the name comes from hashing the engine.
+	h := sha256.Sum256([]byte(fakeEngine))
+	if want := filepath.Join(root, DirName, "ferry-engine-"+hex.EncodeToString(h[:])[:16]); p != want {
+		t.Fatalf("path %s, want %s", p, want)
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("engine mode %v, want 0700", fi.Mode().Perm())
+	}
+	for _, d := range []string{root, filepath.Dir(p)} {
+		if di, _ := os.Stat(d); di.Mode().Perm() != 0o700 {
+			t.Errorf("%s mode %v, want 0700", d, di.Mode().Perm())
+		}
+	}
+	out, err := exec.Command(p, "a").Output()
+	if err != nil || !strings.HasPrefix(string(out), "engine ") {
+		t.Fatalf("unpacked engine does not run: %v %q", err, out)
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	p2, err := Locate(root, noEnv)
+	if err != nil || p2 != p {
+		t.Fatalf("second Locate: %q %v", p2, err)
+	}
+	fi2, _ := os.Stat(p2)
+	if fi2.Sys().(*syscall.Stat_t).Ino != ino {
+		t.Error("second Locate rewrote the engine")
+	}
+}
+
+// A different engine build (an upgrade) gets its own file; the old one stays
+// for running jobs until unused for KeepUnused, then goes.
+func TestUpgradeKeepsRecentEnginesAndSweepsOld(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, DirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "ferry-engine-0000000000000000")
+	recent := filepath.Join(dir, "ferry-engine-1111111111111111")
+	leftover := filepath.Join(dir, ".unpack-123")
+	for _, f := range []string{old, recent, leftover} {
+		if err := os.WriteFile(f, []byte("x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-KeepUnused - time.Hour)
+	os.Chtimes(old, long, long)
+	os.Chtimes(leftover, long, long)
+	withEmbedded(t, fakeEngine, "2222222222222222ffff")
+	p, err := Locate(root, noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(p) != "ferry-engine-2222222222222222" {
+		t.Errorf("stamped sum not used: %s", p)
+	}
+	for f, want := range map[string]bool{old: false, leftover: false, recent: true, p: true} {
+		if _, err := os.Stat(f); (err == nil) != want {
+			t.Errorf("%s exists=%v, want %v", filepath.Base(f), err == nil, want)
+		}
+	}
+}
+
+// Concurrent jobs of one host unpack at once: every caller gets a complete
+// engine and no temporary file is left.
+func TestConcurrentUnpack(t *testing.T) {
+	withEmbedded(t, fakeEngine+strings.Repeat("# padding\n", 100000), "")
+	root := t.TempDir()
+	var wg sync.WaitGroup
+	paths := make([]string, 16)
+	errs := make([]error, 16)
+	for i := range paths {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			paths[i], errs[i] = Locate(root, noEnv)
+		}()
+	}
+	wg.Wait()
+	for i := range paths {
+		if errs[i] != nil || paths[i] != paths[0] {
+			t.Fatalf("caller %d: %q %v", i, paths[i], errs[i])
+		}
+	}
+	b, err := os.ReadFile(paths[0])
+	if err != nil || string(b) != embedded {
+		t.Fatalf("engine content wrong (%d bytes, %v)", len(b), err)
+	}
+	ents, _ := os.ReadDir(filepath.Dir(paths[0]))
+	if len(ents) != 1 {
+		t.Errorf("want only the engine, got %d entries", len(ents))
+	}
+}
+
+// Whoever can write to the engine dir could swap what ferry runs.
+func TestRefusesUnsafeEngineDir(t *testing.T) {
+	withEmbedded(t, fakeEngine, "")
+	t.Run("group-writable", func(t *testing.T) {
+		root := t.TempDir()
+		dir := filepath.Join(root, DirName)
+		os.Mkdir(dir, 0o700)
+		os.Chmod(dir, 0o770)
+		_, err := Locate(root, noEnv)
+		if err == nil || !strings.Contains(err.Error(), "writable by group or others") || !strings.Contains(err.Error(), dir) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("symlink", func(t *testing.T) {
+		root := t.TempDir()
+		other := t.TempDir()
+		os.Symlink(other, filepath.Join(root, DirName))
+		_, err := Locate(root, noEnv)
+		if err == nil || !strings.Contains(err.Error(), "not a directory") {
+			t.Fatalf("got %v", err)
+		}
+		if ents, _ := os.ReadDir(other); len(ents) != 0 {
+			t.Error("unpacked through the symlink")
+		}
+	})
+	t.Run("state root is a file", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "f")
+		os.WriteFile(f, nil, 0o600)
+		_, err := Locate(filepath.Join(f, "state"), noEnv)
+		if err == nil || !strings.Contains(err.Error(), "cannot create state dir") {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+func TestLocateOverrideAndMissing(t *testing.T) {
+	withEmbedded(t, fakeEngine, "")
+	exe := filepath.Join(t.TempDir(), "my-engine")
+	os.WriteFile(exe, []byte(fakeEngine), 0o755)
+	env := func(v string) func(string) (string, bool) {
+		return func(k string) (string, bool) { return v, k == EnvVar }
+	}
+	root := t.TempDir()
+	if p, err := Locate(root, env(exe)); err != nil || p != exe {
+		t.Fatalf("FERRY_ENGINE: %q %v", p, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, DirName)); err == nil {
+		t.Error("unpacked although FERRY_ENGINE was set")
+	}
+	if _, err := Locate(root, env("/nonexistent/engine")); err == nil || !strings.Contains(err.Error(), EnvVar+"=/nonexistent/engine") {
+		t.Fatalf("missing FERRY_ENGINE file: %v", err)
+	}
+	noexec := filepath.Join(t.TempDir(), "noexec")
+	os.WriteFile(noexec, []byte(fakeEngine), 0o644)
+	if _, err := Locate(root, env(noexec)); err == nil || !strings.Contains(err.Error(), "not an executable") {
+		t.Fatalf("non-executable FERRY_ENGINE: %v", err)
+	}
+	// Neither embedded nor beside the test binary: a clear way out.
+	withEmbedded(t, "", "")
+	if _, err := Locate(root, noEnv); err == nil || !strings.Contains(err.Error(), "built without it") || !strings.Contains(err.Error(), EnvVar) {
+		t.Fatalf("no engine: %v", err)
+	}
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the release ferry binary: the engine (executor/engine, everything
+# that links k8s.io/client-go) first, then the small ferry binary the runner
+# calls (executor/) with the engine embedded, so a runner host installs one
+# file. Why two binaries: docs/executor.md, "Two binaries in one file".
+#
+#   scripts/build.sh [-o OUT] [-v VERSION]
+#
+# Tests build ferry with this script too, so they run what ships. Safe to run
+# concurrently: nothing is written into the source tree (-overlay maps the
+# embedded file name to a temporary build of the engine).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=$root/bin/ferry
+version=
+while getopts o:v: opt; do
+  case $opt in
+    o) out=$OPTARG ;;
+    v) version=$OPTARG ;;
+    *) echo "usage: $0 [-o OUT] [-v VERSION]" >&2; exit 2 ;;
+  esac
+done
+GO=${GO:-go}
+if [ -z "$version" ]; then
+  version=$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ferry-build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+ldflags="-X gitlab.com/ferry-ci/ferry/pkg/version.Version=$version"
+cd "$root"
+# -s -w: the engine is unpacked once per host and version; without symbols it
+# is about a third smaller (panics still print function names and lines).
+# CGO_ENABLED=0: static binaries (Go's own DNS resolver), which run on any
+# Linux host whatever its libc, and skip the dynamic loader at every start.
+CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ldflags -s -w" -o "$tmp/ferry-engine" ./executor/engine
+sum=$(sha256sum "$tmp/ferry-engine" | cut -d' ' -f1)
+printf '{"Replace":{"%s":"%s"}}\n' "$root/executor/ferry-engine.bin" "$tmp/ferry-engine" >"$tmp/overlay.json"
+mkdir -p "$(dirname "$out")"
+CGO_ENABLED=0 "$GO" build -trimpath -tags ferry_embed -overlay "$tmp/overlay.json" \
+  -ldflags "$ldflags -X gitlab.com/ferry-ci/ferry/pkg/enginebin.EmbeddedSum=$sum" -o "$out" ./executor
