@@ -82,3 +82,28 @@ func BenchmarkStageFloor(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkProcessStart is /bin/true: what starting any program costs on
+// this host, the part of every stage no executor can avoid.
+func BenchmarkProcessStart(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkPrepare is a whole prepare with the default features: ferry hands
+// it to the (already unpacked) engine, which links the kubectl shim. Once
+// per job, against BenchmarkRunStage's every stage.
+func BenchmarkPrepare(b *testing.B) {
+	j := newJob(b, "903")
+	withShim(j)
+	j.mustPrepare() // unpacks the engine
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v %s", err, out)
+		}
+	}
+}
