@@ -494,8 +494,14 @@ func signalJob(pgid int, sig syscall.Signal) {
 // reparented to ferry are reaped.
 func reapJob(pgid int, deadline time.Time, sendTerm bool) {
 	left := func() bool {
-		reapZombies()
-		return syscall.Kill(-pgid, 0) == nil || len(descendants(os.Getpid())) > 0
+		// With ferry a child subreaper, every orphan of the job is ferry's
+		// child: no children at all (ECHILD) means no descendants, and the
+		// /proc walk is skipped in the common case.
+		haveChildren := reapZombies()
+		if syscall.Kill(-pgid, 0) == nil {
+			return true
+		}
+		return haveChildren && len(descendants(os.Getpid())) > 0
 	}
 	if !left() {
 		return
@@ -517,13 +523,17 @@ func reapJob(pgid int, deadline time.Time, sendTerm bool) {
 	}
 }
 
-// reapZombies collects exited children without blocking.
-func reapZombies() {
+// reapZombies collects exited children without blocking and reports whether
+// ferry still has children (false only on ECHILD: none at all).
+func reapZombies() bool {
 	for {
 		var ws unix.WaitStatus
 		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if errors.Is(err, unix.ECHILD) {
+			return false
+		}
 		if pid <= 0 || err != nil {
-			return
+			return true
 		}
 	}
 }
