@@ -4,6 +4,12 @@ BIN      ?= bin/ferry
 PREFIX   ?= /usr/local
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BENCHTIME ?= 300x
+# The in-process kube-apiserver reports the version it was built as, which
+# without the release ldflags is "v0.0.0-master+$Format:%H$" (in ferry's
+# preflight line, kubectl version, the demo). Stamp the pinned one.
+KUBE_VERSION := $(shell cd e2e 2>/dev/null && $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)
+KUBE_VERSION_PARTS := $(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))
+export E2E_LDFLAGS := $(if $(KUBE_VERSION),-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) -X k8s.io/component-base/version.gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) -X k8s.io/component-base/version.gitTreeState=clean)
 # The main module's packages; e2e/ is its own module (until its go.mod lands,
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
@@ -23,7 +29,7 @@ build:
 test: tools
 	$(GO) test $(PKGS)
 	@# -count=1: e2e tests build the ferry binary themselves, which go test's cache cannot see.
-	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
+	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
 ## bench: every benchmark with its baseline side by side (stage overhead, redaction, dotenv, apply vs kubectl)
 bench: tools
@@ -44,13 +50,13 @@ lint:
 ## demo: seed 000's pipeline the ferry way through ferry, against a real embedded API server; job logs as GitLab shows them
 demo:
 	@echo "==> building ferry and the embedded Kubernetes API server (the first run takes ~5 minutes on 2 cores; go prints what it fetches)"
-	cd e2e && $(GO) build -o ../bin/ferry-demo ./cmd/demo
+	cd e2e && $(GO) build -ldflags "$(E2E_LDFLAGS)" -o ../bin/ferry-demo ./cmd/demo
 	./bin/ferry-demo
 
 ## devcluster: a real kube-apiserver + etcd on loopback until Ctrl-C (kubeconfigs in .devcluster/)
 # Built, then exec'd rather than `go run`: go run dies on SIGTERM without passing it on.
 devcluster:
-	cd e2e && $(GO) build -o ../bin/devcluster ./cmd/devcluster && exec ../bin/devcluster -dir ../.devcluster
+	cd e2e && $(GO) build -ldflags "$(E2E_LDFLAGS)" -o ../bin/devcluster ./cmd/devcluster && exec ../bin/devcluster -dir ../.devcluster
 
 ## tools: what the tests need on the host (kubectl for side-by-side checks)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -31,4 +31,5 @@ $GO test -run '^$' -bench . ./pkg/dotenvstore
 
 section "apply: ferry kubectl vs kubectl on one real API server (targets: seed >= 5x, 200 objects >= 3x, ferry/ssa-only <= 1.5x)"
 command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; exit 1; }
-(cd e2e && $GO test ./bench -run '^$' -bench . -benchtime "${E2E_BENCHTIME:-2x}")
+# E2E_LDFLAGS (from make bench) stamps the API server's version; see Makefile.
+(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench . -benchtime "${E2E_BENCHTIME:-2x}")
