@@ -148,17 +148,8 @@ func (e *env) config(_ context.Context, args []string) error {
 		if fs.Changed("insecure-skip-tls-verify") {
 			c.InsecureSkipTLSVerify = insecure
 		}
-		if ca != "" {
-			if embed {
-				data, err := os.ReadFile(ca)
-				if err != nil {
-					return fmt.Errorf("could not read certificate-authority data from %s: %w", ca, err)
-				}
-				c.CertificateAuthorityData, c.CertificateAuthority = data, ""
-			} else {
-				abs, _ := filepath.Abs(ca)
-				c.CertificateAuthority, c.CertificateAuthorityData = abs, nil
-			}
+		if err := embedOrLink(ca, embed, &c.CertificateAuthority, &c.CertificateAuthorityData); err != nil {
+			return fmt.Errorf("could not read certificate-authority data from %s: %w", ca, err)
 		}
 		cfg.Clusters[name] = c
 		if err := save(); err != nil {
@@ -183,25 +174,11 @@ func (e *env) config(_ context.Context, args []string) error {
 		if fs.Changed("password") {
 			u.Password = pw
 		}
-		for _, f := range []struct {
-			path string
-			file *string
-			data *[]byte
-			what string
-		}{{cert, &u.ClientCertificate, &u.ClientCertificateData, "client-certificate"}, {key, &u.ClientKey, &u.ClientKeyData, "client-key"}} {
-			if f.path == "" {
-				continue
-			}
-			if embed {
-				data, err := os.ReadFile(f.path)
-				if err != nil {
-					return fmt.Errorf("error reading %s data from %s: %w", f.what, f.path, err)
-				}
-				*f.data, *f.file = data, ""
-			} else {
-				abs, _ := filepath.Abs(f.path)
-				*f.file, *f.data = abs, nil
-			}
+		if err := embedOrLink(cert, embed, &u.ClientCertificate, &u.ClientCertificateData); err != nil {
+			return fmt.Errorf("error reading client-certificate data from %s: %w", cert, err)
+		}
+		if err := embedOrLink(key, embed, &u.ClientKey, &u.ClientKeyData); err != nil {
+			return fmt.Errorf("error reading client-key data from %s: %w", key, err)
 		}
 		cfg.AuthInfos[name] = u
 		if err := save(); err != nil {
@@ -243,6 +220,34 @@ func (e *env) config(_ context.Context, args []string) error {
 		}
 		return nil
 	}
+	return nil
+}
+
+// embedOrLink stores a certificate or key file given to set-cluster or
+// set-credentials as kubectl does: with --embed-certs its contents go into
+// *data and the path is dropped, else the absolute path goes into *file and
+// embedded data is dropped (the two would contradict each other). An empty
+// path leaves both alone. The error is the read error alone: set-cluster and
+// set-credentials word it differently, as kubectl does.
+func embedOrLink(path string, embed bool, file *string, data *[]byte) error {
+	if path == "" {
+		return nil
+	}
+	if embed {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		*data, *file = b, ""
+		return nil
+	}
+	// Abs only fails when the working directory is gone; the path as given
+	// is then the best there is.
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	*file, *data = abs, nil
 	return nil
 }
 

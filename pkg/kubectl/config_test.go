@@ -124,3 +124,83 @@ func TestArgumentErrors(t *testing.T) {
 		}
 	}
 }
+
+// set-cluster and set-credentials store certificate and key files the way
+// the real kubectl does, embedded (--embed-certs) or as absolute paths, and
+// switching between the two leaves only one of path and data set.
+func TestEmbedCertsMatchesKubectl(t *testing.T) {
+	real, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"ca.pem", "client.crt", "client.key"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("contents of "+f+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, _ := os.Getwd()
+	if err := os.Chdir(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(old)
+	mine, theirs := filepath.Join(t.TempDir(), "ferry"), filepath.Join(t.TempDir(), "kubectl")
+	for _, args := range [][]string{
+		// Relative paths: both store them absolute.
+		{"config", "set-cluster", "k", "--server=https://x", "--certificate-authority=ca.pem"},
+		{"config", "set-credentials", "u", "--client-certificate=client.crt", "--client-key=client.key"},
+		{"config", "set-cluster", "k", "--certificate-authority=ca.pem", "--embed-certs"},
+		{"config", "set-credentials", "u", "--client-certificate=client.crt", "--client-key=client.key", "--embed-certs"},
+		// Only the key back to a path: the certificate stays embedded.
+		{"config", "set-credentials", "u", "--client-key=client.key"},
+	} {
+		got, code := runFerry(t, mine, args...)
+		cmd := exec.Command(real, append([]string{"--kubeconfig", theirs}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+		want, err := cmd.CombinedOutput()
+		if err != nil || code != 0 || got != string(want) {
+			t.Fatalf("%v: ferry exit %d %q; kubectl %v %q", args, code, got, err, want)
+		}
+		a, err := clientcmd.LoadFromFile(mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := clientcmd.LoadFromFile(theirs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ac, bc, au, bu := a.Clusters["k"], b.Clusters["k"], a.AuthInfos["u"], b.AuthInfos["u"]
+		if (ac == nil) != (bc == nil) || ac != nil && (ac.CertificateAuthority != bc.CertificateAuthority || !bytes.Equal(ac.CertificateAuthorityData, bc.CertificateAuthorityData)) {
+			t.Errorf("%v: cluster differs:\nferry:   %+v\nkubectl: %+v", args, ac, bc)
+		}
+		if (au == nil) != (bu == nil) || au != nil && (au.ClientCertificate != bu.ClientCertificate || au.ClientKey != bu.ClientKey ||
+			!bytes.Equal(au.ClientCertificateData, bu.ClientCertificateData) || !bytes.Equal(au.ClientKeyData, bu.ClientKeyData)) {
+			t.Errorf("%v: user differs:\nferry:   %+v\nkubectl: %+v", args, au, bu)
+		}
+	}
+	final, _ := clientcmd.LoadFromFile(mine)
+	if u := final.AuthInfos["u"]; u == nil || string(u.ClientCertificateData) != "contents of client.crt\n" || u.ClientKey != filepath.Join(dir, "client.key") || u.ClientKeyData != nil {
+		t.Errorf("final user: %+v", final.AuthInfos["u"])
+	}
+}
+
+// A missing file is an error naming it, and nothing is written.
+func TestEmbedCertsMissingFile(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kc")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"config", "set-cluster", "k", "--certificate-authority=/nonexistent/ca.pem", "--embed-certs"}, "error: could not read certificate-authority data from /nonexistent/ca.pem: open /nonexistent/ca.pem: no such file or directory"},
+		{[]string{"config", "set-credentials", "u", "--client-certificate=/nonexistent/c.crt", "--embed-certs"}, "error: error reading client-certificate data from /nonexistent/c.crt: open /nonexistent/c.crt"},
+		{[]string{"config", "set-credentials", "u", "--client-key=/nonexistent/c.key", "--embed-certs"}, "error: error reading client-key data from /nonexistent/c.key: open /nonexistent/c.key"},
+	} {
+		out, code := runFerry(t, kc, tc.args...)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d %q, want %q", tc.args, code, out, tc.want)
+		}
+		if _, err := os.Stat(kc); !os.IsNotExist(err) {
+			t.Errorf("%v: kubeconfig written after an error (%v)", tc.args, err)
+		}
+	}
+}
