@@ -2,17 +2,20 @@ package kubectl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	clientcmdlatest "k8s.io/client-go/tools/clientcmd/api/latest"
 
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
@@ -33,14 +36,15 @@ func (e *env) config(_ context.Context, args []string) error {
 	fs.StringVar(&e.kubeconfig, "kubeconfig", e.kubeconfig, "path to the kubeconfig file")
 	fs.StringVar(&e.context, "context", e.context, "ignored by config verbs, as in kubectl")
 	var (
-		raw, minify, embed, insecure, current                   bool
-		server, ca, token, cert, key, user, cluster, ns, pw, un string
+		raw, minify, flatten, embed, insecure, current                  bool
+		server, ca, token, cert, key, user, cluster, ns, pw, un, output string
 	)
 	switch sub {
 	case "view":
 		fs.BoolVar(&raw, "raw", false, "show secrets")
-		fs.BoolVar(&minify, "minify", false, "only the current context")
-		fs.StringP("output", "o", "yaml", "yaml only")
+		fs.BoolVar(&minify, "minify", false, "only the current context (or --context's)")
+		fs.BoolVar(&flatten, "flatten", false, "embed the files the kubeconfig names (shows secrets, like --raw)")
+		fs.StringVarP(&output, "output", "o", "yaml", "yaml, json or jsonpath=TEMPLATE")
 	case "set-cluster":
 		fs.StringVar(&server, "server", "", "API server URL")
 		fs.StringVar(&ca, "certificate-authority", "", "CA file")
@@ -80,24 +84,10 @@ func (e *env) config(_ context.Context, args []string) error {
 	name := fs.Arg(0)
 	switch sub {
 	case "view":
-		out := cfg.DeepCopy()
-		if minify {
-			if err := clientcmdapi.MinifyConfig(out); err != nil {
-				return err
-			}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("unexpected arguments: %v", fs.Args())
 		}
-		if !raw {
-			clientcmdapi.ShortenConfig(out)
-			if err := clientcmdapi.RedactSecrets(out); err != nil {
-				return err
-			}
-		}
-		b, err := clientcmd.Write(*out)
-		if err != nil {
-			return err
-		}
-		_, err = e.stdout.Write(b)
-		return err
+		return e.configView(cfg, raw, minify, flatten, output)
 	case "current-context":
 		if cfg.CurrentContext == "" {
 			return errors.New("current-context is not set")
@@ -221,6 +211,72 @@ func (e *env) config(_ context.Context, args []string) error {
 		return nil
 	}
 	return nil
+}
+
+// configView prints the kubeconfig as kubectl config view does, in the same
+// order of steps: --minify (to --context's context when given), then
+// --flatten, or else unless --raw the secrets redacted and the embedded
+// data shortened to DATA+OMITTED. Redacting first matters: kubectl shows an
+// embedded client key as DATA+OMITTED, not REDACTED. Every output format,
+// jsonpath included, sees the redacted config: a script printing
+// `-o jsonpath={.users[0].user.token}` gets REDACTED unless it says --raw.
+func (e *env) configView(cfg *clientcmdapi.Config, raw, minify, flatten bool, output string) error {
+	out := cfg.DeepCopy()
+	if minify {
+		if e.context != "" {
+			out.CurrentContext = e.context
+		}
+		if err := clientcmdapi.MinifyConfig(out); err != nil {
+			return err
+		}
+	}
+	if flatten {
+		if err := clientcmdapi.FlattenConfig(out); err != nil {
+			return fmt.Errorf("flattening the kubeconfig: %w", err)
+		}
+	} else if !raw {
+		if err := clientcmdapi.RedactSecrets(out); err != nil {
+			return fmt.Errorf("redacting the kubeconfig: %w", err)
+		}
+		clientcmdapi.ShortenConfig(out)
+	}
+	switch {
+	case output == "yaml" || output == "":
+		b, err := clientcmd.Write(*out)
+		if err != nil {
+			return fmt.Errorf("printing yaml: %w", err)
+		}
+		_, err = e.stdout.Write(b)
+		return err
+	case output == "json" || strings.HasPrefix(output, "jsonpath="):
+	default:
+		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,jsonpath,yaml", output)
+	}
+	// json and jsonpath see the file's own form (clientcmd/api/v1: named
+	// lists, "certificate-authority-data", ...), as kubectl's printers do.
+	v1, err := clientcmdlatest.Scheme.ConvertToVersion(out, clientcmdlatest.ExternalVersion)
+	if err != nil {
+		return fmt.Errorf("converting the kubeconfig: %w", err)
+	}
+	if output == "json" {
+		b, err := json.MarshalIndent(v1, "", "    ")
+		if err != nil {
+			return fmt.Errorf("printing json: %w", err)
+		}
+		_, err = e.stdout.Write(append(b, '\n'))
+		return err
+	}
+	b, err := json.Marshal(v1)
+	if err != nil {
+		return fmt.Errorf("printing jsonpath: %w", err)
+	}
+	var data any
+	if err := json.Unmarshal(b, &data); err != nil {
+		return fmt.Errorf("printing jsonpath: %w", err)
+	}
+	// kubectl's printer takes the template as written: no relaxed
+	// ".current-context" form here (that prints the text ".current-context").
+	return executeJSONPath(e.stdout, strings.TrimPrefix(output, "jsonpath="), data)
 }
 
 // embedOrLink stores a certificate or key file given to set-cluster or

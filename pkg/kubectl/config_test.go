@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -202,5 +204,113 @@ func TestEmbedCertsMissingFile(t *testing.T) {
 		if _, err := os.Stat(kc); !os.IsNotExist(err) {
 			t.Errorf("%v: kubeconfig written after an error (%v)", tc.args, err)
 		}
+	}
+}
+
+// preferencesLine: kubectl 1.32 (on this host) prints an empty
+// "preferences: {}"; client-go 0.37 omits it (omitzero), as kubectl 1.37 does.
+var preferencesLine = regexp.MustCompile(`(?m)^\s*"?preferences"?: \{\},?\n`)
+
+// config view, in every output format ferry supports and with --minify,
+// --context, --raw and --flatten, prints what the real kubectl prints for
+// the same kubeconfig, redaction included: a token, a password and an
+// embedded client key are hidden unless --raw (or --flatten) is given,
+// jsonpath too.
+func TestConfigViewMatchesKubectl(t *testing.T) {
+	real, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+	}
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, []byte("ca file contents\n"), 0o600)
+	kc := filepath.Join(dir, "kubeconfig")
+	cfg := `apiVersion: v1
+kind: Config
+current-context: ci
+clusters:
+- name: prod
+  cluster: {server: "https://prod.example:6443", certificate-authority-data: Y2EgZGF0YQo=}
+- name: staging
+  cluster: {server: "https://staging.example:6443", certificate-authority: ` + ca + `}
+users:
+- name: deployer
+  user: {token: s3cr3t-token, client-certificate-data: Y2VydAo=, client-key-data: a2V5Cg==}
+- name: basic
+  user: {username: admin, password: s3cr3t-password}
+contexts:
+- name: ci
+  context: {cluster: prod, user: deployer, namespace: shark}
+- name: stage
+  context: {cluster: staging, user: basic}
+`
+	if err := os.WriteFile(kc, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"config", "view"},
+		{"config", "view", "--raw"},
+		{"config", "view", "-o", "json"},
+		{"config", "view", "--raw", "-o", "json"},
+		{"config", "view", "--minify"},
+		{"config", "view", "--minify", "--context=stage", "-o", "json"},
+		{"config", "view", "--minify", "--flatten", "--context=stage"},
+		{"config", "view", "-o", "jsonpath={.current-context}"},
+		{"config", "view", "-o", "jsonpath={.users[?(@.name==\"deployer\")].user.token}"},
+		{"config", "view", "--raw", "-o", "jsonpath={.users[?(@.name==\"deployer\")].user.token}"},
+		{"config", "view", "-o", "jsonpath={.users[*].user}"},
+		{"config", "view", "--raw", "-o", "jsonpath={.users[*].user}"},
+		{"config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"},
+		{"config", "view", "-o", `jsonpath={range .contexts[*]}{.name}{"\t"}{.context.namespace}{"\n"}{end}`},
+		{"config", "view", "-o", "jsonpath={.nothing}"},
+		{"config", "view", "-o", "jsonpath=.current-context"},
+		// Errors.
+		{"config", "view", "-o", "jsonpath={.users[0]"},
+		{"config", "view", "--minify", "--context=nope"},
+	} {
+		got, code := runFerry(t, kc, args...)
+		cmd := exec.Command(real, append([]string{"--kubeconfig", kc}, args...)...)
+		cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=/usr/bin:/bin"}
+		wantb, err := cmd.CombinedOutput()
+		wantCode := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			wantCode = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		want := string(wantb)
+		if code != wantCode || preferencesLine.ReplaceAllString(got, "") != preferencesLine.ReplaceAllString(want, "") {
+			t.Errorf("%v: exit %d, kubectl %d\nferry:\n%s\nkubectl:\n%s", args, code, wantCode, got, want)
+		}
+		raw := slices.Contains(args, "--raw") || slices.Contains(args, "--flatten")
+		for _, secret := range []string{"s3cr3t-token", "s3cr3t-password", "a2V5Cg=="} {
+			if !raw && strings.Contains(got, secret) {
+				t.Errorf("%v printed %q", args, secret)
+			}
+		}
+	}
+}
+
+// -o yaml is the default, anything but yaml, json and jsonpath is refused,
+// and an argument is an error rather than ignored.
+func TestConfigViewOutputErrors(t *testing.T) {
+	kc := filepath.Join(t.TempDir(), "kc")
+	for _, args := range seed003(writeCA(t)) {
+		if out, code := runFerry(t, kc, args...); code != 0 {
+			t.Fatalf("%v: %s", args, out)
+		}
+	}
+	def, _ := runFerry(t, kc, "config", "view")
+	yml, code := runFerry(t, kc, "config", "view", "-o", "yaml")
+	if code != 0 || def != yml || !strings.Contains(yml, "token: REDACTED") {
+		t.Errorf("-o yaml: exit %d\n%s\ndefault:\n%s", code, yml, def)
+	}
+	out, code := runFerry(t, kc, "config", "view", "-o", "wide")
+	if code != 1 || !strings.Contains(out, `unable to match a printer suitable for the output format "wide"`) {
+		t.Errorf("-o wide: exit %d %q", code, out)
+	}
+	out, code = runFerry(t, kc, "config", "view", "extra")
+	if code != 1 || !strings.Contains(out, "unexpected arguments: [extra]") {
+		t.Errorf("config view extra: exit %d %q", code, out)
 	}
 }

@@ -204,10 +204,6 @@ func printJSONPath(w io.Writer, tmpl string, objs []*unstructured.Unstructured, 
 	if !strings.HasPrefix(tmpl, "{") {
 		tmpl = "{" + tmpl + "}" // kubectl's relaxed form: ".spec" means "{.spec}"
 	}
-	jp := jsonpath.New("out").AllowMissingKeys(true)
-	if err := jp.Parse(tmpl); err != nil {
-		return fmt.Errorf("error parsing jsonpath %s: %w", tmpl, err)
-	}
 	var data any
 	if single && len(objs) == 1 {
 		data = objs[0].Object
@@ -217,6 +213,17 @@ func printJSONPath(w io.Writer, tmpl string, objs []*unstructured.Unstructured, 
 			items = append(items, o.Object)
 		}
 		data = map[string]any{"apiVersion": "v1", "kind": "List", "items": items}
+	}
+	return executeJSONPath(w, tmpl, data)
+}
+
+// executeJSONPath runs a jsonpath template over JSON-shaped data (maps,
+// slices, strings, float64s) with kubectl's settings: a missing key prints
+// nothing rather than failing.
+func executeJSONPath(w io.Writer, tmpl string, data any) error {
+	jp := jsonpath.New("out").AllowMissingKeys(true)
+	if err := jp.Parse(tmpl); err != nil {
+		return fmt.Errorf("error parsing jsonpath %s, %w", tmpl, err) // kubectl's wording
 	}
 	return jp.Execute(w, data)
 }
