@@ -117,7 +117,7 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"apply", "-f", "x.yaml", "--dry-run=maybe"}, `invalid dry-run value (maybe)`},
 		{[]string{"apply", "-f", "x.yaml", "-o", "wide"}, `unable to match a printer suitable for the output format "wide"`},
 		{[]string{"apply", "-f", "x.yaml", "--prune"}, "--prune is not supported"},
-		{[]string{"rollout", "undo", "deploy/x"}, "supports `rollout status` only"},
+		{[]string{"rollout", "undo", "deploy/x"}, "supports `rollout status` and `rollout restart` only"},
 		{[]string{"config", "rename-context", "a", "b"}, "does not support `config rename-context`"},
 	} {
 		out, code := runFerry(t, kc, tc.args...)

@@ -385,8 +385,11 @@ func cellString(v any) string {
 }
 
 func (e *env) rollout(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "restart" {
+		return e.rolloutRestart(ctx, args[1:])
+	}
 	if len(args) == 0 || args[0] != "status" {
-		return fmt.Errorf("ferry's kubectl supports `rollout status` only (got %q); run the real kubectl for the rest", strings.Join(args, " "))
+		return fmt.Errorf("ferry's kubectl supports `rollout status` and `rollout restart` only (got %q); run the real kubectl for the rest", strings.Join(args, " "))
 	}
 	fs := e.flags("rollout status")
 	var timeout time.Duration

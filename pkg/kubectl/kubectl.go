@@ -1,8 +1,8 @@
 // Package kubectl is the kubectl that deploy jobs find on their PATH when
 // they run through ferry: the verbs deploy scripts use (apply, diff, create,
-// delete, get, rollout status, config, version) implemented on client-go and
-// ferry's server-side apply engine (pkg/apply), with kubectl's flags, output
-// and exit codes. Any other verb is handed to a real kubectl when one is on
+// delete, get, rollout status|restart, set image, config, version)
+// implemented on client-go and ferry's server-side apply engine
+// (pkg/apply), with kubectl's flags, output and exit codes. Any other verb is handed to a real kubectl when one is on
 // PATH, else refused with the list of what ferry supports.
 //
 // It runs inside the job script, so it reads KUBECONFIG (ferry's private
@@ -31,7 +31,7 @@ import (
 )
 
 // Supported lists the verbs ferry implements itself, for help and refusals.
-const Supported = "apply, diff, create (namespace, -f), delete (-f, <kind> <name>), get, rollout status, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
+const Supported = "apply, diff, create (namespace, configmap, secret, -f), delete (-f, <kind> <name>), get, rollout (status, restart), set image, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
 
 // exitError carries kubectl's exit status for an error already printed.
 type exitError struct{ code int }
@@ -82,6 +82,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		run = e.get
 	case "rollout":
 		run = e.rollout
+	case "set":
+		// Only set image is ferry's; set env, resources, ... stay with the
+		// real kubectl, as they were before ferry had any set verb.
+		if len(rest) == 0 || rest[0] != "image" {
+			return passthrough(verb, args, stdin, stdout, stderr)
+		}
+		run = e.setImage
 	case "config":
 		run = e.config
 	case "version":
