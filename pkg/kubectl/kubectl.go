@@ -1,6 +1,6 @@
 // Package kubectl is the kubectl that deploy jobs find on their PATH when
 // they run through ferry: the verbs deploy scripts use (apply, diff, create,
-// delete, get, rollout status|restart, set image, config, version)
+// delete, get, rollout status|restart, set image, wait, config, version)
 // implemented on client-go and ferry's server-side apply engine
 // (pkg/apply), with kubectl's flags, output and exit codes. Any other verb is handed to a real kubectl when one is on
 // PATH, else refused with the list of what ferry supports.
@@ -31,7 +31,7 @@ import (
 )
 
 // Supported lists the verbs ferry implements itself, for help and refusals.
-const Supported = "apply, diff, create (namespace, configmap, secret, -f), delete (-f, <kind> <name>), get, rollout (status, restart), set image, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
+const Supported = "apply, diff, create (namespace, configmap, secret, -f), delete (-f, <kind> <name>), get, rollout (status, restart), set image, wait, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
 
 // exitError carries kubectl's exit status for an error already printed.
 type exitError struct{ code int }
@@ -89,6 +89,8 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return passthrough(verb, args, stdin, stdout, stderr)
 		}
 		run = e.setImage
+	case "wait":
+		run = e.wait
 	case "config":
 		run = e.config
 	case "version":
