@@ -8,6 +8,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
@@ -20,7 +21,9 @@ func main() {
 }
 
 func handoff(argv []string, stateRoot string) error {
-	p, err := enginebin.Locate(stateRoot, jobenv.FromOS().LookupEnv)
+	// stderr is the job log in prepare and run: where an admin would look.
+	warn := func(msg string) { fmt.Fprintln(os.Stderr, msg) }
+	p, err := enginebin.Locate(stateRoot, jobenv.FromOS().LookupEnv, warn)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,8 +56,9 @@ func Embedded() int { return len(embedded) }
 
 // Locate returns the path of the engine binary: $FERRY_ENGINE when set, else
 // the embedded engine (unpacked under stateRoot/engine on first use), else
-// ferry-engine beside the running executable.
-func Locate(stateRoot string, getenv func(string) (string, bool)) (string, error) {
+// ferry-engine beside the running executable. warn (may be nil) hears about
+// an unpacked engine that had been modified and was unpacked again.
+func Locate(stateRoot string, getenv func(string) (string, bool), warn func(string)) (string, error) {
 	if p, ok := getenv(EnvVar); ok && p != "" {
 		if err := checkExecutable(p); err != nil {
 			return "", fmt.Errorf("ferry: %s=%s: %w", EnvVar, p, err)
@@ -67,7 +69,7 @@ func Locate(stateRoot string, getenv func(string) (string, bool)) (string, error
 		if stateRoot == "" {
 			return "", errors.New("ferry: HOME is not set: give --state-dir, where ferry unpacks its engine")
 		}
-		return unpack(stateRoot)
+		return unpack(stateRoot, warn)
 	}
 	self, err := os.Executable()
 	if err == nil {
@@ -104,11 +106,17 @@ func checkExecutable(p string) error {
 }
 
 // unpack writes the embedded engine to stateRoot/engine/ferry-engine-<sum>
-// unless it is there already. The directory is private (0700, owned by
-// ferry's user) like the job state beside it, and the file appears under
-// its final name only complete (rename), so concurrent jobs of one host can
-// unpack at once and a killed unpack leaves no half binary to run.
-func unpack(stateRoot string) (string, error) {
+// unless it is there already, byte for byte. The directory is private (0700,
+// owned by ferry's user) like the job state beside it, and the file appears
+// under its final name only complete (rename), so concurrent jobs of one host
+// can unpack at once and a killed unpack leaves no half binary to run.
+//
+// Jobs run as ferry's user and could rewrite the file; an engine modified by
+// one job must not run the next job's prepare with that job's credentials.
+// So every call compares the file with the engine ferry carries (~31 MB from
+// the page cache: a few milliseconds, cheaper than hashing it) and unpacks
+// it again when they differ.
+func unpack(stateRoot string, warn func(string)) (string, error) {
 	sum := EmbeddedSum
 	if sum == "" {
 		h := sha256.Sum256([]byte(embedded))
@@ -126,13 +134,18 @@ func unpack(stateRoot string) (string, error) {
 	}
 	name := "ferry-engine-" + sum
 	p := filepath.Join(dir, name)
-	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Size() == int64(len(embedded)) {
-		// Used now: the sweep of unused engines must not take it.
-		if time.Since(fi.ModTime()) > time.Hour {
-			now := time.Now()
-			_ = os.Chtimes(p, now, now)
+	if fi, err := os.Lstat(p); err == nil {
+		if fi.Mode().IsRegular() && fi.Size() == int64(len(embedded)) && sameAsEmbedded(p) {
+			// Used now: the sweep of unused engines must not take it.
+			if time.Since(fi.ModTime()) > time.Hour {
+				now := time.Now()
+				_ = os.Chtimes(p, now, now)
+			}
+			return p, nil
 		}
-		return p, nil
+		if warn != nil {
+			warn(fmt.Sprintf("ferry: the unpacked engine %s is not the one this ferry carries (modified since it was unpacked?): unpacking it again", p))
+		}
 	}
 	f, err := os.CreateTemp(dir, ".unpack-*")
 	if err != nil {
@@ -164,6 +177,31 @@ func unpack(stateRoot string) (string, error) {
 	}
 	sweep(dir, name, time.Now())
 	return p, nil
+}
+
+// sameAsEmbedded reports whether the file at p holds exactly the embedded
+// engine.
+func sameAsEmbedded(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	off := 0
+	for {
+		n, err := io.ReadFull(f, buf)
+		if off+n > len(embedded) || string(buf[:n]) != embedded[off:off+n] {
+			return false
+		}
+		off += n
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return off == len(embedded)
+		}
+		if err != nil {
+			return false
+		}
+	}
 }
 
 // privateDir creates dir (named what in errors) 0700 if missing and refuses a symlink, a

@@ -28,7 +28,7 @@ func noEnv(string) (string, bool) { return "", false }
 func TestUnpackOnceThenReuse(t *testing.T) {
 	withEmbedded(t, fakeEngine, "")
 	root := filepath.Join(t.TempDir(), "state")
-	p, err := Locate(root, noEnv)
+	p, err := Locate(root, noEnv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestUnpackOnceThenReuse(t *testing.T) {
 		t.Fatalf("unpacked engine does not run: %v %q", err, out)
 	}
 	ino := fi.Sys().(*syscall.Stat_t).Ino
-	p2, err := Locate(root, noEnv)
+	p2, err := Locate(root, noEnv, nil)
 	if err != nil || p2 != p {
 		t.Fatalf("second Locate: %q %v", p2, err)
 	}
@@ -84,7 +84,7 @@ func TestUpgradeKeepsRecentEnginesAndSweepsOld(t *testing.T) {
 	os.Chtimes(old, long, long)
 	os.Chtimes(leftover, long, long)
 	withEmbedded(t, fakeEngine, "2222222222222222ffff")
-	p, err := Locate(root, noEnv)
+	p, err := Locate(root, noEnv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestConcurrentUnpack(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			paths[i], errs[i] = Locate(root, noEnv)
+			paths[i], errs[i] = Locate(root, noEnv, nil)
 		}()
 	}
 	wg.Wait()
@@ -137,7 +137,7 @@ func TestRefusesUnsafeEngineDir(t *testing.T) {
 		dir := filepath.Join(root, DirName)
 		os.Mkdir(dir, 0o700)
 		os.Chmod(dir, 0o770)
-		_, err := Locate(root, noEnv)
+		_, err := Locate(root, noEnv, nil)
 		if err == nil || !strings.Contains(err.Error(), "writable by group or others") || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("got %v", err)
 		}
@@ -146,7 +146,7 @@ func TestRefusesUnsafeEngineDir(t *testing.T) {
 		root := t.TempDir()
 		other := t.TempDir()
 		os.Symlink(other, filepath.Join(root, DirName))
-		_, err := Locate(root, noEnv)
+		_, err := Locate(root, noEnv, nil)
 		if err == nil || !strings.Contains(err.Error(), "not a directory") {
 			t.Fatalf("got %v", err)
 		}
@@ -157,7 +157,7 @@ func TestRefusesUnsafeEngineDir(t *testing.T) {
 	t.Run("state root is a file", func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "f")
 		os.WriteFile(f, nil, 0o600)
-		_, err := Locate(filepath.Join(f, "state"), noEnv)
+		_, err := Locate(filepath.Join(f, "state"), noEnv, nil)
 		if err == nil || !strings.Contains(err.Error(), "cannot create state dir") {
 			t.Fatalf("got %v", err)
 		}
@@ -172,23 +172,66 @@ func TestLocateOverrideAndMissing(t *testing.T) {
 		return func(k string) (string, bool) { return v, k == EnvVar }
 	}
 	root := t.TempDir()
-	if p, err := Locate(root, env(exe)); err != nil || p != exe {
+	if p, err := Locate(root, env(exe), nil); err != nil || p != exe {
 		t.Fatalf("FERRY_ENGINE: %q %v", p, err)
 	}
 	if _, err := os.Stat(filepath.Join(root, DirName)); err == nil {
 		t.Error("unpacked although FERRY_ENGINE was set")
 	}
-	if _, err := Locate(root, env("/nonexistent/engine")); err == nil || !strings.Contains(err.Error(), EnvVar+"=/nonexistent/engine") {
+	if _, err := Locate(root, env("/nonexistent/engine"), nil); err == nil || !strings.Contains(err.Error(), EnvVar+"=/nonexistent/engine") {
 		t.Fatalf("missing FERRY_ENGINE file: %v", err)
 	}
 	noexec := filepath.Join(t.TempDir(), "noexec")
 	os.WriteFile(noexec, []byte(fakeEngine), 0o644)
-	if _, err := Locate(root, env(noexec)); err == nil || !strings.Contains(err.Error(), "not an executable") {
+	if _, err := Locate(root, env(noexec), nil); err == nil || !strings.Contains(err.Error(), "not an executable") {
 		t.Fatalf("non-executable FERRY_ENGINE: %v", err)
 	}
 	// Neither embedded nor beside the test binary: a clear way out.
 	withEmbedded(t, "", "")
-	if _, err := Locate(root, noEnv); err == nil || !strings.Contains(err.Error(), "built without it") || !strings.Contains(err.Error(), EnvVar) {
+	if _, err := Locate(root, noEnv, nil); err == nil || !strings.Contains(err.Error(), "built without it") || !strings.Contains(err.Error(), EnvVar) {
 		t.Fatalf("no engine: %v", err)
+	}
+}
+
+// A job runs as ferry's user and could rewrite the unpacked engine; the next
+// call must notice and unpack it again rather than run it.
+func TestModifiedEngineIsUnpackedAgain(t *testing.T) {
+	withEmbedded(t, fakeEngine, "")
+	root := t.TempDir()
+	p, err := Locate(root, noEnv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := strings.Replace(fakeEngine, "engine", "evil!!", 1) // same size
+	for name, tamper := range map[string]func() error{
+		"same size":   func() error { return os.WriteFile(p, []byte(same), 0o700) },
+		"longer":      func() error { return os.WriteFile(p, []byte(fakeEngine+"curl evil\n"), 0o700) },
+		"a symlink":   func() error { os.Remove(p); return os.Symlink("/bin/true", p) },
+		"a directory": func() error { os.Remove(p); return os.Mkdir(p, 0o700) },
+	} {
+		if err := tamper(); err != nil {
+			t.Fatal(name, err)
+		}
+		var warned []string
+		got, err := Locate(root, noEnv, func(m string) { warned = append(warned, m) })
+		if name == "a directory" {
+			// rename cannot replace a directory: refused, never run.
+			if err == nil {
+				t.Errorf("%s: no error", name)
+			}
+			os.Remove(p)
+			continue
+		}
+		if err != nil || got != p {
+			t.Fatalf("%s: %q %v", name, got, err)
+		}
+		fi, _ := os.Lstat(p)
+		b, _ := os.ReadFile(p)
+		if !fi.Mode().IsRegular() || string(b) != fakeEngine {
+			t.Errorf("%s: engine not restored (mode %v, %q)", name, fi.Mode(), b)
+		}
+		if len(warned) != 1 || !strings.Contains(warned[0], p) {
+			t.Errorf("%s: warnings %q", name, warned)
+		}
 	}
 }
