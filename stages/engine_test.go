@@ -141,3 +141,37 @@ func TestFerryBinaryDoesNotLinkClientGo(t *testing.T) {
 		}
 	}
 }
+
+// A job that rewrites the unpacked engine does not get it run by the next
+// job's prepare: ferry unpacks it again and says so in the job log.
+func TestModifiedEngineNotRunByNextPrepare(t *testing.T) {
+	j := newJob(t, "304")
+	withShim(j)
+	j.mustPrepare()
+	target, err := os.Readlink(filepath.Join(j.state().BinDir(), "kubectl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(j.base, "trojan-ran")
+	if err := os.WriteFile(target, []byte("#!/bin/sh\ntouch "+marker+"\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	j2 := newJob(t, "305")
+	withShim(j2)
+	j2.stateDir = j.stateDir
+	j2.args[0] = "--state-dir=" + j.stateDir
+	r := j2.ferry("prepare")
+	if r.code != 0 {
+		t.Fatalf("prepare: exit %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("prepare ran the modified engine")
+	}
+	if !strings.Contains(r.stderr, "is not the one this ferry carries") || !strings.Contains(r.stderr, target) {
+		t.Errorf("no warning naming %s in the job log:\n%s", target, r.stderr)
+	}
+	out, err := exec.Command(filepath.Join(j2.state().BinDir(), "kubectl"), "version", "--client").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "kubectl-compatible") {
+		t.Fatalf("restored engine: %v %s", err, out)
+	}
+}
