@@ -58,23 +58,43 @@ func (c *createOutput) check() (apply.DryRun, error) {
 	return parseDryRun(c.dryRun)
 }
 
+// subcommand finds the first argument that is not a flag, as cobra finds
+// kubectl's subcommands: `kubectl create -n shark secret generic x ...` is
+// `create secret generic` with -n. It returns that word and the other
+// arguments in their order; "" when there is none.
+func (e *env) subcommand(args []string) (string, []string) {
+	fs := e.flags("create")
+	fs.SetOutput(io.Discard)
+	fs.SetInterspersed(false)
+	var co createOutput
+	var src source
+	co.register(fs)
+	src.register(fs)
+	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
+		return "", args
+	}
+	i := len(args) - fs.NArg()
+	if i > 0 && args[i-1] == "--" {
+		return "", args
+	}
+	return args[i], append(append([]string{}, args[:i]...), args[i+1:]...)
+}
+
 func (e *env) create(ctx context.Context, args []string) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "namespace", "ns":
-			return e.createGenerated(ctx, "namespace", args[1:])
-		case "configmap", "cm":
-			return e.createGenerated(ctx, "configmap", args[1:])
-		case "secret":
-			if len(args) < 2 || strings.HasPrefix(args[1], "-") {
-				return errors.New("create secret needs a type: generic, docker-registry or tls")
-			}
-			switch args[1] {
-			case "generic", "docker-registry", "tls":
-				return e.createGenerated(ctx, "secret "+args[1], args[2:])
-			}
-			return fmt.Errorf("unknown secret type %q: ferry's kubectl creates generic, docker-registry and tls secrets", args[1])
+	switch sub, rest := e.subcommand(args); sub {
+	case "namespace", "ns":
+		return e.createGenerated(ctx, "namespace", rest)
+	case "configmap", "cm":
+		return e.createGenerated(ctx, "configmap", rest)
+	case "secret":
+		typ, rest := e.subcommand(rest)
+		switch typ {
+		case "generic", "docker-registry", "tls":
+			return e.createGenerated(ctx, "secret "+typ, rest)
+		case "":
+			return errors.New("create secret needs a type: generic, docker-registry or tls")
 		}
+		return fmt.Errorf("unknown secret type %q: ferry's kubectl creates generic, docker-registry and tls secrets", typ)
 	}
 	fs := e.flags("create")
 	var src source
@@ -252,6 +272,10 @@ func (e *env) createGenerated(ctx context.Context, what string, args []string) e
 		return fmt.Errorf("exactly one NAME is required, got %d", fs.NArg())
 	}
 	name := fs.Arg(0)
+	if len(envFiles) > 0 && (len(files) > 0 || len(literals) > 0) {
+		// kubectl refuses the mix rather than pick an order for duplicate keys.
+		return errors.New("from-env-file cannot be combined with from-file or from-literal")
+	}
 	dr, err := co.check()
 	if err != nil {
 		return err

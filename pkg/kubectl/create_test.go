@@ -98,6 +98,10 @@ func TestCreateDryRunClientMatchesKubectl(t *testing.T) {
 		{"create", "configmap", "c", "--from-file=conf", "--from-literal=k=v", "-n", "shark", "-o", "yaml"},
 		{"create", "cm", "c", "--from-env-file=app.env", "-o", "json"},
 		{"create", "configmap", "c", "--from-literal=k=v"},
+		// Flags before the generator's name, as CI scripts often write them.
+		{"create", "-n", "shark", "secret", "generic", "s", "--from-literal=a=b", "-o", "yaml"},
+		{"create", "secret", "-n", "shark", "docker-registry", "reg", "--docker-username=u", "--docker-password=p", "-o", "json"},
+		{"create", "-o", "name", "configmap", "c", "--from-literal=k=v"},
 		// Errors: same exit code, and the same message.
 		{"create", "secret", "generic", "s", "--from-literal=novalue"},
 		{"create", "secret", "generic", "s", "--from-literal=a=1", "--from-literal=a=2"},
@@ -105,6 +109,8 @@ func TestCreateDryRunClientMatchesKubectl(t *testing.T) {
 		{"create", "secret", "tls", "cert", "--cert=" + crt},
 		{"create", "configmap", "c", "--from-literal=bad/key=1"},
 		{"create", "namespace", "shark", "-o", "wide"},
+		{"create", "secret", "generic", "s", "--from-env-file=app.env", "--from-literal=a=b"},
+		{"create", "configmap", "c", "--from-env-file=app.env", "--from-file=conf"},
 	} {
 		full := append(append([]string{}, args...), "--dry-run=client")
 		var out, errb bytes.Buffer
