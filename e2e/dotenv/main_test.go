@@ -53,12 +53,8 @@ func storeKubeconfig(t *testing.T) string {
 			credsErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "ferry-e2e-dotenv-")
-		if err != nil {
-			credsErr = err
-			return
-		}
-		kubecfg = filepath.Join(dir, "kubeconfig")
+		// In the cluster's own directory, which Stop removes.
+		kubecfg = filepath.Join(c.Dir, "dotenv-store.kubeconfig")
 		credsErr = os.WriteFile(kubecfg, cr.Kubeconfig, 0o600)
 	})
 	if credsErr != nil {

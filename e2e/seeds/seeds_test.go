@@ -20,6 +20,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/e2e/seeds"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
@@ -29,15 +30,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-seeds-bin-")
-	if err != nil {
+	// Shared: cluster.Main removes it (os.Exit skips deferred calls).
+	var err error
+	if ferry, err = ferrybuild.Shared(); err != nil {
 		panic(err)
 	}
-	ferry, err = seeds.BuildFerry(dir)
-	if err != nil {
-		panic(err)
-	}
-	defer os.RemoveAll(dir)
 	cluster.Main(m, &c, cluster.Options{SimulateRollouts: true})
 }
 

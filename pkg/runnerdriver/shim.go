@@ -1,6 +1,8 @@
 package runnerdriver
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -39,16 +41,28 @@ func buildShim() (string, error) {
 			shimErr = err
 			return
 		}
-		dir, err := os.MkdirTemp("", "ferry-glshim-")
-		if err != nil {
+		// One file per user and source tree, replaced (rename) by every
+		// process that builds it, rather than a temporary directory per
+		// process that nothing could remove: the driver's jobs run the shim
+		// until the last one ends, after the process that built it.
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("ferry-glshim-%d", os.Getuid()))
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			shimErr = fmt.Errorf("runnerdriver: %w", err)
 			return
 		}
-		out := filepath.Join(dir, "glshim")
-		cmd := exec.Command("go", "build", "-o", out, "./pkg/runnerdriver/internal/glshim")
+		sum := sha256.Sum256([]byte(root))
+		out := filepath.Join(dir, "glshim-"+hex.EncodeToString(sum[:4]))
+		tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, "./pkg/runnerdriver/internal/glshim")
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
 			shimErr = fmt.Errorf("runnerdriver: building the gitlab-runner shim: %w: %s", err, b)
+			return
+		}
+		if err := os.Rename(tmp, out); err != nil {
+			os.Remove(tmp)
+			shimErr = fmt.Errorf("runnerdriver: %w", err)
 			return
 		}
 		shimPath = out
