@@ -382,10 +382,19 @@ func (e *env) createGenerated(ctx context.Context, what string, args []string) e
 		u.SetNamespace(ns)
 		created, err = ri.Namespace(ns).Create(ctx, u, opts)
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+		return e.printCreated(created, created.Object, co.output, dr, 0)
+	case strings.HasPrefix(what, "secret"):
+		// kubectl's generators word a server's refusal as their own error
+		// ("error: failed to create secret secrets "x" already exists"),
+		// create namespace does not.
+		return e.printErrors([]error{fmt.Errorf("failed to create secret %w", err)})
+	case what == "configmap":
+		return e.printErrors([]error{fmt.Errorf("failed to create configmap: %w", err)})
+	default:
 		return err
 	}
-	return e.printCreated(created, created.Object, co.output, dr, 0)
 }
 
 func secret(meta metav1.ObjectMeta, typ corev1.SecretType) *corev1.Secret {
