@@ -220,23 +220,24 @@ func (e *env) wait(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	objs, errs, err := e.targets(ctx, a, fs.Args(), sel, false)
+	objs, err := e.targets(ctx, a, fs.Args(), sel, false)
 	if err != nil {
 		return err
 	}
-	if isDelete {
-		// An object already gone is what --for=delete waits for.
-		kept := errs[:0]
-		for _, err := range errs {
-			if !apierrors.IsNotFound(err) {
-				kept = append(kept, err)
-			}
-		}
-		errs = kept
-	} else if len(objs) == 0 && len(errs) == 0 {
+	if len(objs) == 0 && !isDelete {
 		return errors.New("no matching resources found")
 	}
+	// Objects in the order given, a missing one's error in its place, as
+	// kubectl visits them.
+	var errs []error
 	for _, t := range objs {
+		if t.err != nil {
+			// An object already gone is what --for=delete waits for.
+			if !isDelete || !apierrors.IsNotFound(t.err) {
+				errs = append(errs, t.err)
+			}
+			continue
+		}
 		for _, c := range conds {
 			got, err := e.waitOne(ctx, a, t, c, timeout)
 			if err != nil {
@@ -255,16 +256,16 @@ func (e *env) wait(ctx context.Context, args []string) error {
 // exists, for --for=create.
 func (e *env) waitCreated(ctx context.Context, a *apply.Applier, args []string, sel selection) error {
 	for {
-		objs, errs, err := e.targets(ctx, a, args, sel, false)
+		objs, err := e.targets(ctx, a, args, sel, false)
 		if err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 		missing := err != nil || len(objs) == 0
-		for _, err := range errs {
-			if !apierrors.IsNotFound(err) {
-				return err
+		for _, o := range objs {
+			if o.err != nil && !apierrors.IsNotFound(o.err) {
+				return o.err
 			}
-			missing = true
+			missing = missing || o.err != nil
 		}
 		if !missing {
 			return nil

@@ -30,10 +30,29 @@ const (
 // template: a changed template is a new rollout.
 const restartedAtAnnotation = "kubectl.kubernetes.io/restartedAt"
 
-// liveObj is one live object a verb acts on, with the resource it came from.
+// liveObj is one live object a verb acts on, with the resource it came
+// from; or, when err is set, a named object that could not be fetched
+// (NotFound), kept in its place among the others because kubectl reports
+// it there.
 type liveObj struct {
 	obj     *unstructured.Unstructured
 	mapping *meta.RESTMapping
+	err     error
+}
+
+// found splits targets into the objects fetched and the errors of those
+// that were not.
+func found(objs []liveObj) ([]liveObj, []error) {
+	var ok []liveObj
+	var errs []error
+	for _, o := range objs {
+		if o.err != nil {
+			errs = append(errs, o.err)
+		} else {
+			ok = append(ok, o)
+		}
+	}
+	return ok, errs
 }
 
 // resourceName is kubectl's info.ObjectName(): "deployments/web", the
@@ -66,43 +85,41 @@ func (s *selection) register(fs *pflag.FlagSet, withAll bool) {
 // arguments name, as kubectl's resource builder does. A bare type lists the
 // namespace (with -l) and needs --all or -l unless typeOnlyLists (rollout
 // restart restarts every Deployment when given `deployment`). A named object
-// that does not exist is an error of its own, returned beside the objects
-// found, so the others are still acted on and the errors printed at the
-// end, as kubectl does.
-func (e *env) targets(ctx context.Context, a *apply.Applier, args []string, sel selection, typeOnlyLists bool) ([]liveObj, []error, error) {
+// that cannot be fetched is returned in its place with its error, so the
+// verb decides, as kubectl's do differently, whether to act on the others.
+func (e *env) targets(ctx context.Context, a *apply.Applier, args []string, sel selection, typeOnlyLists bool) ([]liveObj, error) {
 	if len(args) == 0 {
-		return nil, nil, errors.New("You must provide one or more resources by argument or filename.\nExample resource specifications include:\n   '-f rsrc.yaml'\n   '--filename=rsrc.json'\n   '<resource> <name>'\n   '<resource>'")
+		return nil, errors.New("You must provide one or more resources by argument or filename.\nExample resource specifications include:\n   '-f rsrc.yaml'\n   '--filename=rsrc.json'\n   '<resource> <name>'\n   '<resource>'")
 	}
 	ns, _, err := e.resolvedNamespace()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	refs, err := e.resolveRefs(a, args)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var out []liveObj
-	var errs []error
 	for _, r := range refs {
 		switch {
 		case r.name == "" && !typeOnlyLists && !sel.all && sel.selector == "":
-			return nil, nil, errors.New("resource(s) were provided, but no name was specified")
+			return nil, errors.New("resource(s) were provided, but no name was specified")
 		case r.name != "" && sel.selector != "":
-			return nil, nil, errors.New("name cannot be provided when a selector is specified")
+			return nil, errors.New("name cannot be provided when a selector is specified")
 		}
 		got, err := fetch(ctx, a, r, ns, sel.selector)
 		if err != nil {
 			if r.name == "" {
-				return nil, nil, err
+				return nil, err
 			}
-			errs = append(errs, err)
+			out = append(out, liveObj{mapping: r.mapping, err: err})
 			continue
 		}
 		for _, o := range got {
 			out = append(out, liveObj{obj: o, mapping: r.mapping})
 		}
 	}
-	return out, errs, nil
+	return out, nil
 }
 
 // printErrors prints what a verb collected the way kubectl's aggregate
@@ -182,10 +199,13 @@ func (e *env) rolloutRestart(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	objs, errs, err := e.targets(ctx, a, fs.Args(), sel, true)
+	all, err := e.targets(ctx, a, fs.Args(), sel, true)
 	if err != nil {
 		return err
 	}
+	// kubectl reports the objects it could not fetch first, then acts on
+	// the rest.
+	objs, errs := found(all)
 	if len(objs) == 0 && len(errs) == 0 {
 		ns, _, _ := e.resolvedNamespace()
 		fmt.Fprintf(e.stderr, "No resources found in %s namespace.\n", ns)
@@ -339,9 +359,14 @@ func (e *env) setImage(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	objs, errs, err := e.targets(ctx, a, resources, sel, false)
+	all, err := e.targets(ctx, a, resources, sel, false)
 	if err != nil {
 		return err
+	}
+	// kubectl set image changes nothing when any object is missing.
+	objs, errs := found(all)
+	if len(errs) > 0 {
+		return e.printErrors(errs)
 	}
 	if err := checkImageUpdates(updates); err != nil {
 		return err
