@@ -46,6 +46,12 @@ func kubectl(t *testing.T, path, stdin string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "kubectl"), append([]string{"--kubeconfig", c.AdminKubeconfigPath}, args...)...)
 	cmd.Env = []string{"PATH=" + binDir + string(filepath.ListSeparator) + path, "HOME=" + t.TempDir(), "FERRY_STATE_DIR=" + t.TempDir()}
+	return run(t, cmd, stdin)
+}
+
+// run runs cmd with stdin and returns its combined output and exit code.
+func run(t *testing.T, cmd *exec.Cmd, stdin string) (string, int) {
+	t.Helper()
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	code := 0
@@ -180,15 +186,7 @@ func realKubectl(t *testing.T, stdin string, args ...string) (string, int) {
 	}
 	cmd := exec.Command(bin, append([]string{"--kubeconfig", c.AdminKubeconfigPath}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
+	return run(t, cmd, stdin)
 }
 
 // same runs args with ferry and with the real kubectl and requires the same

@@ -86,13 +86,20 @@ func sameContext(a, b *clientcmdapi.Context) bool {
 	return a != nil && b != nil && a.Cluster == b.Cluster && a.AuthInfo == b.AuthInfo && a.Namespace == b.Namespace
 }
 
-func TestConfigViewRedactsUnlessRaw(t *testing.T) {
+// seededKubeconfig is a kubeconfig written by seed 003's config sequence.
+func seededKubeconfig(t *testing.T) string {
+	t.Helper()
 	kc := filepath.Join(t.TempDir(), "kc")
 	for _, args := range seed003(writeCA(t)) {
 		if out, code := runFerry(t, kc, args...); code != 0 {
 			t.Fatalf("%v: %s", args, out)
 		}
 	}
+	return kc
+}
+
+func TestConfigViewRedactsUnlessRaw(t *testing.T) {
+	kc := seededKubeconfig(t)
 	out, code := runFerry(t, kc, "config", "view")
 	if code != 0 || strings.Contains(out, "s3cr3t-token-value") || !strings.Contains(out, "REDACTED") || !strings.Contains(out, "DATA+OMITTED") {
 		t.Errorf("config view: exit %d\n%s", code, out)
@@ -294,12 +301,7 @@ contexts:
 // -o yaml is the default, anything but yaml, json and jsonpath is refused,
 // and an argument is an error rather than ignored.
 func TestConfigViewOutputErrors(t *testing.T) {
-	kc := filepath.Join(t.TempDir(), "kc")
-	for _, args := range seed003(writeCA(t)) {
-		if out, code := runFerry(t, kc, args...); code != 0 {
-			t.Fatalf("%v: %s", args, out)
-		}
-	}
+	kc := seededKubeconfig(t)
 	def, _ := runFerry(t, kc, "config", "view")
 	yml, code := runFerry(t, kc, "config", "view", "-o", "yaml")
 	if code != 0 || def != yml || !strings.Contains(yml, "token: REDACTED") {

@@ -200,19 +200,8 @@ func (e *env) createOne(ctx context.Context, a *apply.Applier, o *apply.Object, 
 // of -o json is kubectl's.
 func (e *env) printCreated(u *unstructured.Unstructured, v any, output string, dr apply.DryRun, i int) error {
 	switch output {
-	case "":
-		suffix := ""
-		switch dr {
-		case apply.DryRunClient:
-			suffix = " (dry run)"
-		case apply.DryRunServer:
-			suffix = " (server dry run)"
-		}
-		_, err := fmt.Fprintf(e.stdout, "%s created%s\n", refOf(u, ""), suffix)
-		return err
-	case "name":
-		_, err := fmt.Fprintln(e.stdout, refOf(u, ""))
-		return err
+	case "", "name":
+		return e.resultLine(u, "created", output, dr)
 	case "json":
 		b, err := json.MarshalIndent(v, "", "    ")
 		if err != nil {
