@@ -62,14 +62,7 @@ func TestConfigVerbsMatchKubectl(t *testing.T) {
 			t.Errorf("%v: ferry printed %q, kubectl %q", args, got, want)
 		}
 	}
-	a, err := clientcmd.LoadFromFile(mine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := clientcmd.LoadFromFile(theirs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := loadBoth(t, mine, theirs)
 	if a.CurrentContext != b.CurrentContext || !sameContext(a.Contexts["default"], b.Contexts["default"]) ||
 		!bytes.Equal(a.Clusters["k8s"].CertificateAuthorityData, b.Clusters["k8s"].CertificateAuthorityData) ||
 		a.Clusters["k8s"].Server != b.Clusters["k8s"].Server || a.AuthInfos["gitlab"].Token != b.AuthInfos["gitlab"].Token {
@@ -79,6 +72,20 @@ func TestConfigVerbsMatchKubectl(t *testing.T) {
 	if st, err := os.Stat(mine); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig mode %v, want 0600 (%v)", st.Mode().Perm(), err)
 	}
+}
+
+// loadBoth loads the kubeconfigs ferry and the real kubectl wrote.
+func loadBoth(t *testing.T, mine, theirs string) (*clientcmdapi.Config, *clientcmdapi.Config) {
+	t.Helper()
+	a, err := clientcmd.LoadFromFile(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := clientcmd.LoadFromFile(theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
 
 // sameContext compares what a context says, not where it was loaded from.
@@ -170,14 +177,7 @@ func TestEmbedCertsMatchesKubectl(t *testing.T) {
 		if err != nil || code != 0 || got != string(want) {
 			t.Fatalf("%v: ferry exit %d %q; kubectl %v %q", args, code, got, err, want)
 		}
-		a, err := clientcmd.LoadFromFile(mine)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := clientcmd.LoadFromFile(theirs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		a, b := loadBoth(t, mine, theirs)
 		ac, bc, au, bu := a.Clusters["k"], b.Clusters["k"], a.AuthInfos["u"], b.AuthInfos["u"]
 		if (ac == nil) != (bc == nil) || ac != nil && (ac.CertificateAuthority != bc.CertificateAuthority || !bytes.Equal(ac.CertificateAuthorityData, bc.CertificateAuthorityData)) {
 			t.Errorf("%v: cluster differs:\nferry:   %+v\nkubectl: %+v", args, ac, bc)
