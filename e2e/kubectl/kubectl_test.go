@@ -20,7 +20,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "ferry-kubectl-e2e-")
+	// Removed by cluster.Main (os.Exit skips deferred calls).
+	dir, err := ferrybuild.SharedDir()
 	if err != nil {
 		panic(err)
 	}
@@ -37,7 +38,6 @@ func TestMain(m *testing.M) {
 	if err := os.Symlink(ferry, filepath.Join(binDir, "kubectl")); err != nil {
 		panic(err)
 	}
-	defer os.RemoveAll(dir)
 	cluster.Main(m, &c, cluster.Options{SimulateRollouts: true, RolloutDelay: 100 * time.Millisecond})
 }
 

@@ -42,26 +42,36 @@ func BuildEngine(dir string) (string, error) {
 }
 
 var (
+	dirOnce   sync.Once
+	sharedDir string
+	dirErr    error
+
 	sharedOnce sync.Once
-	sharedDir  string
 	sharedBin  string
 	sharedErr  error
 )
 
-// Shared builds ferry once per test binary, in a temporary directory that
-// RemoveShared deletes (call it from TestMain after m.Run).
+// SharedDir is a temporary directory for the test binary's builds, created
+// once; RemoveShared deletes it (call it after m.Run: cluster.Main does).
+func SharedDir() (string, error) {
+	dirOnce.Do(func() { sharedDir, dirErr = os.MkdirTemp("", "ferry-bin-") })
+	return sharedDir, dirErr
+}
+
+// Shared builds ferry once per test binary, in SharedDir.
 func Shared() (string, error) {
 	sharedOnce.Do(func() {
-		sharedDir, sharedErr = os.MkdirTemp("", "ferry-bin-")
-		if sharedErr != nil {
+		dir, err := SharedDir()
+		if err != nil {
+			sharedErr = err
 			return
 		}
-		sharedBin, sharedErr = Build(sharedDir)
+		sharedBin, sharedErr = Build(dir)
 	})
 	return sharedBin, sharedErr
 }
 
-// RemoveShared deletes what Shared built.
+// RemoveShared deletes SharedDir and what was built there.
 func RemoveShared() {
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)

@@ -200,10 +200,9 @@ func printList(w io.Writer, format string, objs []*unstructured.Unstructured) er
 // printJSONPath evaluates a kubectl jsonpath template over one object, or
 // over a List of them.
 func printJSONPath(w io.Writer, tmpl string, objs []*unstructured.Unstructured, single bool) error {
+	// No relaxed form: kubectl prints `-o jsonpath=.spec` as the text
+	// ".spec" (its template needs braces), and so does config view.
 	tmpl = strings.Trim(tmpl, "'\"")
-	if !strings.HasPrefix(tmpl, "{") {
-		tmpl = "{" + tmpl + "}" // kubectl's relaxed form: ".spec" means "{.spec}"
-	}
 	var data any
 	if single && len(objs) == 1 {
 		data = objs[0].Object
