@@ -32,4 +32,8 @@ $GO test -run '^$' -bench . ./pkg/dotenvstore
 section "apply: ferry kubectl vs kubectl on one real API server (targets: seed >= 5x, 200 objects >= 3x, ferry/ssa-only <= 1.5x)"
 command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; exit 1; }
 # E2E_LDFLAGS (from make bench) stamps the API server's version; see Makefile.
-(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench . -benchtime "${E2E_BENCHTIME:-2x}")
+# The seed case takes ~1 s an iteration and two of them were too noisy to
+# judge a 5x target (4.5x to 5.9x between runs); the 200-object cases take
+# ~20 s an iteration.
+(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" &&
+  $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench '200|Discovery' -benchtime "${E2E_BENCHTIME:-2x}")
