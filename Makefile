@@ -27,8 +27,9 @@ build:
 
 ## test: unit and process tests of the main module, then the e2e module
 test: tools
-	$(GO) test $(PKGS)
-	@# -count=1: e2e tests build the ferry binary themselves, which go test's cache cannot see.
+	@# -count=1: the process tests (stages, runnerdriver) and the e2e tests build
+	@# the ferry binary themselves (scripts/build.sh), which go test's cache cannot see.
+	$(GO) test -count=1 $(PKGS)
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
 ## bench: every benchmark with its baseline side by side (stage overhead, redaction, dotenv, apply vs kubectl)
