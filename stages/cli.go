@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
@@ -112,7 +113,7 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		// Before any output or state: the engine redoes the whole call. The
 		// embedded engine is unpacked under the state root, which must not
 		// be in the build directory either.
-		err := stateDirOutsideBuilds(filepath.Join(opts.StateDir, "engine"), env, opts)
+		err := stateDirOutsideBuilds(filepath.Join(opts.StateDir, enginebin.DirName), env, opts)
 		if err == nil {
 			err = b.Handoff(append([]string{"ferry"}, argv[1:]...), opts.StateDir)
 		}

@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
 
@@ -36,17 +36,6 @@ type Driver struct {
 	Version string `json:"version"`
 }
 
-// pathComponent is what a runner-given id may look like before it becomes a
-// directory name: 1 to 64 of [A-Za-z0-9_-] (no regexp: see gitlabEnvSafe).
-func pathComponent(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	return strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
-	}) < 0
-}
-
 // Config computes config_exec's answer. With builds_dir_is_shared false the
 // runner puts the project in <builds_dir>/<namespace>/<project>, so
 // builds_dir itself must be unique per concurrent job of a project: ferry
@@ -60,7 +49,7 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 	if token == "" {
 		token = "runner"
 	}
-	if !pathComponent(token) {
+	if !jobstate.PlainName(token) {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN %q is not usable as a directory name", token)
 	}
 	slot, name := "", ""
@@ -73,7 +62,7 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 	if slot == "" {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID and CUSTOM_ENV_CI_CONCURRENT_ID are not set: cannot give this job its own builds_dir")
 	}
-	if !pathComponent(slot) {
+	if !jobstate.PlainName(slot) {
 		return nil, fmt.Errorf("ferry: CUSTOM_ENV_%s %q is not usable as a directory name", name, slot)
 	}
 	builds, err := filepath.Abs(o.BuildsDir)

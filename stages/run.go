@@ -96,10 +96,9 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if err != nil {
 		return err
 	}
-	outR, errR := set.Writer(stdout), set.Writer(stderr)
-	defer outR.Close()
-	defer errR.Close()
-	var outW, errW io.Writer = outR, errR
+	outW, errW := set.Writer(stdout), set.Writer(stderr)
+	defer outW.Close()
+	defer errW.Close()
 	log := joblog.New(outW)
 
 	j := &Job{Env: env, State: st, Log: log, Options: o}

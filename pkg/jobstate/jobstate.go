@@ -35,9 +35,11 @@ const (
 	defaultSweep = 24 * time.Hour
 )
 
-// plainName keeps the job key a plain file name: 1 to 64 of [A-Za-z0-9_-].
+// PlainName reports whether s is usable as a plain file name: 1 to 64 of
+// [A-Za-z0-9_-]. It keeps job keys, and the runner-given ids config turns
+// into directory names, free of separators and dots.
 // Not a regexp: compiling one at init costs every ferry process ~0.1 ms per regexp.
-func plainName(s string) bool {
+func PlainName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}
@@ -93,7 +95,7 @@ func Open(root string, env *jobenv.Env) (*State, error) {
 		return nil, errors.New("ferry: state dir: empty path (--state-dir)")
 	}
 	id, _ := env.JobVar("CI_JOB_ID")
-	if !plainName(id) {
+	if !PlainName(id) {
 		return nil, fmt.Errorf("ferry: job id: CUSTOM_ENV_CI_JOB_ID %q is not a job id", id)
 	}
 	server, _ := env.JobVar("CI_SERVER_URL")
