@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
@@ -82,6 +84,15 @@ func ReadManifests(opts ReadOptions) ([]*Object, error) {
 			add("STDIN", data)
 			continue
 		}
+		if isURL(name) {
+			data, err := readURL(name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			add(name, data)
+			continue
+		}
 		files, err := expand(name, opts.Recursive)
 		if err != nil {
 			errs = append(errs, err)
@@ -109,6 +120,49 @@ func ReadManifests(opts ReadOptions) ([]*Object, error) {
 	}
 	return objs, errors.Join(errs...)
 }
+
+// isURL is kubectl's test for a -f argument to fetch rather than open.
+func isURL(name string) bool {
+	return strings.HasPrefix(name, "http://") || strings.HasPrefix(name, "https://")
+}
+
+// urlClient fetches -f URLs: the environment's proxy, and a bound on the
+// whole request so a stalled server cannot hang the job.
+var urlClient = &http.Client{Timeout: 60 * time.Second}
+
+// readURL fetches a manifest as kubectl does: a GET, retried up to 3 times
+// on a 5xx answer, any other non-200 answer an error naming the URL.
+func readURL(u string) ([]byte, error) {
+	var last error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * time.Second)
+		}
+		resp, err := urlClient.Get(u)
+		if err != nil {
+			return nil, fmt.Errorf("unable to read URL %q: %w", u, err)
+		}
+		data, err := io.ReadAll(io.LimitReader(resp.Body, maxURLBytes+1))
+		resp.Body.Close()
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("unable to read URL %q: %w", u, err)
+		case resp.StatusCode == http.StatusOK:
+			if len(data) > maxURLBytes {
+				return nil, fmt.Errorf("unable to read URL %q: more than %d MiB", u, maxURLBytes>>20)
+			}
+			return data, nil
+		}
+		last = fmt.Errorf("unable to read URL %q, server reported %s, status code=%d", u, resp.Status, resp.StatusCode)
+		if resp.StatusCode < 500 {
+			break
+		}
+	}
+	return nil, last
+}
+
+// maxURLBytes bounds a fetched manifest (the largest CRD bundles are a few MiB).
+const maxURLBytes = 64 << 20
 
 // expand turns a -f argument into the files to read: the file itself (any
 // extension, as kubectl), or the .yaml/.yml/.json files of a directory.
