@@ -1,0 +1,204 @@
+package sandbox
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func needLandlock(t testing.TB) int {
+	t.Helper()
+	abi, err := Probe()
+	if err != nil {
+		// The CI kernel has Landlock; a machine without it says why here.
+		t.Skipf("no sandbox on this kernel: %v", err)
+	}
+	return abi
+}
+
+func TestProbe(t *testing.T) {
+	abi, err := Probe()
+	if err != nil {
+		if abi >= MinABI {
+			t.Fatalf("Probe() = %d, %v: an error with a usable ABI", abi, err)
+		}
+		t.Skipf("no Landlock: %v", err)
+	}
+	if abi < MinABI {
+		t.Fatalf("Probe() = %d without error, want >= %d", abi, MinABI)
+	}
+}
+
+// run runs a bash command under r and returns its combined output and exit code.
+func run(t *testing.T, r *Ruleset, script string) (string, int) {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := OnThread(r, func() error { return cmd.Run() })
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %q: %v", script, err)
+	}
+	return out.String(), code
+}
+
+func TestPolicyFiles(t *testing.T) {
+	needLandlock(t)
+	root := t.TempDir()
+	mk := func(rel, content string) string {
+		p := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	secret := mk("home/.ssh/id_ed25519", "PRIVATE")
+	other := mk("state/jobs/other/kubeconfig", "OTHER-JOB")
+	own := mk("state/jobs/own/kubeconfig", "OWN-JOB")
+	visible := mk("home/.bashrc", "BASHRC")
+	build := filepath.Join(root, "builds/own")
+	if err := os.MkdirAll(build, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(root, "home/.ssh"), filepath.Join(root, "home/ssh-link")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Policy{
+		Hide:      []string{filepath.Join(root, "home/.ssh"), filepath.Join(root, "state"), filepath.Join(root, "builds")},
+		ReadOnly:  []string{filepath.Dir(own)},
+		ReadWrite: []string{build},
+		Devices:   []string{"/dev"},
+	}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	for _, tc := range []struct {
+		script string
+		ok     bool
+	}{
+		{"cat " + visible, true},
+		{"cat " + own, true},
+		{"cat /etc/hostname || cat /etc/os-release", true},
+		{"echo x > /dev/null", true},
+		{"cat " + secret, false},
+		{"cat " + filepath.Join(root, "home/ssh-link/id_ed25519"), false},
+		{"cat " + other, false},
+		{"ls " + filepath.Dir(other), false},
+		{"echo x > " + own, false},
+		{"echo x > " + filepath.Join(root, "state/jobs/new"), false},
+		{"echo x > " + visible, false},
+		{"mkdir -p " + build + "/a/b && echo x > " + build + "/a/b/f && mv " + build + "/a/b/f " + build + "/g && cat " + build + "/g", true},
+		{"rm -rf " + build + "/a && mkdir " + build + "/a && git init -q " + build + "/a/repo", true},
+		{"echo x > " + filepath.Join(root, "builds/other"), false},
+	} {
+		out, code := run(t, r, tc.script)
+		if (code == 0) != tc.ok {
+			t.Errorf("%s: exit %d (want ok=%v): %s", tc.script, code, tc.ok, out)
+		}
+		if !tc.ok && (strings.Contains(out, "PRIVATE") || strings.Contains(out, "OTHER-JOB")) {
+			t.Errorf("%s: leaked: %s", tc.script, out)
+		}
+	}
+	if b, _ := os.ReadFile(own); string(b) != "OWN-JOB" {
+		t.Errorf("own kubeconfig changed to %q", b)
+	}
+}
+
+// TestScopes: a sandboxed process cannot signal, ptrace or read the
+// environment of a process outside its sandbox, but can its own children.
+func TestScopes(t *testing.T) {
+	abi := needLandlock(t)
+	outside := exec.Command("sleep", "30")
+	outside.Env = []string{"OUTSIDE_SECRET=hunter2"}
+	if err := outside.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { outside.Process.Kill(); outside.Wait() }()
+	pid := strconv.Itoa(outside.Process.Pid)
+	r, err := Policy{Devices: []string{"/dev"}}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+
+	// Root's CAP_SYS_PTRACE still reads /proc/<pid>/environ past Landlock
+	// on this kernel (mem and ptrace are refused): the runner user is not
+	// root, and the end-to-end tests run as such a user.
+	if os.Getuid() != 0 {
+		out, code := run(t, r, "cat /proc/"+pid+"/environ")
+		if code == 0 || strings.Contains(out, "hunter2") {
+			t.Errorf("read /proc/%s/environ from the sandbox: exit %d: %q", pid, code, out)
+		}
+	}
+	out, code := run(t, r, "head -c 16 /proc/"+pid+"/mem")
+	if code == 0 {
+		t.Errorf("read /proc/%s/mem from the sandbox: %q", pid, out)
+	}
+	if _, err := exec.LookPath("strace"); err == nil {
+		out, code = run(t, r, "strace -o /dev/null -p "+pid+" -e none & s=$!; sleep 0.3; kill $s 2>/dev/null; wait $s")
+		if code == 0 || !strings.Contains(out, "Operation not permitted") {
+			t.Errorf("ptrace attach to an outside process: exit %d: %q", code, out)
+		}
+	}
+	if abi >= 6 {
+		out, code = run(t, r, "kill -TERM "+pid)
+		if code == 0 {
+			t.Errorf("signalled an outside process from the sandbox: %s", out)
+		}
+	}
+	out, code = run(t, r, "sleep 30 & p=$!; tr '\\0' '\\n' < /proc/$p/environ >/dev/null && kill $p && wait $p; echo rc=$?")
+	if code != 0 || !strings.Contains(out, "rc=143") {
+		t.Errorf("own child: exit %d: %s", code, out)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := syscall.Kill(outside.Process.Pid, 0); err != nil {
+		t.Errorf("outside process died: %v", err)
+	}
+}
+
+// TestOnThreadLeavesProcessFree: after a restricted OnThread, ferry itself
+// (other goroutines, later calls) is not restricted.
+func TestOnThreadLeavesProcessFree(t *testing.T) {
+	needLandlock(t)
+	dir := t.TempDir()
+	r, err := Policy{Hide: []string{dir}}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for i := 0; i < 20; i++ {
+		if err := OnThread(r, func() error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "f"+strconv.Itoa(i)), []byte("x"), 0o600); err != nil {
+			t.Fatalf("ferry restricted after OnThread: %v", err)
+		}
+	}
+}
+
+func BenchmarkBuild(b *testing.B) {
+	needLandlock(b)
+	home, _ := os.UserHomeDir()
+	p := Policy{Hide: []string{filepath.Join(home, ".ssh"), filepath.Join(home, ".ferry"), os.TempDir() + "/x"}, Devices: []string{"/dev"}, ReadWrite: []string{b.TempDir()}}
+	for i := 0; i < b.N; i++ {
+		r, err := p.Build()
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Close()
+	}
+}
