@@ -34,6 +34,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
+	"gitlab.com/ferry-ci/ferry/pkg/namelist"
 )
 
 // Source names, as given to Options.Sources.
@@ -103,6 +104,8 @@ type Creds struct {
 	Warnings []string
 	// Script is what the job's own commands do with the credentials.
 	Script ScriptUse
+
+	encoding Encoding // how the kubeconfig variable was written; "" for other sources
 }
 
 // errorf makes a build-failure error naming the variable.
@@ -132,7 +135,10 @@ func Load(in Input, opt Options) (*Creds, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.Script = DetectScript(in.Scripts, name)
+	// A line that decodes the variable's *file* (cat "$KUBECONFIG" | base64 -d)
+	// decodes the variable only when it is a File variable holding base64;
+	// otherwise the file it reads is the kubeconfig ferry wrote.
+	c.Script = detectScript(in.Scripts, name, in.FileVars[name] && c.encoding != "" && c.encoding != EncodingYAML)
 	if err := selectContext(c, in, opt); err != nil {
 		return nil, err
 	}
@@ -180,6 +186,7 @@ func fromKubeconfigVar(name, value string, in Input) (*Creds, error) {
 		Variable: name,
 		Config:   cfg,
 		Secrets:  []string{value, strings.TrimSpace(value), string(data)},
+		encoding: enc,
 	}, nil
 }
 
@@ -238,7 +245,7 @@ func selectContext(c *Creds, in Input, opt Options) error {
 			c.NeedsContext = true
 			return nil
 		}
-		return errorf(c.Variable, "the kubeconfig selects no context (no current-context); set the variable KUBE_CONTEXT to one of: %s", contextList(cfg))
+		return errorf(c.Variable, "the kubeconfig selects no context (no current-context); set the variable KUBE_CONTEXT to one of its %d contexts: %s", len(cfg.Contexts), contextList(cfg))
 	}
 	ctx, ok := cfg.Contexts[cfg.CurrentContext]
 	if !ok {
@@ -256,16 +263,20 @@ func selectContext(c *Creds, in Input, opt Options) error {
 	return nil
 }
 
+// contextList names the kubeconfig's contexts for an error: a few, then how
+// many more (a GitLab agent kubeconfig can hold hundreds), and where to see
+// them all.
 func contextList(cfg *clientcmdapi.Config) string {
-	if len(cfg.Contexts) == 0 {
-		return "(none)"
-	}
 	names := make([]string, 0, len(cfg.Contexts))
 	for n := range cfg.Contexts {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return strings.Join(names, ", ")
+	s := namelist.Short(names, 0)
+	if len(names) > namelist.DefaultShown+1 {
+		s += " (`kubectl config get-contexts` on that kubeconfig lists them all)"
+	}
+	return s
 }
 
 // Namespace is the namespace of the selected context ("default" if none).

@@ -33,13 +33,34 @@ var (
 
 // refersTo matches $NAME and ${NAME} (not $NAME_OTHER).
 func refersTo(line, name string) bool {
-	re := regexp.MustCompile(`\$(\{` + regexp.QuoteMeta(name) + `\}|` + regexp.QuoteMeta(name) + `\b)`)
-	return re.MatchString(line)
+	return refRe(name).MatchString(line)
+}
+
+func refRe(name string) *regexp.Regexp {
+	return regexp.MustCompile(`\$(\{` + regexp.QuoteMeta(name) + `\}|` + regexp.QuoteMeta(name) + `\b)`)
 }
 
 // DetectScript looks at the job's command lines for the usual ways existing
-// pipelines decode a kubeconfig variable named name, or build one.
+// pipelines decode a kubeconfig variable named name, or build one. A line
+// that decodes what the variable's file holds (`sed ... "$KUBECONFIG" |
+// base64 -d`) reads the kubeconfig ferry wrote and is not taken for a decode;
+// see detectScript.
 func DetectScript(lines []string, name string) ScriptUse {
+	return detectScript(lines, name, false)
+}
+
+// detectScript is DetectScript; fileHoldsBase64 says the variable is a File
+// variable whose content is base64, so that a line decoding the whole file it
+// names ($KUBECONFIG as a path) decodes the variable itself.
+//
+// Taking a line for a decode makes ferry leave the variable as it is, which
+// breaks every later command if the guess is wrong. So a line counts only
+// when it clearly decodes the variable's value into a file: the value is
+// given as data (`echo`/`printf` arguments or a `<<<` here-string), or, for a
+// File variable of base64, the whole file goes into base64 (`cat`, base64's
+// own argument or input), and the decoded output is written somewhere (`>`,
+// `>>`, `tee`). When unsure, ferry's kubeconfig stays.
+func detectScript(lines []string, name string, fileHoldsBase64 bool) ScriptUse {
 	var u ScriptUse
 	var exports []string
 	for _, raw := range lines {
@@ -52,7 +73,7 @@ func DetectScript(lines []string, name string) ScriptUse {
 				u.SelectsContext = true
 			}
 			switch {
-			case refersTo(t, name) && reBase64Decode.MatchString(t):
+			case decodesVariable(t, name, fileHoldsBase64):
 				u.Decodes = true
 				u.Redundant = append(u.Redundant, t)
 				for _, m := range reRedirect.FindAllStringSubmatch(t, -1) {
@@ -73,6 +94,55 @@ func DetectScript(lines []string, name string) ScriptUse {
 		u.Redundant = append(u.Redundant, exports...)
 	}
 	return u
+}
+
+// decodesVariable reports whether the command line t decodes the value of
+// the variable name into a file (see detectScript).
+func decodesVariable(t, name string, fileHoldsBase64 bool) bool {
+	dec := reBase64Decode.FindStringIndex(t)
+	if dec == nil || !refersTo(t, name) {
+		return false
+	}
+	// The decoded output must go to a file: a decode piped into grep or
+	// captured in $(...) does not make the job's kubeconfig.
+	written := false
+	for _, m := range reRedirect.FindAllStringSubmatchIndex(t, -1) {
+		p := strings.Trim(t[m[2]:m[3]], `"'`)
+		if m[1] > dec[0] && p != "/dev/null" && !strings.HasPrefix(p, "&") {
+			written = true
+		}
+	}
+	if !written {
+		return false
+	}
+	asValue, asFile := false, false
+	for _, m := range refRe(name).FindAllStringIndex(t, -1) {
+		prefix := t[:m[0]]
+		switch w := commandWord(prefix); {
+		case w == "echo" || w == "printf" || strings.HasSuffix(strings.TrimRight(prefix, " \t\"'"), "<<<"):
+			asValue = true
+		case w == "cat" || w == "base64":
+			// The whole file, as is, into base64. sed, grep, awk or yq
+			// pick fields out of a YAML kubeconfig: ferry's file.
+			asFile = true
+		}
+	}
+	return asValue || (asFile && fileHoldsBase64)
+}
+
+// commandWord is the command of the simple command that prefix (a line up
+// to a variable reference) ends in: the first word after the last operator
+// or opening bracket, past VAR=value assignments, without a directory.
+func commandWord(prefix string) string {
+	cmd := prefix[strings.LastIndexAny(prefix, "|;&(`{")+1:]
+	for _, w := range strings.Fields(cmd) {
+		if strings.Contains(w, "=") && !strings.HasPrefix(w, "-") {
+			continue
+		}
+		w = strings.Trim(w, `"'`)
+		return w[strings.LastIndex(w, "/")+1:]
+	}
+	return ""
 }
 
 // CleanupPaths resolves the decoded-copy paths against the project directory

@@ -32,8 +32,14 @@ type Logger interface {
 // variables gets nothing, silently.
 func Setup(ctx context.Context, in Input, opt Options, st State, log Logger, projectDir string) error {
 	c, err := Load(in, opt)
-	if err != nil || c == nil {
+	if err != nil {
 		return err
+	}
+	if w := emptyVariableWarning(in, opt, c); w != "" {
+		log.Warnf("%s", w)
+	}
+	if c == nil {
+		return nil
 	}
 	// Secrets first: whatever happens next, ferry run masks them.
 	if err := st.AddSecrets(c.Secrets...); err != nil {
@@ -91,6 +97,30 @@ func Setup(ctx context.Context, in Input, opt Options, st State, log Logger, pro
 	log.Noticef("%s", id)
 	log.Infof("Checked in %s.", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// emptyVariableWarning is the one line prepare prints when the kubeconfig
+// variable is set but empty or only white space: Load treats it as unset,
+// and without this line the job's first kubectl error talks about
+// KUBERNETES_MASTER, far from the cause. c is what Load found instead.
+func emptyVariableWarning(in Input, opt Options, c *Creds) string {
+	name := opt.variable()
+	v, ok := in.Vars[name]
+	if !ok || strings.TrimSpace(v) != "" || !opt.enabled(SourceKubeconfig) {
+		return ""
+	}
+	kind := "variable"
+	if in.FileVars[name] {
+		kind = "File variable"
+	}
+	what := "empty"
+	if v != "" {
+		what = "only white space"
+	}
+	if c != nil {
+		return fmt.Sprintf("ferry: %s: the %s is %s; using %s instead", name, kind, what, c.Source)
+	}
+	return fmt.Sprintf("ferry: %s: the %s is %s, so this job gets no Kubernetes credentials (kubectl will find no cluster); set it to a kubeconfig (YAML or base64) or remove it", name, kind, what)
 }
 
 // ParseSources reads the --kube-sources flag value.
