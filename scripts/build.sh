@@ -4,7 +4,11 @@
 # calls (executor/) with the engine embedded, so a runner host installs one
 # file. Why two binaries: docs/executor.md, "Two binaries in one file".
 #
-#   scripts/build.sh [-o OUT] [-v VERSION]
+#   scripts/build.sh [-o OUT] [-v VERSION] [-c]
+#
+# -c builds both with coverage instrumentation of ferry's packages (for the
+# process tests: FERRY_COVERDIR, docs/bad-input.md); such a binary writes
+# coverage data to $GOCOVERDIR and warns on stderr when it is not set.
 #
 # Tests build ferry with this script too, so they run what ships. Safe to run
 # concurrently: nothing is written into the source tree (-overlay maps the
@@ -13,11 +17,13 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/bin/ferry
 version=
-while getopts o:v: opt; do
+cover=()
+while getopts o:v:c opt; do
   case $opt in
     o) out=$OPTARG ;;
     v) version=$OPTARG ;;
-    *) echo "usage: $0 [-o OUT] [-v VERSION]" >&2; exit 2 ;;
+    c) cover=(-cover -covermode=atomic -coverpkg=gitlab.com/ferry-ci/ferry/...) ;;
+    *) echo "usage: $0 [-o OUT] [-v VERSION] [-c]" >&2; exit 2 ;;
   esac
 done
 GO=${GO:-go}
@@ -32,9 +38,9 @@ cd "$root"
 # is about a third smaller (panics still print function names and lines).
 # CGO_ENABLED=0: static binaries (Go's own DNS resolver), which run on any
 # Linux host whatever its libc, and skip the dynamic loader at every start.
-CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ldflags -s -w" -o "$tmp/ferry-engine" ./executor/engine
+CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -ldflags "$ldflags -s -w" -o "$tmp/ferry-engine" ./executor/engine
 sum=$(sha256sum "$tmp/ferry-engine" | cut -d' ' -f1)
 printf '{"Replace":{"%s":"%s"}}\n' "$root/executor/ferry-engine.bin" "$tmp/ferry-engine" >"$tmp/overlay.json"
 mkdir -p "$(dirname "$out")"
-CGO_ENABLED=0 "$GO" build -trimpath -tags ferry_embed -overlay "$tmp/overlay.json" \
+CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -tags ferry_embed -overlay "$tmp/overlay.json" \
   -ldflags "$ldflags -X gitlab.com/ferry-ci/ferry/pkg/enginebin.EmbeddedSum=$sum" -o "$out" ./executor

@@ -19,6 +19,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
+	"gitlab.com/ferry-ci/ferry/pkg/namelist"
 )
 
 // DotenvSecretKeysVar is the producer job's variable naming the keys of its
@@ -266,7 +267,22 @@ func countNames(names []string) string {
 	if len(names) > 1 {
 		s = "variables"
 	}
-	return fmt.Sprintf("%d %s (%s)", len(names), s, strings.Join(names, ", "))
+	return fmt.Sprintf("%d %s (%s)", len(names), s, namelist.Short(names, 20))
+}
+
+// checkEnvTotal refuses dotenv variables that together would not fit in the
+// job script's environment (each report is checked at capture; several
+// producers can still add up).
+func checkEnvTotal(add []jobstate.EnvVar, producers []string) error {
+	total := 0
+	for _, e := range add {
+		total += dotenv.EnvSize(e.Key, e.Value)
+	}
+	if total > dotenv.MaxEnvTotal {
+		return failure.Build(fmt.Errorf("ferry: dotenv: the variables from %s hold %d bytes of environment; ferry refuses more than %d bytes (a whole environment is limited to ARG_MAX, typically 2 MiB, shared with the job's own variables)",
+			namelist.Short(producers, 0), total, dotenv.MaxEnvTotal))
+	}
+	return nil
 }
 
 // containsSecret: a report value that carries one of the job's masked
@@ -442,6 +458,11 @@ func injectDotenv(j *Job, vars []dotenvVar, start time.Time) error {
 			}
 			return jobVars[name]
 		})
+		if err := dotenv.CheckEnvString(v.key, value); err != nil {
+			// Within the limit in the report, over it once $VARIABLES are
+			// expanded: the job could not start its script.
+			return failure.Build(fmt.Errorf("ferry: dotenv: from %s, after expanding $VARIABLES: %w", v.producer, err))
+		}
 		secret := v.secret || matchAny(v.key, dotenvFlags.secretKeys) || containsSecret(value, masked)
 		if jv, ok := j.Payload.Variable(v.key); ok && !jv.Public {
 			// Not public: an instance, group, project or pipeline variable
@@ -462,6 +483,9 @@ func injectDotenv(j *Job, vars []dotenvVar, start time.Time) error {
 		} else {
 			note(v.producer, v.key)
 		}
+	}
+	if err := checkEnvTotal(add, producers); err != nil {
+		return err
 	}
 	// One write of env.json for all of them (AddEnv per key costs an fsync each).
 	if err := j.State.AddEnvs(add); err != nil {

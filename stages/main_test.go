@@ -92,6 +92,7 @@ func (j *fakeJob) environ() []string {
 	for k, v := range j.vars {
 		env = append(env, "CUSTOM_ENV_"+k+"="+v)
 	}
+	env = append(env, ferrybuild.CoverEnv()...)
 	return append(env, j.extra...)
 }
 

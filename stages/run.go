@@ -75,8 +75,11 @@ func (e *ScriptError) Error() string {
 // SIGKILL after --grace-period.
 //
 // A non-zero script exit is written to BUILD_EXIT_CODE_FILE and returned as
-// a build failure (*ScriptError inside).
-func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string, stdout, stderr io.Writer) error {
+// a build failure (*ScriptError inside). A build failure of ferry's own (a
+// refused dotenv report) writes 1 there: runners 17.9+ keep one such file per
+// job and would otherwise report a code an earlier stage left in it.
+func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = recordExitCode(env, err) }()
 	if err := env.RequireRunner(); err != nil {
 		return err
 	}
@@ -133,12 +136,27 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if code == 0 {
 		return nil
 	}
-	if f := env.BuildExitCodeFile; f != "" {
-		if werr := os.WriteFile(f, []byte(strconv.Itoa(code)+"\n"), 0o600); werr != nil {
-			return fmt.Errorf("ferry: BUILD_EXIT_CODE_FILE %s: %w", f, werr)
-		}
-	}
 	return failure.Build(&ScriptError{Stage: stage, Code: code})
+}
+
+// recordExitCode writes the job's exit code for a build failure to
+// BUILD_EXIT_CODE_FILE: the script's own code, or 1 when ferry failed the
+// stage itself. If it cannot, the runner would report whatever the file
+// holds, so that is a system failure.
+func recordExitCode(env *jobenv.Env, err error) error {
+	f := env.BuildExitCodeFile
+	if f == "" || !failure.IsBuild(err) {
+		return err
+	}
+	code := 1
+	var se *ScriptError
+	if errors.As(err, &se) {
+		code = se.Code
+	}
+	if werr := os.WriteFile(f, []byte(strconv.Itoa(code)+"\n"), 0o600); werr != nil {
+		return fmt.Errorf("ferry: BUILD_EXIT_CODE_FILE %s: %w (after: %v)", f, werr, err)
+	}
+	return err
 }
 
 // ChildEnv builds the job script's process environment: the allow-listed

@@ -18,10 +18,36 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// CoverDirVar names the directory for coverage data of the ferry processes
+// that tests start: when it is set, Build builds ferry (and its engine) with
+// coverage instrumentation and CoverEnv tells those processes where to write.
+// docs/bad-input.md shows how to read the result.
+const CoverDirVar = "FERRY_COVERDIR"
+
+// BinaryVar names a prebuilt ferry binary that Shared uses instead of building.
+const BinaryVar = "FERRY_BINARY"
+
+// CoverEnv is what a ferry process started by a test needs in its
+// environment to write coverage data: nothing unless FERRY_COVERDIR is set.
+// GOCOVERDIR is passed on to the job's scripts too (--pass-env), so that the
+// job's kubectl (the engine) writes there as well instead of warning that it
+// cannot.
+func CoverEnv() []string {
+	dir := os.Getenv(CoverDirVar)
+	if dir == "" {
+		return nil
+	}
+	return []string{"GOCOVERDIR=" + dir, "FERRY_PASS_ENV=GOCOVERDIR"}
+}
+
 // Build builds ferry into dir/ferry and returns its path.
 func Build(dir string) (string, error) {
 	out := filepath.Join(dir, "ferry")
-	cmd := exec.Command("bash", filepath.Join(RepoRoot(), "scripts", "build.sh"), "-o", out, "-v", "test")
+	args := []string{filepath.Join(RepoRoot(), "scripts", "build.sh"), "-o", out, "-v", "test"}
+	if os.Getenv(CoverDirVar) != "" {
+		args = append(args, "-c")
+	}
+	cmd := exec.Command("bash", args...)
 	cmd.Dir = RepoRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building ferry with scripts/build.sh: %w\n%s", err, b)
@@ -58,8 +84,12 @@ func SharedDir() (string, error) {
 	return sharedDir, dirErr
 }
 
-// Shared builds ferry once per test binary, in SharedDir.
+// Shared builds ferry once per test binary, in SharedDir, or returns
+// FERRY_BINARY when that names a prebuilt one.
 func Shared() (string, error) {
+	if b := os.Getenv(BinaryVar); b != "" {
+		return b, nil
+	}
 	sharedOnce.Do(func() {
 		dir, err := SharedDir()
 		if err != nil {

@@ -34,6 +34,35 @@ const (
 	MaxKeyLength = 255
 )
 
+// Limits of the process environment every variable ends up in. Unlike
+// GitLab's limits above (ferry only warns), these are refused: a report that
+// breaks them would make every consumer fail to start its script
+// ("argument list too long"), far from the producer that caused it.
+const (
+	// MaxEnvString is Linux's MAX_ARG_STRLEN (32 pages of 4 KiB): the
+	// longest single environment string execve accepts, counting KEY=VALUE
+	// and the terminating NUL.
+	MaxEnvString = 128 << 10
+	// MaxEnvTotal is ferry's budget for all of one report's variables. Linux
+	// limits a whole environment (with the arguments) to ARG_MAX, a quarter
+	// of the stack limit: 2 MiB with the usual 8 MiB stack. Half of that is
+	// left to the job's own variables, which the runner's stage scripts
+	// export as well.
+	MaxEnvTotal = 1 << 20
+)
+
+// EnvSize is the bytes KEY=VALUE takes in a process environment, with its NUL.
+func EnvSize(key, value string) int { return len(key) + 1 + len(value) + 1 }
+
+// CheckEnvString says why key=value cannot be one environment string (too
+// long for Linux), or returns nil.
+func CheckEnvString(key, value string) error {
+	if n := EnvSize(key, value); n > MaxEnvString {
+		return fmt.Errorf("%s: the variable is %d bytes as an environment string (%s=value and a NUL); Linux limits one to %d bytes (MAX_ARG_STRLEN), so no job could start with it", key, n, key, MaxEnvString)
+	}
+	return nil
+}
+
 // Var is one variable of a report.
 type Var struct {
 	Key   string `json:"key"`
@@ -162,6 +191,9 @@ func Parse(file string, data []byte, opt Options) (*Report, error) {
 			// GitLab would store it; no process can receive it.
 			return fail("%s: value holds a NUL byte", k)
 		}
+		if err := CheckEnvString(k, v); err != nil {
+			return fail("%v", err)
+		}
 		if at, seen := pos[k]; seen {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("%s:%d: %s defined again (first on line %d): the last value wins, as in GitLab", file, n, k, r.Vars[at].Line))
 			r.Vars[at].Value, r.Vars[at].Line = v, n
@@ -169,6 +201,14 @@ func Parse(file string, data []byte, opt Options) (*Report, error) {
 		}
 		pos[k] = len(r.Vars)
 		r.Vars = append(r.Vars, Var{Key: k, Value: v, Line: n})
+	}
+	total := 0
+	for _, v := range r.Vars {
+		if total += EnvSize(v.Key, v.Value); total > MaxEnvTotal {
+			return nil, &Error{File: file, Line: v.Line, Msg: fmt.Sprintf(
+				"%s: with this variable the report holds %d bytes of environment; ferry refuses more than %d bytes in one report (a whole environment is limited to ARG_MAX, typically 2 MiB, shared with the job's own variables)",
+				v.Key, total, MaxEnvTotal)}
+		}
 	}
 	if len(r.Vars) > maxVars {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%s: %d variables: GitLab would refuse this report (limit %d); ferry carries it anyway", file, len(r.Vars), maxVars))

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"syscall"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 // callError is the runner's classification of a failed executor call.
@@ -46,7 +48,9 @@ func (d *Driver) run(ctx context.Context, s callSpec) (Call, error) {
 
 	cmd := exec.Command(d.cfg.FerryBinary, s.args...)
 	cmd.Dir = s.dir
-	cmd.Env = s.env
+	// A coverage build of ferry (FERRY_COVERDIR, tests only) is told where
+	// to write; nothing otherwise.
+	cmd.Env = append(s.env, ferrybuild.CoverEnv()...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 
 	// Our own pipes, so Wait returns when the process exits even if a
