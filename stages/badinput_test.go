@@ -9,6 +9,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
 // Bad input and the guards against hostile jobs, through the real ferry
@@ -307,5 +308,39 @@ func TestGitlabEnvGuards(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(c2.project+".tmp", "gitlab_runner_env")); strings.Contains(string(b), "PATH=") {
 		t.Errorf("GITLAB_ENV holds a PATH line:\n%s", b)
+	}
+}
+
+// TestStaleExitCodeAfterRetriedGetSources is issue 14's runner 17.9+ case
+// end to end, under every modelled runner version: a get_sources attempt
+// fails with 42 and is retried; the script passes; ferry refuses the
+// invalid dotenv report at upload. The job must fail with exit code 1 and
+// the refusal in its log, not with the 42 the first attempt left in the
+// job's one BUILD_EXIT_CODE_FILE.
+func TestStaleExitCodeAfterRetriedGetSources(t *testing.T) {
+	hook := []string{`n=$(cat "$CI_PROJECT_DIR.tmp/attempts" 2>/dev/null || echo 0); echo $((n+1)) > "$CI_PROJECT_DIR.tmp/attempts"; [ "$n" -ge 1 ] || exit 42`}
+	for _, ver := range runnerdriver.RunnerVersions {
+		t.Run(ver, func(t *testing.T) {
+			d, state := dotenvDriver(t, nil, func(c *runnerdriver.Config) { c.RunnerVersion = ver })
+			r := d.RunJob(ctxFor(t), runnerdriver.Job{Name: "producer",
+				PreGetSourcesScript: hook,
+				Variables:           []runnerdriver.Variable{{Key: "GET_SOURCES_ATTEMPTS", Value: "2", Public: true}},
+				Script:              []string{`printf 'IMAGE=x\n\nTAG=y\n' > docker.env`},
+				Artifacts:           []runnerdriver.Artifact{runnerdriver.DotenvReport("docker.env")},
+			})
+			log := runnerdriver.StripANSI(r.Log)
+			if r.Status != runnerdriver.StatusFailed || r.FailureReason != runnerdriver.ReasonScriptFailure || r.ScriptExitCode != 1 {
+				t.Fatalf("%s %s exit code %d, want failed script_failure 1\n%s", r.Status, r.FailureReason, r.ScriptExitCode, log)
+			}
+			if n := strings.Count(strings.Join(r.Stages, " "), "get_sources"); n != 2 {
+				t.Errorf("get_sources ran %d times: %v", n, r.Stages)
+			}
+			if !strings.Contains(log, "docker.env:2: blank line") || !strings.Contains(log, "ERROR: Job failed: exit code 1") {
+				t.Errorf("log:\n%s", log)
+			}
+			if files := storedReports(state); len(files) != 0 {
+				t.Errorf("stored %v", files)
+			}
+		})
 	}
 }

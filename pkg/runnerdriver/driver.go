@@ -70,13 +70,19 @@ type Config struct {
 	ServerURL        string // default https://gitlab.example.com
 	RunnerShortToken string // default "ferrydrv" (8 characters, like the runner's)
 	RunnerName       string // default "ferry-driver"
-	RunnerVersion    string // CI_RUNNER_VERSION, default 16.11.0
-	RunnerVariables  []Variable
+	// RunnerVersion is CI_RUNNER_VERSION and selects the runner behaviour
+	// modelled (version.go: Runner16, Runner17, Runner18 or any other);
+	// default Runner16, the observed one.
+	RunnerVersion   string
+	RunnerVariables []Variable
 
-	// StepScript names the user-script stage step_script (runner 17.x+)
-	// instead of build_script.
+	// StepScript names the user-script stage step_script instead of
+	// build_script. No runner up to 19.3 does (they print a warning that the
+	// name will change, but send build_script); it is for testing that ferry
+	// runs any stage name.
 	StepScript bool
-	// GitlabEnv selects how stage scripts read GITLAB_ENV (default: 16.11's allexport).
+	// GitlabEnv selects how stage scripts read GITLAB_ENV; the default
+	// follows RunnerVersion (allexport before 17.7, line by line since).
 	GitlabEnv GitlabEnvMode
 	// ScriptSections wraps every script line in a section (FF_SCRIPT_SECTIONS).
 	ScriptSections bool
@@ -120,6 +126,7 @@ type Config struct {
 // CI_CONCURRENT_PROJECT_ID, like jobs of one runner host.
 type Driver struct {
 	cfg     Config
+	ver     runnerVersion
 	shimDir string
 	store   string // artifact store root
 
@@ -154,6 +161,7 @@ func New(cfg Config) (*Driver, error) {
 	setDefaults(&cfg)
 	d := &Driver{
 		cfg:       cfg,
+		ver:       parseRunnerVersion(cfg.RunnerVersion),
 		shimDir:   filepath.Join(cfg.BaseDir, "runner-bin"),
 		store:     filepath.Join(cfg.BaseDir, "artifacts"),
 		nextJob:   cfg.FirstJobID,
@@ -190,7 +198,13 @@ func setDefaults(c *Config) {
 		c.RunnerName = "ferry-driver"
 	}
 	if c.RunnerVersion == "" {
-		c.RunnerVersion = "16.11.0"
+		c.RunnerVersion = Runner16
+	}
+	if c.GitlabEnv == GitlabEnvByVersion {
+		c.GitlabEnv = GitlabEnvAllexport
+		if parseRunnerVersion(c.RunnerVersion).gitlabEnvLines() {
+			c.GitlabEnv = GitlabEnvExportLines
+		}
 	}
 	if c.DotenvMaxVariables == 0 {
 		c.DotenvMaxVariables = 20

@@ -67,7 +67,6 @@ type jobRun struct {
 	driverName, driverVersion string
 
 	concurrentID, concurrentProjectID int
-	callN                             int
 }
 
 // RunJob runs one job on its own (a one-job pipeline: its Files/SourceDir are
@@ -146,8 +145,14 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 	}
 	if scriptStarted && finished && len(job.AfterScript) > 0 {
 		afterCtx, c := context.WithTimeout(jobCtx, 5*time.Minute)
-		_ = jr.stage(afterCtx, StageAfterScript, StageAfterScript, jr.afterScript())
+		aerr := jr.stage(afterCtx, StageAfterScript, StageAfterScript, jr.afterScript())
 		c()
+		// 17.3+: AFTER_SCRIPT_IGNORE_ERRORS=false makes a failing
+		// after_script fail a job that had passed.
+		if aerr != nil && err == nil && !canceled && d.ver.afterScriptCanFail() && jr.variable("AFTER_SCRIPT_IGNORE_ERRORS") == "false" {
+			err = aerr
+			jr.jobStatus = "failed"
+		}
 	}
 	if prepared && jobCtx.Err() == nil {
 		failed := err != nil || canceled
@@ -389,25 +394,34 @@ func (jr *jobRun) stage(ctx context.Context, section, stage, script string) erro
 	if err != nil {
 		return err
 	}
-	scriptFile := filepath.Join(scriptDir, "script.sh")
+	scriptFile := filepath.Join(scriptDir, d.ver.scriptName())
 	if err := os.WriteFile(scriptFile, []byte(script), 0o700); err != nil {
 		return err
 	}
-	exitFile := filepath.Join(jr.tmpDir, fmt.Sprintf("build_exit_code_%d", jr.callN))
-	jr.callN++
 	args := append(append(append([]string{"run"}, d.cfg.RunArgs...), d.cfg.ExtraArgs...), scriptFile, stage)
-	env := append(jr.env(), "BUILD_EXIT_CODE_FILE="+exitFile)
+	env := jr.env()
+	// 17.9+: one exit-code file for every run_exec call of the job, so a
+	// code one stage leaves there is read again for a later build failure
+	// unless the executor rewrites it.
+	exitFile := filepath.Join(jr.tmpDir, "build_exit_code")
+	if d.ver.exitCodeFile() {
+		env = append(env, "BUILD_EXIT_CODE_FILE="+exitFile)
+	}
 	jr.res.Stages = append(jr.res.Stages, stage)
 	c, err := d.run(ctx, callSpec{kind: "run", stage: stage, args: args, env: env, dir: jr.tmpDir, out: jr.log})
 	jr.res.Calls = append(jr.res.Calls, c)
 	var ce *callError
-	if errors.As(err, &ce) && ce.build {
-		// The runner takes the script's real exit code from the file's first line.
-		if b, rerr := os.ReadFile(exitFile); rerr == nil {
+	if errors.As(err, &ce) && ce.build && d.ver.exitCodeFile() {
+		// The job's exit code is the file's first line; no file leaves the
+		// executor's exit code, an unparsable line is a system failure.
+		b, rerr := os.ReadFile(exitFile)
+		if rerr == nil {
 			first, _, _ := strings.Cut(string(b), "\n")
-			if n, perr := strconv.Atoi(strings.TrimSpace(first)); perr == nil {
-				ce.exitCode = n
+			n, perr := strconv.Atoi(strings.TrimSpace(first))
+			if perr != nil {
+				return &callError{exitCode: -1, msg: fmt.Sprintf("unknown Custom executor executable exit code: reading BUILD_EXIT_CODE_FILE: %v", perr)}
 			}
+			ce.exitCode = n
 		}
 	}
 	return err
@@ -444,8 +458,20 @@ func (jr *jobRun) stages(ctx context.Context) (bool, error) {
 	if err := jr.stage(ctx, StagePrepare, StagePrepare, jr.prepareScript()); err != nil {
 		return false, err
 	}
-	if err := jr.stage(ctx, StageGetSources, StageGetSources, jr.getSourcesScript()); err != nil {
-		return false, err
+	// GET_SOURCES_ATTEMPTS (1 to 10): the stage is run again after any
+	// failure; what a failed attempt left (files, the exit-code file) stays.
+	attempts := 1
+	if n, err := strconv.Atoi(jr.variable("GET_SOURCES_ATTEMPTS")); err == nil && n >= 1 && n <= 10 {
+		attempts = n
+	}
+	for a := 1; ; a++ {
+		err := jr.stage(ctx, StageGetSources, StageGetSources, jr.getSourcesScript())
+		if err == nil {
+			break
+		}
+		if a >= attempts || ctx.Err() != nil {
+			return false, err
+		}
 	}
 	if deps := jr.depsWithArtifacts(); len(deps) > 0 {
 		if err := jr.stage(ctx, StageDownloadArtifacts, StageDownloadArtifacts, jr.downloadScript(deps)); err != nil {

@@ -47,6 +47,12 @@ type payloadDependency struct {
 	} `json:"artifacts_file"`
 }
 
+// payloadHook is one `hooks:` entry (pre_get_sources_script).
+type payloadHook struct {
+	Name   string   `json:"name"`
+	Script []string `json:"script"`
+}
+
 type payload struct {
 	ID            int    `json:"id"`
 	Token         string `json:"token"`
@@ -84,6 +90,7 @@ type payload struct {
 		TokenMaskPrefixes []string `json:"token_mask_prefixes"`
 		FailureReasons    []string `json:"failure_reasons"`
 	} `json:"features"`
+	Hooks []payloadHook `json:"hooks,omitempty"`
 }
 
 func jobToken(id int) string { return "glcbt-drvjobtoken" + itoa(id) }
@@ -101,6 +108,9 @@ func (jr *jobRun) payloadJSON() ([]byte, error) {
 	p.RunnerInfo.Timeout = timeout
 	for _, v := range jr.payloadVariables() {
 		p.Variables = append(p.Variables, payloadVar{Key: v.Key, Value: v.Value, Public: v.Public, File: v.File, Masked: v.Masked, Raw: v.Raw})
+	}
+	if len(job.PreGetSourcesScript) > 0 {
+		p.Hooks = []payloadHook{{Name: "pre_get_sources_script", Script: job.PreGetSourcesScript}}
 	}
 	p.Steps = []payloadStep{{Name: "script", Script: nonNil(jr.scriptSteps()), Timeout: timeout, When: "on_success", AllowFailure: job.AllowFailure}}
 	for _, s := range job.Steps {

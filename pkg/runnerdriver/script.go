@@ -97,12 +97,14 @@ func isWordByte(c byte) bool {
 type GitlabEnvMode int
 
 const (
+	// GitlabEnvByVersion (the zero value) follows Config.RunnerVersion.
+	GitlabEnvByVersion GitlabEnvMode = iota
 	// GitlabEnvAllexport sources the file with `set -o allexport`, as observed
 	// with gitlab-runner 16.11 (lines are shell syntax: quotes are removed,
 	// `$X` is expanded).
-	GitlabEnvAllexport GitlabEnvMode = iota
+	GitlabEnvAllexport
 	// GitlabEnvExportLines reads it with `while read -r line; do export "$line"; done`,
-	// as some runner versions do (each line is taken literally).
+	// as runners 17.7+ do (each line is taken literally).
 	GitlabEnvExportLines
 )
 

@@ -15,7 +15,22 @@ func (jr *jobRun) prepareScript() string {
 	} else {
 		w.line("echo " + strconv.Quote("Running on $(hostname)..."))
 	}
+	if jr.d.ver.gitlabEnvLines() {
+		// 17.7+: a GITLAB_ENV left by an earlier job is not read again.
+		w.command("rm", "-f", w.tmpFile("gitlab_runner_env"))
+	}
 	return w.finish()
+}
+
+// variable is the value of the job variable key as the stage scripts see it.
+func (jr *jobRun) variable(key string) string {
+	val := ""
+	for _, v := range jr.allVariables() {
+		if v.Key == key {
+			val = v.Value
+		}
+	}
+	return val
 }
 
 // gitStrategy is GIT_STRATEGY; the default for the custom executor (a shared
@@ -32,6 +47,8 @@ func (jr *jobRun) gitStrategy() string {
 func (jr *jobRun) getSourcesScript() string {
 	w := jr.writer()
 	w.exports(jr.allVariables())
+	// hooks:pre_get_sources_script runs first, in the same stage.
+	w.commands(jr.job.PreGetSourcesScript, jr.d.cfg.ScriptSections, "pre_get_sources_script")
 	proj := jr.projectDir
 	clone := func() {
 		tmpl := w.tmpFile("git-template")

@@ -48,9 +48,12 @@ type Job struct {
 	Stage string // default "test"
 
 	BeforeScript []string // GitLab prepends it to Script in the payload
-	Script       []string
-	AfterScript  []string
-	Steps        []Step // extra steps (run as step_<name> stages)
+	// PreGetSourcesScript is hooks:pre_get_sources_script: run at the start
+	// of get_sources (every attempt, GET_SOURCES_ATTEMPTS).
+	PreGetSourcesScript []string
+	Script              []string
+	AfterScript         []string
+	Steps               []Step // extra steps (run as step_<name> stages)
 
 	// Variables are the job's .gitlab-ci.yml variables (lowest user precedence).
 	Variables []Variable
