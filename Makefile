@@ -14,12 +14,12 @@ export E2E_LDFLAGS := $(if $(KUBE_VERSION),-X k8s.io/component-base/version.gitV
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
-.PHONY: all build test bench install lint demo devcluster tools help
+.PHONY: all build test bench install lint demo devcluster tools help package
 
 all: build
 
 help:
-	@echo "targets: build test bench install lint demo devcluster tools"
+	@echo "targets: build test bench install package lint demo devcluster tools"
 
 ## build: the ferry binary in $(BIN) (the engine embedded; scripts/build.sh), version stamped from git
 build:
@@ -40,6 +40,11 @@ bench: tools
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ferry
+
+## package: dist/ferry_<version>_<arch>.deb (nfpm), tarballs and SHA256SUMS, for ARCHES (scripts/package.sh)
+ARCHES ?= amd64 arm64
+package:
+	GO=$(GO) scripts/package.sh -v $(VERSION) -a "$(ARCHES)" -o dist
 
 ## lint: gofmt and go vet (both modules)
 lint:

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds ferry's release files into dist/ (make package):
+#   ferry_<version>_<arch>.deb          nfpm (packaging/nfpm.yaml): /usr/bin/ferry,
+#                                       /usr/share/doc/ferry/{README.md,config.toml.example,docs/}
+#   ferry_<version>_linux_<arch>.tar.gz the same files in one directory
+#   SHA256SUMS                          of all of them
+#
+#   scripts/package.sh [-v VERSION] [-a "amd64 arm64"] [-o DIR] [-b FERRY]
+#
+# Each arch gets its own build (scripts/build.sh with GOARCH): the engine
+# embedded in ferry is built for the same arch. -b packages an existing ferry
+# build instead (one arch; tests build once and package that). nfpm comes from
+# the module proxy, pinned in tools/go.mod, so it stays out of ferry's own
+# go.mod.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+GO=${GO:-go}
+version=
+arches="amd64 arm64"
+out=$root/dist
+prebuilt=
+while getopts v:a:o:b: opt; do
+  case $opt in
+    v) version=$OPTARG ;;
+    a) arches=$OPTARG ;;
+    o) out=$OPTARG ;;
+    b) prebuilt=$OPTARG ;;
+    *) echo "usage: $0 [-v VERSION] [-a ARCHES] [-o DIR] [-b FERRY]" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$version" ]; then
+  version=$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)
+fi
+if [ -n "$prebuilt" ] && [ "$(wc -w <<<"$arches")" != 1 ]; then
+  echo "$0: -b packages one build: give its arch with -a" >&2
+  exit 2
+fi
+# A Debian version starts with a digit and holds only [A-Za-z0-9.+~]
+# (a dash would start the Debian revision): v1.2.3 -> 1.2.3,
+# v1.2.3-4-gabc -> 1.2.3+4.gabc, a bare commit abc123 -> 0~abc123.
+debversion=${version#v}
+debversion=$(sed -e 's/-/+/' -e 's/-/./g' -e 's/[^A-Za-z0-9.+~]/./g' <<<"$debversion")
+case $debversion in [0-9]*) ;; *) debversion="0~$debversion" ;; esac
+
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+# Files in the tarballs get the commit's time, not the build's.
+epoch=$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH=$epoch
+work=$(mktemp -d "${TMPDIR:-/tmp}/ferry-package.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$root"
+# Build nfpm once (go tool caches it).
+"$GO" -C tools build -o "$work/nfpm" github.com/goreleaser/nfpm/v2/cmd/nfpm
+
+files=()
+for arch in $arches; do
+  bin=$prebuilt
+  if [ -z "$bin" ]; then
+    bin=$work/$arch/ferry
+    GOARCH=$arch GO=$GO scripts/build.sh -o "$bin" -v "$version"
+  fi
+  deb=ferry_${debversion}_${arch}.deb
+  FERRY_PKG_ARCH=$arch FERRY_PKG_VERSION=$debversion FERRY_PKG_BINARY=$bin \
+    "$work/nfpm" package --packager deb --config packaging/nfpm.yaml --target "$out/$deb" >/dev/null
+  files+=("$deb")
+
+  name=ferry_${version}_linux_${arch}
+  stage=$work/tar/$name
+  mkdir -p "$stage/docs"
+  install -m 0755 "$bin" "$stage/ferry"
+  install -m 0644 README.md config.toml.example "$stage/"
+  install -m 0644 docs/*.md "$stage/docs/"
+  tar -C "$work/tar" --sort=name --mtime="@$epoch" --owner=0 --group=0 --numeric-owner \
+    -cf - "$name" | gzip -n >"$out/$name.tar.gz"
+  files+=("$name.tar.gz")
+  echo "$out/$deb"
+  echo "$out/$name.tar.gz"
+done
+(cd "$out" && sha256sum "${files[@]}" >SHA256SUMS)
+echo "$out/SHA256SUMS"
