@@ -35,6 +35,7 @@ Usage:
   ferry run     [flags] <script> <stage>   run_exec: runs one stage script with bash
   ferry cleanup [flags]                    cleanup_exec: removes everything of the job
   ferry kubectl <args...>                  kubectl-compatible client (also as "kubectl")
+  ferry check [--config config.toml]       checks this runner host (ferry check --help)
   ferry version | help
 
 Every stage accepts every flag; each flag falls back to the environment
@@ -81,6 +82,8 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		return 0
 	case "kubectl":
 		return b.kubectl(args, stdin, stdout, stderr)
+	case "check":
+		return check(args, stdout, stderr, b)
 	case "config", "prepare", "run", "cleanup":
 	default:
 		fmt.Fprintf(stderr, "ferry: unknown command %q (try: ferry help)\n", sub)

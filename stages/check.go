@@ -1,0 +1,60 @@
+package stages
+
+import (
+	"flag"
+	"io"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
+	"gitlab.com/ferry-ci/ferry/pkg/hostcheck"
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/version"
+)
+
+// check runs `ferry check` (pkg/hostcheck) with ferry's own option parsing,
+// so that a runner's *_args are read exactly as its stages will read them.
+func check(args []string, stdout, stderr io.Writer, b Binary) int {
+	return hostcheck.Main(args, stdout, stderr, hostcheck.Hooks{
+		Version:   version.Version,
+		Engine:    b.Handoff == nil,
+		ParseArgs: checkStageArgs,
+		Sandbox:   sandboxProbe,
+		LocateEngine: func(root string) (string, error) {
+			return enginebin.Locate(root, jobenv.FromOS().LookupEnv, nil)
+		},
+		EmbeddedEngine: enginebin.Embedded(),
+	})
+}
+
+// sandboxProbe is the job sandbox's Landlock probe (nil: none in this
+// build).
+var sandboxProbe hostcheck.SandboxProbe
+
+// checkStageArgs parses a stage's *_args (args[0] the subcommand) as that
+// stage would in a runner process whose environment is env.
+func checkStageArgs(args []string, env map[string]string) (hostcheck.StageSettings, error) {
+	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	o, rest, err := ParseOptions(args[0], args[1:], getenv)
+	if err != nil {
+		return hostcheck.StageSettings{}, err
+	}
+	s := hostcheck.StageSettings{
+		StateDir:       o.StateDir,
+		BuildsDir:      o.BuildsDir,
+		CacheDir:       o.CacheDir,
+		GracePeriod:    o.GracePeriod,
+		UnexpectedArgs: rest,
+	}
+	_, s.StateDirGiven = env[EnvName("state-dir")]
+	o.fs.Visit(func(f *flag.Flag) {
+		if f.Name == "state-dir" {
+			s.StateDirGiven = true
+		}
+	})
+	if f := o.Lookup("kube-preflight-timeout"); f != nil {
+		if g, ok := f.Value.(flag.Getter); ok {
+			s.KubePreflight, _ = g.Get().(time.Duration)
+		}
+	}
+	return s, nil
+}
