@@ -31,6 +31,11 @@ func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer)
 	out := redact.NewWriter(stderr, redact.AllVariants(secrets...))
 	defer out.Close()
 	log := joblog.New(out)
+	if err := st.CheckFormat(); err != nil {
+		// Removing the dir needs no understanding of it; what a newer
+		// ferry recorded elsewhere may be left behind.
+		log.Warnf("%v: cleaning up what this ferry knows of", err)
+	}
 
 	var payload *jobenv.JobResponse
 	if env.JobResponseFile != "" {

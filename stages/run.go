@@ -90,6 +90,9 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if !st.Exists() {
 		return fmt.Errorf("ferry: job state %s does not exist: prepare_exec did not run or the dir was removed", st.Dir())
 	}
+	if err := st.CheckFormat(); err != nil {
+		return err // a downgrade with the job in flight
+	}
 	if _, err := os.Stat(script); err != nil {
 		return fmt.Errorf("ferry: stage %s: script: %w", stage, err)
 	}

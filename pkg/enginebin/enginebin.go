@@ -178,7 +178,7 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 		os.Remove(tmp)
 		return "", fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
 	}
-	sweep(dir, name, time.Now())
+	sweep(dir, name, inUse(stateRoot), time.Now())
 	return p, nil
 }
 
@@ -244,17 +244,51 @@ func privateDir(dir, what string) error {
 	return nil
 }
 
+// JobsDirName is the directory of the per-job state dirs inside the state
+// root (pkg/jobstate's layout): their bin/ links name the engines in use.
+const JobsDirName = "jobs"
+
+// inUse returns the names of the engines that a job's bin/ links to (its
+// kubectl): a job keeps the engine it was prepared with until it ends, even
+// when ferry is upgraded while it runs. Jobs end by cleanup or by the stale
+// sweep, which never takes the dir of a job younger than its timeout.
+func inUse(stateRoot string) map[string]bool {
+	used := map[string]bool{}
+	jobs, err := os.ReadDir(filepath.Join(stateRoot, JobsDirName))
+	if err != nil {
+		return used
+	}
+	for _, j := range jobs {
+		bin := filepath.Join(stateRoot, JobsDirName, j.Name(), "bin")
+		links, err := os.ReadDir(bin)
+		if err != nil {
+			continue
+		}
+		for _, l := range links {
+			if l.Type()&os.ModeSymlink == 0 {
+				continue
+			}
+			// Engine names are unique (their sum): the name is enough,
+			// however the state root was spelled when the link was made.
+			if t, err := os.Readlink(filepath.Join(bin, l.Name())); err == nil && strings.HasPrefix(filepath.Base(t), "ferry-engine-") {
+				used[filepath.Base(t)] = true
+			}
+		}
+	}
+	return used
+}
+
 // sweep removes engines other than keep that have not been used for
-// KeepUnused, and unpack leftovers older than an hour. Best effort: a
-// failure costs disk space, not the job.
-func sweep(dir, keep string, now time.Time) {
+// KeepUnused and that no job links to, and unpack leftovers older than an
+// hour. Best effort: a failure costs disk space, not the job.
+func sweep(dir, keep string, used map[string]bool, now time.Time) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if n == keep {
+		if n == keep || used[n] {
 			continue
 		}
 		fi, err := e.Info()

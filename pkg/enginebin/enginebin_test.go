@@ -98,6 +98,53 @@ func TestUpgradeKeepsRecentEnginesAndSweepsOld(t *testing.T) {
 	}
 }
 
+// A job prepared before an upgrade keeps its engine however long it runs:
+// an engine a job's bin/ links to is never swept, however old; once the job
+// dir is gone, the next unpack sweeps it.
+func TestSweepKeepsEnginesOfRunningJobs(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, DirName)
+	bin := filepath.Join(root, JobsDirName, "abcd1234-42", "bin")
+	for _, d := range []string{dir, bin} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	running := filepath.Join(dir, "ferry-engine-3333333333333333")
+	unused := filepath.Join(dir, "ferry-engine-4444444444444444")
+	long := time.Now().Add(-KeepUnused - 24*time.Hour)
+	for _, f := range []string{running, unused} {
+		if err := os.WriteFile(f, []byte("x"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(f, long, long)
+	}
+	if err := os.Symlink(running, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	withEmbedded(t, fakeEngine, "5555555555555555")
+	if _, err := Locate(root, noEnv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(running); err != nil {
+		t.Errorf("the engine a running job links to was swept: %v", err)
+	}
+	if _, err := os.Stat(unused); err == nil {
+		t.Error("an old engine no job uses was kept")
+	}
+	// The job ends; the next unpack (another upgrade) sweeps its engine.
+	if err := os.RemoveAll(filepath.Join(root, JobsDirName)); err != nil {
+		t.Fatal(err)
+	}
+	withEmbedded(t, fakeEngine+"#", "6666666666666666")
+	if _, err := Locate(root, noEnv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(running); err == nil {
+		t.Error("the engine of an ended job was kept past KeepUnused")
+	}
+}
+
 // Concurrent jobs of one host unpack at once: every caller gets a complete
 // engine and no temporary file is left.
 func TestConcurrentUnpack(t *testing.T) {

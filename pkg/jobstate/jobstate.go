@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
 
 // File names inside a job's state directory.
@@ -71,6 +72,10 @@ type Meta struct {
 	JobID          string    `json:"job_id"`
 	ProjectDir     string    `json:"project_dir,omitempty"`
 	TimeoutSeconds int64     `json:"timeout_seconds,omitempty"`
+	// Format and Ferry: the state layout (see Format) and the ferry
+	// version that wrote it; absent in state of ferry before versions.
+	Format int    `json:"format,omitempty"`
+	Ferry  string `json:"ferry,omitempty"`
 }
 
 // EnvVar is one environment override for the job script.
@@ -144,6 +149,9 @@ func (s *State) Create() error {
 		if err := checkOwnDir(s.dir); err != nil {
 			return err
 		}
+		if err := s.CheckFormat(); err != nil {
+			return err
+		}
 	}
 	// Mkdir's mode is filtered by the umask; make it exact.
 	if err := os.Chmod(s.dir, dirMode); err != nil {
@@ -152,7 +160,7 @@ func (s *State) Create() error {
 	if err := os.Mkdir(s.BinDir(), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("ferry: cannot create %s: %w", s.BinDir(), err)
 	}
-	m := Meta{Created: time.Now().UTC(), JobID: s.jobID, ProjectDir: s.ProjectDir, TimeoutSeconds: int64(s.Timeout / time.Second)}
+	m := Meta{Created: time.Now().UTC(), JobID: s.jobID, ProjectDir: s.ProjectDir, TimeoutSeconds: int64(s.Timeout / time.Second), Format: Format, Ferry: version.Version}
 	return s.writeJSON(MetaFile, m)
 }
 

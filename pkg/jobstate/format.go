@@ -1,0 +1,48 @@
+package jobstate
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"gitlab.com/ferry-ci/ferry/pkg/version"
+)
+
+// Format is the version of the job state layout this ferry writes into
+// meta.json. A runner host is upgraded while jobs run: a job prepared by
+// one ferry has its later stages run by the next, so every ferry reads the
+// formats before its own and refuses, with one line, a format it does not
+// know (a downgrade with jobs in flight), rather than half-read a state it
+// does not understand (a secrets file it would not mask, say).
+//
+//	0  (no "format" in meta.json) written by ferry before format versions;
+//	   the same files as format 1
+//	1  meta.json records format and the ferry version that wrote it
+const Format = 1
+
+// CheckFormat reads meta.json, if there is one, and refuses a state dir
+// written in a format newer than this ferry's. A missing meta.json is not
+// an error here (prepare has not run, or died before writing it).
+func (s *State) CheckFormat() error {
+	m, err := s.Meta()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return m.checkFormat(s.dir)
+}
+
+func (m Meta) checkFormat(dir string) error {
+	if m.Format <= Format {
+		return nil
+	}
+	by := m.Ferry
+	if by == "" {
+		by = "a newer ferry"
+	} else {
+		by = "ferry " + by
+	}
+	return fmt.Errorf("ferry: job state %s was written by %s in state format %d; this ferry %s reads formats up to %d (downgraded while the job ran?): retry the job", dir, by, m.Format, version.Version, Format)
+}
