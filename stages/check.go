@@ -17,7 +17,7 @@ func check(args []string, stdout, stderr io.Writer, b Binary) int {
 	return hostcheck.Main(args, stdout, stderr, hostcheck.Hooks{
 		Version:   version.Version,
 		Engine:    b.Handoff == nil,
-		ParseArgs: checkStageArgs,
+		ParseArgs: CheckStageArgs,
 		Sandbox:   sandboxProbe,
 		LocateEngine: func(root string) (string, error) {
 			return enginebin.Locate(root, jobenv.FromOS().LookupEnv, nil)
@@ -30,9 +30,9 @@ func check(args []string, stdout, stderr io.Writer, b Binary) int {
 // build).
 var sandboxProbe hostcheck.SandboxProbe
 
-// checkStageArgs parses a stage's *_args (args[0] the subcommand) as that
+// CheckStageArgs (ferry check's ParseArgs) parses a stage's *_args (args[0] the subcommand) as that
 // stage would in a runner process whose environment is env.
-func checkStageArgs(args []string, env map[string]string) (hostcheck.StageSettings, error) {
+func CheckStageArgs(args []string, env map[string]string) (hostcheck.StageSettings, error) {
 	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	o, rest, err := ParseOptions(args[0], args[1:], getenv)
 	if err != nil {

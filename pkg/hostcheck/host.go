@@ -44,7 +44,7 @@ func (c *checker) engine(stateRoot string) {
 		c.r.OK(subject, "ferry carries its engine (%.1f MB), unpacked once per version into <state-dir>/engine/", float64(c.h.EmbeddedEngine)/1e6)
 	}
 	root := stateRoot
-	where := "the state dir"
+	where := "the state dir " + root
 	if root == "" || os.Geteuid() != c.uid {
 		tmp, err := os.MkdirTemp("", "ferry-check-")
 		if err != nil {
@@ -52,7 +52,11 @@ func (c *checker) engine(stateRoot string) {
 			return
 		}
 		defer os.RemoveAll(tmp)
-		root, where = tmp, "a temporary dir (check is not running as the runner's user)"
+		why := "check is not running as the runner's user"
+		if root == "" {
+			why = "no usable state dir yet"
+		}
+		root, where = tmp, "a temporary dir ("+why+")"
 	}
 	start := time.Now()
 	p, err := c.h.LocateEngine(root)
@@ -73,7 +77,7 @@ func (c *checker) engine(stateRoot string) {
 		c.r.Fail(subject, "%s reports %q, this ferry is %q: FERRY_ENGINE names another version?", p, got, want)
 		return
 	}
-	c.r.OK(subject, "%s unpacks (%s, in %s) and runs: %s", p, where, took.Round(time.Millisecond), got)
+	c.r.OK(subject, "unpacks into %s in %s and runs: %s reports %s", where, took.Round(time.Millisecond), p, got)
 }
 
 // stateDir checks a state root: location, owner, mode, the dirs above it,
