@@ -8,6 +8,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/hostcheck"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
 
@@ -18,17 +19,13 @@ func check(args []string, stdout, stderr io.Writer, b Binary) int {
 		Version:   version.Version,
 		Engine:    b.Handoff == nil,
 		ParseArgs: CheckStageArgs,
-		Sandbox:   sandboxProbe,
+		Sandbox:   sandbox.Probe,
 		LocateEngine: func(root string) (string, error) {
 			return enginebin.Locate(root, jobenv.FromOS().LookupEnv, nil)
 		},
 		EmbeddedEngine: enginebin.Embedded(),
 	})
 }
-
-// sandboxProbe is the job sandbox's Landlock probe (nil: none in this
-// build).
-var sandboxProbe hostcheck.SandboxProbe
 
 // CheckStageArgs (ferry check's ParseArgs) parses a stage's *_args (args[0] the subcommand) as that
 // stage would in a runner process whose environment is env.

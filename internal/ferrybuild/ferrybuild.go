@@ -41,9 +41,13 @@ func CoverEnv() []string {
 }
 
 // Build builds ferry into dir/ferry and returns its path.
-func Build(dir string) (string, error) {
+func Build(dir string) (string, error) { return BuildVersion(dir, "test") }
+
+// BuildVersion builds ferry stamped with version into dir/ferry (upgrade
+// and package tests build two versions, or a version to find again).
+func BuildVersion(dir, version string) (string, error) {
 	out := filepath.Join(dir, "ferry")
-	args := []string{filepath.Join(RepoRoot(), "scripts", "build.sh"), "-o", out, "-v", "test"}
+	args := []string{filepath.Join(RepoRoot(), "scripts", "build.sh"), "-o", out, "-v", version}
 	if os.Getenv(CoverDirVar) != "" {
 		args = append(args, "-c")
 	}

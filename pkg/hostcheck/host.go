@@ -215,10 +215,10 @@ func (c *checker) sandbox() {
 	}
 	abi, err := c.h.Sandbox()
 	if err != nil {
-		c.r.Warn(subject, "no Landlock sandbox for jobs on this host: %v", err)
+		c.r.Warn(subject, "no Landlock sandbox for jobs on this host (kernel ABI %d): %v", abi, err)
 		return
 	}
-	c.r.OK(subject, "Landlock ABI %d: each job is confined to its own files", abi)
+	c.r.OK(subject, "Landlock ABI %d: the job sandbox is available on this kernel", abi)
 }
 
 // docker reports what ferry's Docker features run: the docker CLI (and
