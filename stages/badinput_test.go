@@ -344,3 +344,84 @@ func TestStaleExitCodeAfterRetriedGetSources(t *testing.T) {
 		})
 	}
 }
+
+// kubeJob is a fake job with the Kubernetes credentials feature on (prepare
+// runs in the engine) and the given KUBECONFIG and script lines.
+func kubeJob(t *testing.T, id int64, kubeconfig string, script ...string) *fakeJob {
+	t.Helper()
+	j := newJob(t, itoa(int(id)))
+	for i, a := range j.args {
+		if a == "--kube-sources=none" {
+			j.args[i] = "--kube-sources=kubeconfig,cluster-vars"
+		}
+	}
+	j.vars["KUBECONFIG"] = kubeconfig
+	p := map[string]any{"id": id, "token": "tok-" + itoa(int(id)), "runner_info": map[string]any{"timeout": 3600},
+		"variables": []map[string]any{{"key": "KUBECONFIG", "value": kubeconfig, "masked": false}},
+		"steps":     []map[string]any{{"name": "script", "script": script, "when": "on_success"}}}
+	b, _ := json.Marshal(p)
+	if err := os.WriteFile(j.payload, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// manyContexts is a kubeconfig with n contexts and no current context.
+func manyContexts(n int) string {
+	var b strings.Builder
+	b.WriteString("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:1\nusers:\n- name: u\n  user:\n    token: tok-not-real\ncontexts:\n")
+	for i := range n {
+		b.WriteString("- name: group/agents:agent-" + itoa(1000+i) + "\n  context:\n    cluster: c\n    user: u\n")
+	}
+	return b.String()
+}
+
+// TestKubeconfigBadInputInPrepare: issue 14's items 1, 3 and 4 through
+// ferry prepare (the engine).
+func TestKubeconfigBadInputInPrepare(t *testing.T) {
+	// 3: an empty KUBECONFIG is named once; prepare goes on.
+	j := kubeJob(t, 9150, " \n")
+	r := j.ferry("prepare")
+	out := r.stdout + r.stderr
+	if r.code != 0 || strings.Count(out, "KUBECONFIG") != 1 || !strings.Contains(out, "ferry: KUBECONFIG: the variable is only white space, so this job gets no Kubernetes credentials") {
+		t.Errorf("empty KUBECONFIG: exit %d\n%s", r.code, out)
+	}
+
+	// 4: 1000 contexts, none selected: one short line, the build's failure.
+	j = kubeJob(t, 9151, manyContexts(1000), "kubectl get pods")
+	r = j.ferry("prepare")
+	out = r.stdout + r.stderr
+	var errLine string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "no current-context") {
+			errLine = l
+		}
+	}
+	if r.code != 1 || !strings.Contains(errLine, "one of its 1000 contexts: group/agents:agent-1000, ") || !strings.Contains(errLine, "and 995 more") {
+		t.Errorf("1000 contexts: exit %d, line %q\n%.2000s", r.code, errLine, out)
+	}
+	if len(errLine) > 400 || strings.Contains(out, "agent-1999") {
+		t.Errorf("1000 contexts: a %d-character line, or every context named", len(errLine))
+	}
+
+	// 1: a line that reads ferry's kubeconfig is not the seed's decode:
+	// KUBECONFIG points at ferry's file (through GITLAB_ENV, as it is a job
+	// variable) and the log does not say the script decodes it.
+	kc := manyContexts(2)
+	j = kubeJob(t, 9152, kc,
+		"kubectl config use-context group/agents:agent-1000",
+		`sed -n 's/^ *certificate-authority-data: *//p' "$KUBECONFIG" | base64 -d > ca.crt`)
+	r = j.ferry("prepare")
+	out = r.stdout + r.stderr
+	if r.code != 0 || strings.Contains(out, "decodes KUBECONFIG itself") {
+		t.Fatalf("reading line: exit %d\n%s", r.code, out)
+	}
+	s := j.ferry("run", j.script(`echo "KUBECONFIG=[$KUBECONFIG]"`), "build_script")
+	own := j.state().Path("kubeconfig")
+	if !strings.Contains(s.stdout, "KUBECONFIG=["+own+"]") {
+		t.Errorf("the job's KUBECONFIG is not ferry's file %s:\n%s%s", own, s.stdout, s.stderr)
+	}
+	if b, _ := os.ReadFile(filepath.Join(j.project+".tmp", "gitlab_runner_env")); !strings.Contains(string(b), "KUBECONFIG="+own) {
+		t.Errorf("GITLAB_ENV lacks KUBECONFIG=%s:\n%s", own, b)
+	}
+}
