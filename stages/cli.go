@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"gitlab.com/ferry-ci/ferry/pkg/docker/holder"
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
@@ -84,6 +86,9 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		return b.kubectl(args, stdin, stdout, stderr)
 	case "check":
 		return check(args, stdout, stderr, b)
+	case holder.Subcommand:
+		// Hidden: the Docker connection holder prepare starts (pkg/docker/holder).
+		return holder.Main(stdin, os.Stdout, stderr)
 	case "config", "prepare", "run", "cleanup":
 	default:
 		fmt.Fprintf(stderr, "ferry: unknown command %q (try: ferry help)\n", sub)

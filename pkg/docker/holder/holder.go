@@ -1,0 +1,349 @@
+// Package holder is the per-job process that holds a job's SSH connections
+// to remote Docker engines and serves them to the job on private unix
+// sockets (pkg/docker/jobsocket), as an HTTP proxy of the Docker API that
+// adds ferry's guards (guards.go).
+//
+// It outlives the stages: prepare starts it (`ferry docker-holder`, a new
+// session, not a descendant of any `ferry run` and without FERRY_JOB_KEY), and
+// it ends on SIGTERM (cleanup), when the runner process that ran prepare
+// dies, when its directory disappears (stale sweep, cleanup), or at the
+// job's deadline. On every exit it removes its directory: sockets, the
+// job's DOCKER_CONFIG, captured logins. It runs outside the job's sandbox;
+// the SSH keys it uses never touch the disk in its directory.
+package holder
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+
+	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
+	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
+)
+
+// Files in the holder's directory.
+const (
+	PIDFile      = "holder.pid"  // "<pid> <starttime>"
+	NoticesFile  = "notices"     // lines for the job log (refused peers, guards)
+	CapturedFile = "captured"    // secrets learned from docker login, one per line
+	LogFile      = "holder.log"  // the holder's own diagnostics (no secrets)
+	KnownHosts   = "known_hosts" // SSH_KNOWN_HOSTS as a file (not secret)
+	ConfigDir    = "config"      // the job's DOCKER_CONFIG
+)
+
+// Config is what prepare hands the holder on its stdin (never on disk).
+type Config struct {
+	Dir              string // the holder's directory, inside the job state dir
+	DockerConfig     string // the job's DOCKER_CONFIG (logins are read from it)
+	Policy           jobsocket.Policy
+	Deadline         time.Time
+	JobToken         string // CI_JOB_TOKEN, for the stack-deploy note
+	PreflightTimeout time.Duration
+	Endpoints        []Endpoint
+}
+
+// Endpoint is one remote engine and its socket.
+type Endpoint struct {
+	Name            string // "" for DOCKER_HOST, else the context name
+	Socket          string
+	URL             string
+	KeyPEM          []byte   // the job's key (SSH_PRIVATE_KEY)
+	Passphrase      string   // its passphrase, if HasPassphrase
+	HasPassphrase   bool     //
+	KeyFiles        []string // the runner user's identity files (hand-made contexts)
+	KnownHostsFiles []string
+	Names           sshdial.Names
+	// Preflight: connect and probe before reporting ready; an error fails
+	// the job. Otherwise the endpoint connects on first use.
+	Preflight bool
+	// TrustOnFirstUse: no known hosts, the admin allows any host key.
+	TrustOnFirstUse bool
+}
+
+// Report is the holder's answer on its stdout, one JSON line.
+type Report struct {
+	Engines []string `json:"engines,omitempty"` // preflight lines, per Preflight endpoint
+	Error   string   `json:"error,omitempty"`
+	Build   bool     `json:"build,omitempty"` // the error is the user's (bad variable, key, host)
+}
+
+// Main is `ferry docker-holder`: read the Config from stdin, connect, write
+// the Report to stdout, close it, serve until told to stop.
+func Main(stdin io.Reader, stdout io.WriteCloser, stderr io.Writer) int {
+	var cfg Config
+	if err := json.NewDecoder(stdin).Decode(&cfg); err != nil {
+		writeReport(stdout, Report{Error: "ferry: docker holder: bad config: " + err.Error()})
+		return 1
+	}
+	h := &holder{cfg: cfg, log: stderr}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	rep, err := h.start(ctx)
+	if err != nil {
+		h.shutdown()
+		var se *sshdial.Error
+		var kp *sshdial.KeyProblem
+		rep.Error = err.Error()
+		rep.Build = errors.As(err, &se) || errors.As(err, &kp) || errors.Is(err, errBuild)
+		writeReport(stdout, rep)
+		return 1
+	}
+	writeReport(stdout, rep)
+	stdout.Close()
+	h.wait(ctx)
+	h.shutdown()
+	return 0
+}
+
+var errBuild = errors.New("user error")
+
+func writeReport(w io.Writer, r Report) {
+	b, _ := json.Marshal(r)
+	w.Write(append(b, '\n'))
+}
+
+type holder struct {
+	cfg     Config
+	log     io.Writer
+	mu      sync.Mutex
+	servers []*http.Server
+	clients []*lazyClient
+	notes   sync.Mutex
+}
+
+func (h *holder) start(ctx context.Context) (Report, error) {
+	var rep Report
+	if err := writePID(filepath.Join(h.cfg.Dir, PIDFile)); err != nil {
+		return rep, err
+	}
+	timeout := h.cfg.PreflightTimeout
+	if timeout <= 0 {
+		timeout = 15 * time.Second
+	}
+	for _, ep := range h.cfg.Endpoints {
+		t, err := sshdial.ParseURL(ep.URL)
+		if err != nil {
+			return rep, fmt.Errorf("ferry: %s: %s: %w", ep.Names.Host, err.Error(), errBuild)
+		}
+		signers, err := h.signers(ep)
+		if err != nil {
+			return rep, err
+		}
+		lc := &lazyClient{cfg: sshdial.Config{Target: t, Signers: signers, KnownHostsFiles: ep.KnownHostsFiles, Timeout: timeout, Names: ep.Names, TrustOnFirstUse: ep.TrustOnFirstUse}}
+		if ep.Preflight {
+			pctx, cancel := context.WithTimeout(ctx, timeout)
+			c, err := sshdial.Dial(pctx, lc.cfg)
+			if err != nil {
+				cancel()
+				return rep, err
+			}
+			lc.c = c
+			eng, err := sshdial.Probe(pctx, c, timeout)
+			cancel()
+			if err != nil {
+				return rep, err
+			}
+			line := fmt.Sprintf("%s on %s, %s", eng, t, eng.Swarm)
+			if ep.TrustOnFirstUse {
+				k := c.HostKey()
+				line += fmt.Sprintf(" (host key %s %s trusted on first use)", k.Type(), ssh.FingerprintSHA256(k))
+			}
+			rep.Engines = append(rep.Engines, line)
+		}
+		h.clients = append(h.clients, lc)
+		l, err := jobsocket.Listen(ep.Socket, h.cfg.Policy, func(r jobsocket.Refusal) {
+			h.notice("ferry: docker socket %s: %s", filepath.Base(ep.Socket), r)
+		})
+		if err != nil {
+			return rep, fmt.Errorf("ferry: docker socket %s: %w", ep.Socket, err)
+		}
+		srv := &http.Server{Handler: h.proxy(lc), ErrorLog: nil}
+		h.servers = append(h.servers, srv)
+		go srv.Serve(l)
+	}
+	return rep, nil
+}
+
+// signers loads the endpoint's keys: the job's, or the runner user's files
+// (unencrypted ones; an encrypted one is skipped, as ssh would prompt).
+func (h *holder) signers(ep Endpoint) ([]ssh.Signer, error) {
+	var out []ssh.Signer
+	if len(ep.KeyPEM) > 0 {
+		s, err := sshdial.ParseKey(ep.KeyPEM, []byte(ep.Passphrase), ep.HasPassphrase)
+		if err != nil {
+			return nil, fmt.Errorf("ferry: %s %w", ep.Names.Key, err)
+		}
+		out = append(out, s)
+	}
+	for _, f := range ep.KeyFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if s, err := ssh.ParsePrivateKey(b); err == nil {
+			out = append(out, s)
+		} else {
+			fmt.Fprintf(h.log, "skipping key %s: %v\n", f, err)
+		}
+	}
+	return out, nil
+}
+
+// wait returns when the holder must stop.
+func (h *holder) wait(ctx context.Context) {
+	runnerGone := make(chan struct{})
+	go func() {
+		waitPID(h.cfg.Policy.RunnerPID)
+		close(runnerGone)
+	}()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	deadline := time.NewTimer(time.Until(h.cfg.Deadline))
+	defer deadline.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-runnerGone:
+			fmt.Fprintln(h.log, "the runner process is gone: stopping")
+			return
+		case <-deadline.C:
+			fmt.Fprintln(h.log, "job deadline reached: stopping")
+			return
+		case <-tick.C:
+			if _, err := os.Stat(h.cfg.Dir); err != nil {
+				fmt.Fprintln(h.log, "directory gone: stopping")
+				return
+			}
+		}
+	}
+}
+
+// waitPID returns when pid exits (pidfd), at once if it is already gone.
+func waitPID(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return
+		}
+		// No pidfd (old kernel): poll.
+		for syscall.Kill(pid, 0) == nil {
+			time.Sleep(time.Second)
+		}
+		return
+	}
+	defer unix.Close(fd)
+	for {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err == nil || !errors.Is(err, unix.EINTR) {
+			return
+		}
+	}
+}
+
+func (h *holder) shutdown() {
+	for _, s := range h.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.Shutdown(ctx)
+		s.Close()
+		cancel()
+	}
+	for _, c := range h.clients {
+		c.close()
+	}
+	// Sockets, the job's DOCKER_CONFIG (its logins), captured secrets.
+	os.RemoveAll(h.cfg.Dir)
+}
+
+// notice appends a line for the job log; ferry run prints new lines before
+// the next stage.
+func (h *holder) notice(format string, args ...any) {
+	h.notes.Lock()
+	defer h.notes.Unlock()
+	f, err := os.OpenFile(filepath.Join(h.cfg.Dir, NoticesFile), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, format+"\n", args...)
+}
+
+// lazyClient dials on first use (hand-made contexts: a job may never use
+// them, and an unreachable one must not fail jobs that do not).
+type lazyClient struct {
+	cfg sshdial.Config
+	mu  sync.Mutex
+	c   *sshdial.Client
+}
+
+func (l *lazyClient) dial(ctx context.Context) (net.Conn, error) {
+	l.mu.Lock()
+	c := l.c
+	if c == nil {
+		var err error
+		if c, err = sshdial.Dial(ctx, l.cfg); err != nil {
+			l.mu.Unlock()
+			return nil, err
+		}
+		l.c = c
+	}
+	l.mu.Unlock()
+	return c.DialDocker(ctx)
+}
+
+func (l *lazyClient) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c != nil {
+		l.c.Close()
+	}
+}
+
+// writePID records "<pid> <starttime>" so that cleanup signals this process
+// and not one that reused its pid.
+func writePID(path string) error {
+	st, err := StartTime(os.Getpid())
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(fmt.Sprintf("%d %d\n", os.Getpid(), st)), 0o600)
+}
+
+// StartTime is field 22 of /proc/<pid>/stat (clock ticks since boot).
+func StartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := lastParen(b)
+	if i < 0 {
+		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+	}
+	var fields []string
+	sc := bufio.NewScanner(bytesReader(b[i+1:]))
+	sc.Split(bufio.ScanWords)
+	for sc.Scan() {
+		fields = append(fields, sc.Text())
+	}
+	// fields[0] is state (field 3); starttime is field 22.
+	if len(fields) < 20 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	var v uint64
+	_, err = fmt.Sscan(fields[19], &v)
+	return v, err
+}

@@ -1,0 +1,147 @@
+package holder
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Subcommand is the hidden ferry subcommand that runs Main.
+const Subcommand = "docker-holder"
+
+// Start runs `<exe> docker-holder <dir>` in a new session, hands it cfg on
+// its stdin and waits (up to wait) for its Report. On a failed report or a
+// timeout the holder is gone when Start returns.
+func Start(exe string, cfg Config, wait time.Duration) (Report, error) {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return Report{}, fmt.Errorf("ferry: docker: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(cfg.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return Report{}, fmt.Errorf("ferry: docker: %w", err)
+	}
+	defer logf.Close()
+	// The directory is an argument only so that ps shows whose holder it is.
+	cmd := exec.Command(exe, Subcommand, cfg.Dir)
+	// Nothing of the runner's conversation (CUSTOM_ENV_*, JOB_RESPONSE_FILE)
+	// and no FERRY_JOB_KEY: the holder is not a process of the job script.
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
+	cmd.Dir = "/"
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return Report{}, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return Report{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return Report{}, fmt.Errorf("ferry: docker: start the connection holder: %w", err)
+	}
+	go func() {
+		json.NewEncoder(in).Encode(cfg)
+		in.Close()
+	}()
+	type result struct {
+		r   Report
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadBytes('\n')
+		var r Report
+		if err == nil {
+			err = json.Unmarshal(line, &r)
+		}
+		got <- result{r, err}
+	}()
+	var res result
+	select {
+	case res = <-got:
+	case <-time.After(wait):
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.RemoveAll(cfg.Dir)
+		return Report{}, fmt.Errorf("ferry: docker: the connection holder did not answer within %s", wait)
+	}
+	if res.err != nil || res.r.Error != "" {
+		cmd.Wait()
+		if res.err != nil {
+			os.RemoveAll(cfg.Dir)
+			return Report{}, fmt.Errorf("ferry: docker: the connection holder failed: %v", res.err)
+		}
+		return res.r, errors.New(res.r.Error)
+	}
+	// Running: do not wait for it. Release lets it be reparented without
+	// this process keeping a handle.
+	cmd.Process.Release()
+	return res.r, nil
+}
+
+// Stop ends the holder whose directory is dir, if it still runs, and waits
+// up to wait for it; then removes dir. Safe when there is none.
+func Stop(dir string, wait time.Duration) error {
+	pid, ok := holderPID(dir)
+	if ok {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(wait)
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("ferry: docker: remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// holderPID reads holder.pid and checks that the process is still the one
+// that wrote it (same start time), so a reused pid is never signalled.
+func holderPID(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	st, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 1 {
+		return 0, false
+	}
+	now, err := StartTime(pid)
+	if err != nil || now != st {
+		return 0, false
+	}
+	return pid, true
+}
+
+// Running reports whether the holder of dir runs.
+func Running(dir string) bool {
+	pid, ok := holderPID(dir)
+	return ok && alive(pid)
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := lastParen(b)
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
