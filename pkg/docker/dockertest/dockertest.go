@@ -12,11 +12,13 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +27,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 )
 
 // Remote users, by role.
@@ -33,6 +36,9 @@ const (
 	UserNoSocket = "ferry-docker-nosock"   // cannot open the daemon socket
 	UserNoDocker = "ferry-docker-nodocker" // no docker on its PATH
 )
+
+// TokenUser is the user GitLab's registry takes CI_JOB_TOKEN logins as.
+const TokenUser = "gitlab-ci-token"
 
 // Remote is one running remote engine.
 type Remote struct {
@@ -48,6 +54,7 @@ type Remote struct {
 	Key []byte
 
 	procs []*exec.Cmd // sshd, dockerd, registry: stopped in reverse order
+	fwd   net.Listener
 	tb    testing.TB
 }
 
@@ -248,7 +255,10 @@ func (r *Remote) startRegistry() error {
 		return err
 	}
 	ht := filepath.Join(r.Dir, "htpasswd")
-	if err := os.WriteFile(ht, []byte(r.RegUser+":"+string(hash)+"\n"), 0o644); err != nil {
+	// gitlab-ci-token: seed 000 logs in as GitLab's registry expects; tests
+	// give the job a token this registry accepts (TokenUser).
+	lines := r.RegUser + ":" + string(hash) + "\n" + TokenUser + ":" + string(hash) + "\n"
+	if err := os.WriteFile(ht, []byte(lines), 0o644); err != nil {
 		return err
 	}
 	cfg := fmt.Sprintf(`version: 0.1
@@ -282,8 +292,75 @@ auth:
 		return err
 	}
 	r.procs = append(r.procs, cmd)
+	// The host's docker CLI logs in client-side when it has no daemon (seed
+	// 000 logs in before `docker context use`): the same registry name must
+	// work on the host, so forward the host's 127.0.0.1:5000 into the
+	// namespace.
+	if err := r.forward(pid); err != nil {
+		return err
+	}
 	// Ready when the daemon can log in to it (what the tests need anyway).
 	return waitUntil(10*time.Second, func() bool { return r.adminLogin() == nil }, "registry")
+}
+
+// forward accepts on the host's 127.0.0.1:5000 and connects each client
+// to 127.0.0.1:5000 inside dockerd's network namespace.
+func (r *Remote) forward(pid int) error {
+	l, err := net.Listen("tcp", "127.0.0.1:5000")
+	if err != nil {
+		return fmt.Errorf("registry forward: %w", err)
+	}
+	r.fwd = l
+	ns := fmt.Sprintf("/proc/%d/ns/net", pid)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := dialInNetns(ns, "127.0.0.1:5000")
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{}, 2)
+				go func() { io.Copy(up, c); done <- struct{}{} }()
+				go func() { io.Copy(c, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return nil
+}
+
+// dialInNetns dials from a thread moved into the namespace; the thread is
+// never unlocked, so it exits with its goroutine and no other goroutine
+// runs in that namespace. The socket stays in the namespace it was made in.
+func dialInNetns(ns, addr string) (net.Conn, error) {
+	type res struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread()
+		f, err := os.Open(ns)
+		if err != nil {
+			ch <- res{nil, err}
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- res{nil, err}
+			return
+		}
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		ch <- res{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }
 
 func waitUntil(d time.Duration, cond func() bool, what string) error {
@@ -366,6 +443,9 @@ func (r *Remote) adminLogin() error {
 // Stop stops everything (registry, sshd, dockerd) by PID, bounded, and
 // removes the directory.
 func (r *Remote) Stop() {
+	if r.fwd != nil {
+		r.fwd.Close()
+	}
 	for i := len(r.procs) - 1; i >= 0; i-- {
 		stop(r.procs[i], 20*time.Second)
 	}

@@ -81,11 +81,13 @@ func ParseKey(pem []byte, passphrase []byte, hasPassphrase bool) (ssh.Signer, er
 	}
 }
 
-// KeySecrets are the strings of a key that must never reach a job log: the
-// PEM as a whole and each of its body lines (a script that cats the key
-// prints it line by line). pkg/redact adds their encoded forms.
+// KeySecrets are the strings of a key that must never reach a job log: each
+// of its body lines (a script that cats the key prints it line by line; the
+// whole PEM is masked line by line). The BEGIN/END lines are not secret, so
+// the job's secrets list never holds a usable key file. pkg/redact adds the
+// encoded forms.
 func KeySecrets(pem []byte) []string {
-	out := []string{strings.TrimSpace(string(pem))}
+	var out []string
 	for _, l := range strings.Split(string(pem), "\n") {
 		l = strings.TrimSpace(l)
 		if l == "" || strings.HasPrefix(l, "-----") {

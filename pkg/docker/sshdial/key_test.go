@@ -61,7 +61,7 @@ func TestKeySecrets(t *testing.T) {
 	pem, _ := dockertest.NewKey("")
 	s := sshdial.KeySecrets(pem)
 	lines := strings.Split(strings.TrimSpace(string(pem)), "\n")
-	if len(s) != len(lines)-1 { // whole PEM + body lines (not BEGIN/END)
+	if len(s) != len(lines)-2 { // body lines (not BEGIN/END)
 		t.Fatalf("got %d secrets for %d PEM lines", len(s), len(lines))
 	}
 	for _, l := range lines[1 : len(lines)-1] {

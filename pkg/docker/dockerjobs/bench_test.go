@@ -1,0 +1,68 @@
+package dockerjobs_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
+)
+
+// BenchmarkComposeV1 is seed 000's `docker-compose pull && docker-compose
+// up -d` (compose v1) side by side: through ferry's socket (a `ferry run`
+// stage of a prepared job, as a job runs it) and through the docker CLI's
+// own ssh:// (compose shells out to ssh for every connection). make bench
+// prints the ratio (scripts/bench.sh).
+func BenchmarkComposeV1(b *testing.B) {
+	r := need(b)
+	image := r.PushBusybox("bench:1")
+	dir := b.TempDir()
+	proj := filepath.Join(dir, "proj")
+	os.MkdirAll(proj, 0o755)
+	os.WriteFile(filepath.Join(proj, "docker-compose.yml"), []byte("version: '3.8'\nservices:\n  web:\n    image: "+image+"\n    command: [\"sleep\", \"3600\"]\n"), 0o644)
+	b.Cleanup(func() { r.Docker("rm", "-f", "bench-web-1", "bench_web_1") })
+	compose := "cd " + proj + " && docker-compose -p bench pull -q && docker-compose -p bench up -d"
+
+	b.Run("ferry", func(b *testing.B) {
+		e := &env{base: b.TempDir()}
+		e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
+		os.MkdirAll(e.home, 0o700)
+		j := newRawJob(nil, e, r, "9001")
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v\n%s", err, out)
+		}
+		defer j.cmd("cleanup").Run()
+		// Log in once, as the seed's before_script does.
+		script := filepath.Join(e.base, "script")
+		os.WriteFile(script, []byte("docker login -u "+r.RegUser+" --password-stdin "+r.Registry+" <<< '"+r.RegPass+"' >/dev/null\n"), 0o700)
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			b.Fatalf("login: %v\n%s", err, out)
+		}
+		os.WriteFile(script, []byte("set -e\n"+compose+" 2>/dev/null\n"), 0o700)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+				b.Fatalf("%v\n%s", err, out)
+			}
+		}
+	})
+	b.Run("ssh", func(b *testing.B) {
+		env := sshClientEnv(b, r, b.TempDir())
+		login := exec.Command("bash", "-c", "docker login -u "+r.RegUser+" --password-stdin "+r.Registry+" <<< '"+r.RegPass+"' >/dev/null")
+		login.Env = env
+		if out, err := login.CombinedOutput(); err != nil {
+			b.Fatalf("login: %v\n%s", err, out)
+		}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c := exec.Command("bash", "-c", "set -e\n"+compose+" 2>/dev/null")
+			c.Env = env
+			if out, err := c.CombinedOutput(); err != nil {
+				b.Fatalf("%v\n%s", err, out)
+			}
+		}
+	})
+}
+
+var _ = dockertest.UserOK

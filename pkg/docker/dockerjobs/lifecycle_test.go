@@ -1,0 +1,226 @@
+package dockerjobs_test
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+)
+
+// TestSocketServesOnlyItsJob plays the hostile job: job B, on the same
+// runner and user, finds job A's socket and connects to it, directly and
+// from a setsid'd process; a process outside any job (this test) tries
+// too. All are refused; A keeps working and its log names the refusals.
+func TestSocketServesOnlyItsJob(t *testing.T) {
+	r := need(t)
+	e := newEnv(t)
+	hostFile, goFile := filepath.Join(e.base, "a-host"), filepath.Join(e.base, "go")
+	wait := func(f string) string {
+		return `for i in $(seq 600); do [ -e ` + f + ` ] && break; sleep 0.1; done; [ -e ` + f + ` ]`
+	}
+	var a, b *runnerdriver.JobResult
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		a = e.run(runnerdriver.Job{Name: "a", Variables: ferryVars(r, dockertest.UserOK), Script: []string{
+			"docker ps > /dev/null",
+			"echo ${DOCKER_HOST#unix://} > " + hostFile + ".tmp && mv " + hostFile + ".tmp " + hostFile,
+			wait(goFile),
+			"docker ps > /dev/null && echo A-STILL-SERVED",
+		}})
+	}()
+	go func() {
+		defer wg.Done()
+		b = e.run(runnerdriver.Job{Name: "b", Script: []string{
+			wait(hostFile),
+			`sock=$(cat ` + hostFile + `)`,
+			// The markers are printed as S+TOLEN so that the echoed command
+			// lines do not contain them.
+			`if docker -H unix://$sock ps; then printf 'S%s\n' TOLEN; fi`,
+			`setsid -f sh -c "docker -H unix://$sock ps && printf 'S%s\n' TOLEN-SETSID" > ` + filepath.Join(e.base, "b-setsid") + ` 2>&1`,
+			`sleep 1`,
+			// Even a process that names A's JOB_RESPONSE_FILE itself is below B's ferry run.
+			`if env -i JOB_RESPONSE_FILE=/anything /usr/bin/docker -H unix://$sock ps; then printf 'S%s\n' TOLEN-ENV; fi`,
+		}})
+	}()
+	// A process outside every job.
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(hostFile); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sock, _ := os.ReadFile(hostFile)
+	if c, err := net.Dial("unix", strings.TrimSpace(string(sock))); err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"))
+		if line, _ := bufio.NewReader(c).ReadString('\n'); line != "" {
+			t.Errorf("a process outside the job got an answer: %q", line)
+		}
+		c.Close()
+	} else {
+		t.Logf("dial from outside: %v", err)
+	}
+	// B's waits are over once it has tried everything.
+	for time.Now().Before(deadline) {
+		if b != nil || fileHas(filepath.Join(e.base, "b-setsid")) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	os.WriteFile(goFile, nil, 0o600)
+	wg.Wait()
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	setsidOut, _ := os.ReadFile(filepath.Join(e.base, "b-setsid"))
+	for _, s := range []string{"STOLEN"} {
+		if strings.Contains(b.Log, s) || strings.Contains(string(setsidOut), s) {
+			t.Fatalf("job B used job A's socket:\n%s\n%s", b.Log, setsidOut)
+		}
+	}
+	if !strings.Contains(a.Log, "A-STILL-SERVED") {
+		t.Fatalf("job A lost its engine:\n%s", a.Log)
+	}
+	if n := strings.Count(a.Log, "refused a connection from pid"); n < 4 {
+		t.Fatalf("job A's log names %d refusals, want 4 (B, B's setsid, B's env -i, outsider):\n%s", n, a.Log)
+	}
+}
+
+func fileHas(p string) bool {
+	b, err := os.ReadFile(p)
+	return err == nil && len(b) > 0
+}
+
+// rawJob drives ferry's stages by hand (no driver), for the lifecycle cases
+// where the runner itself dies.
+type rawJob struct {
+	t       testing.TB
+	e       *env
+	environ []string
+	args    []string
+}
+
+func newRawJob(t testing.TB, e *env, r *dockertest.Remote, id string) *rawJob {
+	base := filepath.Join(e.base, "raw-"+id)
+	os.MkdirAll(base, 0o700)
+	payload := filepath.Join(base, "job_response.json")
+	b, _ := json.Marshal(map[string]any{"id": 1, "token": "t", "runner_info": map[string]any{"timeout": 3600},
+		"variables": []map[string]any{{"key": "SSH_PRIVATE_KEY", "value": base64.StdEncoding.EncodeToString(r.Key), "masked": true}}})
+	os.WriteFile(payload, b, 0o600)
+	project := filepath.Join(base, "builds", "p")
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + e.home, "BUILD_FAILURE_EXIT_CODE=1", "SYSTEM_FAILURE_EXIT_CODE=2",
+		"JOB_RESPONSE_FILE=" + payload, "BUILD_EXIT_CODE_FILE=" + filepath.Join(base, "exit"), "TMPDIR=" + base}
+	vars := map[string]string{"CI_JOB_ID": id, "CI_SERVER_URL": "https://gitlab.example.com", "CI_PROJECT_DIR": project,
+		"CI_RUNNER_SHORT_TOKEN": "tok12345", "CI_CONCURRENT_PROJECT_ID": "0", "CI_CONCURRENT_ID": "0"}
+	for _, v := range ferryVars(r, dockertest.UserOK) {
+		vars[v.Key] = v.Value
+	}
+	for k, v := range vars {
+		env = append(env, "CUSTOM_ENV_"+k+"="+v)
+	}
+	return &rawJob{t: t, e: e, environ: env, args: []string{"--state-dir=" + e.state, "--builds-dir=" + filepath.Join(base, "builds"), "--kube-sources=none", "--kubectl-shim=false"}}
+}
+
+func (j *rawJob) cmd(sub string, extra ...string) *exec.Cmd {
+	c := exec.Command(ferryBin, append(append([]string{sub}, j.args...), extra...)...)
+	c.Env = j.environ
+	return c
+}
+
+func waitHolders(t *testing.T, root string, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if h := holders(root); len(h) >= n {
+			return h
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no holder under %s", root)
+	return nil
+}
+
+// TestHolderLifecycle: the holder lives from prepare to cleanup, and ends
+// (removing its socket and the job's DOCKER_CONFIG) when cleanup runs, when
+// the stale sweep removes its job's directory, and when the runner dies.
+func TestHolderLifecycle(t *testing.T) {
+	r := need(t)
+	e := newEnv(t)
+	dockerDirs := func() []string {
+		m, _ := filepath.Glob(filepath.Join(e.state, "jobs", "*", "docker"))
+		return m
+	}
+	t.Run("cleanup", func(t *testing.T) {
+		j := newRawJob(t, e, r, "7001")
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			t.Fatalf("prepare: %v\n%s", err, out)
+		}
+		waitHolders(t, e.base, 1)
+		start := time.Now()
+		if out, err := j.cmd("cleanup").CombinedOutput(); err != nil {
+			t.Fatalf("cleanup: %v\n%s", err, out)
+		}
+		if h := holders(e.base); len(h) > 0 {
+			t.Fatalf("holder alive after cleanup (%s): %v", time.Since(start), h)
+		}
+		if d := dockerDirs(); len(d) > 0 {
+			t.Fatalf("left behind: %v", d)
+		}
+	})
+	t.Run("stale sweep", func(t *testing.T) {
+		j := newRawJob(t, e, r, "7002")
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			t.Fatalf("prepare: %v\n%s", err, out)
+		}
+		waitHolders(t, e.base, 1)
+		dirs := dockerDirs()
+		if len(dirs) != 1 {
+			t.Fatalf("docker dirs: %v", dirs)
+		}
+		// What the sweep does to a stale job: its directory goes.
+		os.RemoveAll(filepath.Dir(dirs[0]))
+		waitNoHolders(t, e.base, 5*time.Second)
+		j.cmd("cleanup").Run()
+	})
+	t.Run("runner dies", func(t *testing.T) {
+		j := newRawJob(t, e, r, "7003")
+		// The "runner": a process that runs prepare, then lives on, then is
+		// SIGKILLed. Like gitlab-runner, it has no JOB_RESPONSE_FILE itself:
+		// only its executor call gets one.
+		var runnerEnv, jrf []string
+		for _, kv := range j.environ {
+			if strings.HasPrefix(kv, "JOB_RESPONSE_FILE=") {
+				jrf = append(jrf, kv)
+			} else {
+				runnerEnv = append(runnerEnv, kv)
+			}
+		}
+		runner := exec.Command("sh", append([]string{"-c", `env "$0" "$@" && exec sleep 120`, jrf[0], ferryBin, "prepare"}, j.args...)...)
+		runner.Env = runnerEnv
+		if err := runner.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitHolders(t, e.base, 1)
+		time.Sleep(200 * time.Millisecond)
+		runner.Process.Kill()
+		runner.Wait()
+		waitNoHolders(t, e.base, 3*time.Second)
+		if d := dockerDirs(); len(d) > 0 {
+			t.Fatalf("the holder left its directory (socket, DOCKER_CONFIG): %v", d)
+		}
+		j.cmd("cleanup").Run()
+	})
+}
