@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,9 +52,19 @@ func ResolveOpenSSH(ctx context.Context, raw, home string) (Resolved, error) {
 	if err != nil {
 		return r.existing(), nil
 	}
+	// ssh expands ~ with the passwd entry's home (and prints known hosts
+	// files expanded); ferry uses the runner's HOME, the same directory on
+	// a real runner service, and the one tests can point elsewhere.
+	pwHome := ""
+	if u, err := user.Current(); err == nil {
+		pwHome = u.HomeDir
+	}
 	expand := func(p string) string {
 		if strings.HasPrefix(p, "~/") {
 			return filepath.Join(home, p[2:])
+		}
+		if pwHome != "" && pwHome != home && strings.HasPrefix(p, pwHome+"/") {
+			return filepath.Join(home, p[len(pwHome)+1:])
 		}
 		return p
 	}
