@@ -47,7 +47,7 @@ func TestCreateConfigureUnchanged(t *testing.T) {
 	if live.GetAnnotations()[apply.AnnotationCommitSHA] != "abc" {
 		t.Fatalf("annotations = %v", live.GetAnnotations())
 	}
-	if mf := live.GetManagedFields(); len(mf) == 0 || mf[0].Manager != "ferry" || mf[0].Operation != metav1.ManagedFieldsOperationApply {
+	if mf := live.GetManagedFields(); len(mf) == 0 || mf[0].Manager != "kubectl" || mf[0].Operation != metav1.ManagedFieldsOperationApply {
 		t.Fatalf("managed fields = %+v", mf)
 	}
 
@@ -216,7 +216,8 @@ func TestFieldManagerConflict(t *testing.T) {
 	if res, _, errOut := run(t, a, cm("helm"), apply.ApplyOptions{Namespace: ns, FieldManager: "helm"}); res.Err() != nil {
 		t.Fatal(errOut)
 	}
-	res, out, errOut := run(t, a, cm("ferry"), apply.ApplyOptions{Namespace: ns})
+	// --server-side keeps server-side apply's conflicts.
+	res, out, errOut := run(t, a, cm("ferry"), apply.ApplyOptions{Namespace: ns, ServerSide: true})
 	if res.Failed != 1 || out != "" {
 		t.Fatalf("no conflict: %q", out)
 	}
@@ -225,8 +226,15 @@ func TestFieldManagerConflict(t *testing.T) {
 			t.Fatalf("stderr lacks %q:\n%s", want, errOut)
 		}
 	}
-	_, out, _ = run(t, a, cm("ferry"), apply.ApplyOptions{Namespace: ns, Force: true})
-	wantLines(t, "forced", out, "configmap/shared configured")
+	_, out, _ = run(t, a, cm("ferry"), apply.ApplyOptions{Namespace: ns, Force: true, ServerSide: true})
+	wantLines(t, "forced", out, "configmap/shared serverside-applied")
+	// Plain apply settles it as client-side apply would: the manifest
+	// changed the field since the last apply, so it wins.
+	res, out, errOut = run(t, a, cm("plain"), apply.ApplyOptions{Namespace: ns})
+	if res.Err() != nil {
+		t.Fatal(errOut)
+	}
+	wantLines(t, "plain", out, "configmap/shared configured")
 }
 
 func TestDryRun(t *testing.T) {

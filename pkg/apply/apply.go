@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,10 +43,13 @@ const (
 	Configured Action = "configured"
 	Unchanged  Action = "unchanged"
 	Deleted    Action = "deleted"
+	// ServerSideApplied is `kubectl apply --server-side`'s word.
+	ServerSideApplied Action = "serverside-applied"
 )
 
-// DefaultFieldManager is the server-side apply field manager unless overridden.
-const DefaultFieldManager = "ferry"
+// DefaultFieldManager is the server-side apply field manager unless
+// overridden: kubectl's own (see takeover.go for why).
+const DefaultFieldManager = "kubectl"
 
 // ApplyOptions are one apply's settings (kubectl apply's flags).
 type ApplyOptions struct {
@@ -60,6 +64,15 @@ type ApplyOptions struct {
 	// Force takes over fields owned by other managers (--force-conflicts).
 	Force  bool
 	DryRun DryRun
+	// ServerSide is `kubectl apply --server-side`: conflicts with other
+	// managers are errors (unless Force), every object's word is
+	// "serverside-applied", and client-side apply's managed fields are
+	// migrated after the apply, as kubectl does. Without it ferry keeps
+	// plain `kubectl apply`'s promises on top of server-side apply: the
+	// last-applied-configuration annotation is written, a conflict is
+	// settled as client-side apply would (keepOthersChanges), and the words
+	// are created/configured/unchanged.
+	ServerSide bool
 	// Annotations are added to every object's metadata (see TraceAnnotations).
 	Annotations map[string]string
 	// Out gets one line per object ("deployment.apps/x created"), ErrOut one
@@ -112,7 +125,11 @@ type item struct {
 	beforeKnown  bool
 	beforeExists bool
 	beforeRV     string
+	beforeMeta   *liveMeta                  // annotations and managed fields, when it exists
 	beforeObj    *unstructured.Unstructured // full copy, for server dry run
+	// next is the same object again later in the input: applied after
+	// this one, as kubectl applies in order (the last one wins).
+	next *item
 }
 
 // Apply server-side applies objs: every object is attempted; the returned
@@ -184,12 +201,22 @@ func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*R
 			}
 			todo = append(todo, it)
 		}
-		a.lookupBefore(ctx, todo, o.DryRun == DryRunServer)
+		if !o.ServerSide {
+			a.lookupBefore(ctx, todo, o.DryRun == DryRunServer)
+		}
 		waitCRDs := s == stagePrereq && len(pending) > 0 && o.DryRun == DryRunNone
-		a.each(ctx, todo, func(it *item) {
-			a.applyOne(ctx, it, o, suffix)
-			if !waitCRDs || it.res.Object.GroupVersionKind().GroupKind() != crdGK {
-				p.done(idx[it], it.res)
+		a.each(ctx, chains(todo), func(it *item) {
+			for ; it != nil; it = it.next {
+				a.applyOne(ctx, it, o, suffix)
+				if !waitCRDs || it.res.Object.GroupVersionKind().GroupKind() != crdGK {
+					p.done(idx[it], it.res)
+				}
+				if it.next != nil && o.DryRun == DryRunNone && it.res.Live != nil {
+					// The next copy starts from what this one left.
+					n := it.next
+					n.beforeKnown, n.beforeExists = true, true
+					n.beforeRV, n.beforeMeta = it.res.Live.GetResourceVersion(), metaOf(it.res.Live)
+				}
 			}
 		})
 		if waitCRDs {
@@ -269,6 +296,29 @@ func setNamespace(obj *Object, m *meta.RESTMapping, ns string, explicit bool) er
 	return nil
 }
 
+// chains links the copies of one object (same resource, namespace and
+// name) in input order and returns the first of each: the copies of an
+// object are applied one after the other, never at the same time.
+func chains(items []*item) []*item {
+	type key struct {
+		gvr      schema.GroupVersionResource
+		ns, name string
+	}
+	last := map[key]*item{}
+	var heads []*item
+	for _, it := range items {
+		it.next = nil
+		k := key{it.mapping.Resource, it.res.Object.GetNamespace(), it.res.Object.GetName()}
+		if prev, ok := last[k]; ok {
+			prev.next = it
+		} else {
+			heads = append(heads, it)
+		}
+		last[k] = it
+	}
+	return heads
+}
+
 // each runs f on every item with the applier's concurrency.
 func (a *Applier) each(ctx context.Context, items []*item, f func(*item)) {
 	if len(items) == 0 {
@@ -329,15 +379,15 @@ func (a *Applier) lookupBefore(ctx context.Context, items []*item, full bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rvs := map[string]string{}
+			metas := map[string]*liveMeta{}
 			opts := metav1.ListOptions{Limit: 500}
 			for {
 				l, err := a.meta.Resource(k.gvr).Namespace(k.ns).List(ctx, opts)
 				if err != nil {
 					return // unknown: the items stay !beforeKnown
 				}
-				for _, m := range l.Items {
-					rvs[m.Name] = m.ResourceVersion
+				for i := range l.Items {
+					metas[l.Items[i].Name] = metaOf(&l.Items[i])
 				}
 				if l.Continue == "" {
 					break
@@ -346,7 +396,9 @@ func (a *Applier) lookupBefore(ctx context.Context, items []*item, full bool) {
 			}
 			for _, it := range groups[k] {
 				it.beforeKnown = true
-				it.beforeRV, it.beforeExists = rvs[it.res.Object.GetName()]
+				if m, ok := metas[it.res.Object.GetName()]; ok {
+					it.beforeExists, it.beforeRV, it.beforeMeta = true, m.ResourceVersion, m
+				}
 			}
 		}()
 	}
@@ -357,13 +409,13 @@ func (a *Applier) lookupBefore(ctx context.Context, items []*item, full bool) {
 			var u *unstructured.Unstructured
 			u, err = a.dyn.Resource(it.mapping.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 			if err == nil {
-				it.beforeObj, it.beforeRV = u, u.GetResourceVersion()
+				it.beforeObj, it.beforeRV, it.beforeMeta = u, u.GetResourceVersion(), metaOf(u)
 			}
 		} else {
 			var m *metav1.PartialObjectMetadata
 			m, err = a.meta.Resource(it.mapping.Resource).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 			if err == nil {
-				it.beforeRV = m.ResourceVersion
+				it.beforeRV, it.beforeMeta = m.ResourceVersion, metaOf(m)
 			}
 		}
 		switch {
@@ -389,14 +441,16 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 	}()
 	if o.DryRun == DryRunClient {
 		r.Action = Created
-		if it.beforeExists || !it.beforeKnown {
+		switch {
+		case o.ServerSide:
+			r.Action = ServerSideApplied
+		case it.beforeExists || !it.beforeKnown:
 			r.Action = Configured
 		}
 		return
 	}
-	body := obj.Unstructured
+	body := obj.Unstructured.DeepCopy()
 	if len(o.Annotations) > 0 {
-		body = body.DeepCopy()
 		ann := body.GetAnnotations()
 		if ann == nil {
 			ann = map[string]string{}
@@ -406,38 +460,73 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		}
 		body.SetAnnotations(ann)
 	}
-	data, err := json.Marshal(body.Object)
+	if !o.ServerSide {
+		// Plain apply writes client-side apply's annotation, as kubectl does.
+		v, err := lastAppliedValue(body)
+		if err != nil {
+			r.Err = err
+			return
+		}
+		ann := body.GetAnnotations()
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		ann[LastAppliedAnnotation] = v
+		body.SetAnnotations(ann)
+		if it.beforeMeta != nil && o.DryRun == DryRunNone {
+			// Take client-side apply's fields over first, so fields
+			// dropped from the manifest go with this apply.
+			rv, migrated, err := a.migrate(ctx, it, it.beforeMeta, o)
+			switch {
+			case err != nil:
+				warn(o.ErrOut, "Warning: failed to migrate managed fields of %s from client-side apply (retried next apply): %v", obj.Ref(), err)
+			case migrated:
+				it.beforeRV = rv
+			}
+		}
+		if it.beforeMeta != nil && it.beforeMeta.Annotations[LastAppliedAnnotation] == "" {
+			warn(o.ErrOut, "Warning: resource %s/%s is missing the %s annotation which is required by kubectl apply. kubectl apply should only be used on resources created declaratively by either kubectl create --save-config or kubectl apply. The missing annotation will be patched automatically.",
+				it.mapping.Resource.Resource, obj.GetName(), LastAppliedAnnotation)
+		}
+	}
+	live, code, err := a.patch(ctx, it, body, o, o.Force)
+	if !o.ServerSide && !o.Force && apierrors.IsConflict(err) {
+		// Client-side apply never conflicts: settle it as it would.
+		var st apierrors.APIStatus
+		if errors.As(err, &st) && st.Status().Details != nil {
+			last := ""
+			if it.beforeMeta != nil {
+				last = it.beforeMeta.Annotations[LastAppliedAnnotation]
+			}
+			keepOthersChanges(body.Object, last, st.Status().Details.Causes)
+			live, code, err = a.patch(ctx, it, body, o, true)
+		}
+	}
 	if err != nil {
-		r.Err = fmt.Errorf("encoding: %w", err)
+		r.Err = err
 		return
 	}
-	req := a.rest.Patch(types.ApplyPatchType).
-		AbsPath(resourcePath(it.mapping, obj.GetNamespace(), obj.GetName())).
-		Param("fieldManager", o.FieldManager).
-		Body(data)
-	if o.FieldValidation != "" {
-		req.Param("fieldValidation", o.FieldValidation)
-	}
-	if o.Force {
-		req.Param("force", "true")
-	}
-	if o.DryRun == DryRunServer {
-		req.Param("dryRun", metav1.DryRunAll)
-	}
-	var code int
-	raw, err := req.Do(ctx).StatusCode(&code).Raw()
-	if err != nil {
-		r.Err = statusFromBody(err, raw)
-		return
-	}
-	live := &unstructured.Unstructured{}
-	if err := live.UnmarshalJSON(raw); err != nil {
-		r.Err = fmt.Errorf("decoding the server's answer: %w", err)
-		return
+	if o.ServerSide && o.DryRun == DryRunNone {
+		// kubectl's order: apply, then migrate (3 requests only when
+		// there is something to migrate), then apply again so fields
+		// dropped from the manifest go.
+		if err := a.saveLastApplied(ctx, it, live, o); err != nil {
+			warn(o.ErrOut, "Warning: failed to migrate kubectl.kubernetes.io/last-applied-configuration for Server-Side Apply. This is non-fatal and will be retried next time you apply. Error: %v", err)
+		} else if _, migrated, err := a.migrate(ctx, it, metaOf(live), o); err != nil {
+			warn(o.ErrOut, "Warning: failed to migrate managed fields of %s from client-side apply (retried next apply): %v", obj.Ref(), err)
+		} else if migrated {
+			if again, _, err := a.patch(ctx, it, body, o, o.Force); err != nil {
+				warn(o.ErrOut, "Warning: failed to re-apply %s after migrating its managed fields: %v", obj.Ref(), err)
+			} else {
+				live = again
+			}
+		}
 	}
 	r.Live = live
 	// The API server answers 201 when the apply created the object.
 	switch {
+	case o.ServerSide:
+		r.Action = ServerSideApplied
 	case code == http.StatusCreated:
 		r.Action = Created
 	case o.DryRun == DryRunServer && it.beforeObj != nil:
@@ -450,6 +539,50 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 	default:
 		r.Action = Configured
 	}
+}
+
+// patch sends one server-side apply of body and returns the server's
+// object and HTTP status.
+func (a *Applier) patch(ctx context.Context, it *item, body *unstructured.Unstructured, o ApplyOptions, force bool) (*unstructured.Unstructured, int, error) {
+	data, err := json.Marshal(body.Object)
+	if err != nil {
+		return nil, 0, fmt.Errorf("encoding: %w", err)
+	}
+	req := a.rest.Patch(types.ApplyPatchType).
+		AbsPath(resourcePath(it.mapping, body.GetNamespace(), body.GetName())).
+		Param("fieldManager", o.FieldManager).
+		Body(data)
+	if o.FieldValidation != "" {
+		req.Param("fieldValidation", o.FieldValidation)
+	}
+	if force {
+		req.Param("force", "true")
+	}
+	if o.DryRun == DryRunServer {
+		req.Param("dryRun", metav1.DryRunAll)
+	}
+	var code int
+	raw, err := req.Do(ctx).StatusCode(&code).Raw()
+	if err != nil {
+		return nil, code, statusFromBody(err, raw)
+	}
+	live := &unstructured.Unstructured{}
+	if err := live.UnmarshalJSON(raw); err != nil {
+		return nil, code, fmt.Errorf("decoding the server's answer: %w", err)
+	}
+	return live, code, nil
+}
+
+// warnMu keeps warnings from concurrent applies on lines of their own.
+var warnMu sync.Mutex
+
+func warn(w io.Writer, format string, args ...any) {
+	if w == nil {
+		return
+	}
+	warnMu.Lock()
+	defer warnMu.Unlock()
+	fmt.Fprintf(w, format+"\n", args...)
 }
 
 func equalIgnoringManagedFields(a, b *unstructured.Unstructured) bool {

@@ -19,6 +19,7 @@ type DiffOptions struct {
 	NamespaceExplicit bool
 	FieldManager      string
 	Force             bool
+	ServerSide        bool
 	Annotations       map[string]string
 	Out, ErrOut       io.Writer
 }
@@ -40,7 +41,7 @@ func (a *Applier) Diff(ctx context.Context, objs []*Object, o DiffOptions) (*Dif
 	res, err := a.Apply(ctx, objs, ApplyOptions{
 		Namespace: o.Namespace, NamespaceExplicit: o.NamespaceExplicit,
 		FieldManager: o.FieldManager, Force: o.Force, Annotations: o.Annotations,
-		DryRun: DryRunServer,
+		DryRun: DryRunServer, ServerSide: o.ServerSide,
 	})
 	if err != nil {
 		return nil, err

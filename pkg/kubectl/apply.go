@@ -112,7 +112,7 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	fs.StringVar(&manager, "field-manager", apply.DefaultFieldManager, "server-side apply field manager")
 	fs.StringVar(&validate, "validate", "strict", "strict (true), warn or ignore (false): the server's field validation")
 	fs.Lookup("validate").NoOptDefVal = "strict"
-	fs.BoolVar(&serverSide, "server-side", true, "accepted for compatibility: ferry always uses server-side apply")
+	fs.BoolVar(&serverSide, "server-side", false, "kubectl's server-side apply semantics: conflicts with other field managers are errors; words are serverside-applied")
 	fs.BoolVar(&force, "force-conflicts", false, "take over fields owned by other field managers")
 	fs.BoolVar(&wait, "wait", false, "wait until the applied objects are ready (kstatus)")
 	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
@@ -129,6 +129,12 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	dr, err := parseDryRun(dryRun)
 	if err != nil {
 		return err
+	}
+	if force && !serverSide {
+		return errors.New("--force-conflicts only works with --server-side")
+	}
+	if dr == apply.DryRunClient && serverSide {
+		return errors.New("--dry-run=client doesn't work with --server-side (did you mean --dry-run=server instead?)")
 	}
 	fv, err := parseValidate(validate)
 	if err != nil {
@@ -148,7 +154,7 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	a := t.applier
 	opts := apply.ApplyOptions{
 		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,
-		DryRun: dr, Annotations: t.annotations, FieldValidation: fv, ErrOut: e.stderr,
+		DryRun: dr, ServerSide: serverSide, Annotations: t.annotations, FieldValidation: fv, ErrOut: e.stderr,
 	}
 	if output == "" {
 		opts.Out = e.stdout
@@ -228,7 +234,8 @@ func (e *env) diff(ctx context.Context, args []string) error {
 	src.register(fs)
 	fs.StringVar(&manager, "field-manager", apply.DefaultFieldManager, "server-side apply field manager")
 	fs.BoolVar(&force, "force-conflicts", false, "take over fields owned by other field managers")
-	fs.Bool("server-side", true, "accepted for compatibility: ferry always diffs with a server-side dry run")
+	var serverSide bool
+	fs.BoolVar(&serverSide, "server-side", false, "diff what `apply --server-side` would do")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
@@ -241,7 +248,7 @@ func (e *env) diff(ctx context.Context, args []string) error {
 		return err
 	}
 	res, err := t.applier.Diff(ctx, objs, apply.DiffOptions{Namespace: t.ns, NamespaceExplicit: t.explicit,
-		FieldManager: manager, Force: force, Annotations: t.annotations, Out: e.stdout, ErrOut: e.stderr})
+		FieldManager: manager, Force: force, ServerSide: serverSide, Annotations: t.annotations, Out: e.stdout, ErrOut: e.stderr})
 	if err != nil {
 		fmt.Fprintln(e.stderr, formatError(err))
 		return exitError{2}

@@ -1,0 +1,114 @@
+package apply
+
+import (
+	"encoding/json"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestLocateConflictPaths(t *testing.T) {
+	doc := map[string]any{}
+	if err := json.Unmarshal([]byte(`{
+		"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x", "a": "b"}, "finalizers": ["f1", "f2"]},
+		"spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}, {"port": 443, "protocol": "TCP"}],
+			"template": {"spec": {"containers": [{"name": "side"}, {"name": "app", "image": "a:1"}]}}}}`), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		".spec.replicas": `2`,
+		`.spec.template.spec.containers[name="app"].image`:                       `"a:1"`,
+		`.spec.ports[port=443,protocol="TCP"]`:                                   `{"port":443,"protocol":"TCP"}`,
+		`.metadata.finalizers[="f2"]`:                                            `"f2"`,
+		`.metadata.annotations.kubectl.kubernetes.io/last-applied-configuration`: `"x"`,
+		`.spec.template.spec.containers[0]`:                                      `{"name":"side"}`,
+	} {
+		s, ok := locate(doc, path)
+		if !ok {
+			t.Errorf("%s: not found", path)
+			continue
+		}
+		if got, _ := json.Marshal(s.value()); string(got) != want {
+			t.Errorf("%s = %s, want %s", path, got, want)
+		}
+	}
+	for _, path := range []string{".spec.nothere", `.spec.template.spec.containers[name="x"]`, ".spec.replicas.deeper", "spec"} {
+		if _, ok := locate(doc, path); ok {
+			t.Errorf("%s: found", path)
+		}
+	}
+	s, _ := locate(doc, `.spec.ports[port=80,protocol="TCP"]`)
+	s.remove()
+	s, _ = locate(doc, `.spec.template.spec.containers[name="app"].image`)
+	s.remove()
+	got, _ := json.Marshal(doc["spec"])
+	if want := `{"ports":[{"port":443,"protocol":"TCP"}],"replicas":2,"template":{"spec":{"containers":[{"name":"side"},{"name":"app"}]}}}`; string(got) != want {
+		t.Fatalf("after removals: %s\nwant %s", got, want)
+	}
+}
+
+// TestKeepOthersChanges: of the fields in conflict, client-side apply keeps
+// the live value of those the manifest did not change since the last apply.
+func TestKeepOthersChanges(t *testing.T) {
+	body := map[string]any{}
+	json.Unmarshal([]byte(`{"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:2"}]}}}}`), &body)
+	last := `{"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}}`
+	causes := []metav1.StatusCause{
+		{Type: metav1.CauseTypeFieldManagerConflict, Field: ".spec.replicas", Message: `conflict with "kubectl-scale"`},
+		{Type: metav1.CauseTypeFieldManagerConflict, Field: `.spec.template.spec.containers[name="app"].image`, Message: `conflict with "kubectl-set"`},
+	}
+	if n := keepOthersChanges(body, last, causes); n != 1 {
+		t.Fatalf("removed %d fields, want 1 (replicas)", n)
+	}
+	got, _ := json.Marshal(body)
+	if want := `{"spec":{"template":{"spec":{"containers":[{"image":"a:2","name":"app"}]}}}}`; string(got) != want {
+		t.Fatalf("body = %s, want %s", got, want)
+	}
+	// No last-applied record: the manifest wins everywhere.
+	if n := keepOthersChanges(body, "", causes); n != 0 {
+		t.Fatalf("removed %d without a record", n)
+	}
+}
+
+func TestUpgradedManagedFields(t *testing.T) {
+	fields := func(s string) *metav1.FieldsV1 { return &metav1.FieldsV1{Raw: []byte(s)} }
+	m := &liveMeta{ResourceVersion: "7", ManagedFields: []metav1.ManagedFieldsEntry{
+		{Manager: "kubectl-client-side-apply", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
+			FieldsV1: fields(`{"f:data":{"f:a":{}},"f:metadata":{"f:annotations":{".":{},"f:kubectl.kubernetes.io/last-applied-configuration":{}}}}`)},
+		{Manager: "ferry", Operation: metav1.ManagedFieldsOperationApply, APIVersion: "v1", FieldsV1: fields(`{"f:data":{"f:b":{}}}`)},
+		{Manager: "kubectl-scale", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsV1: fields(`{"f:data":{"f:c":{}}}`)},
+	}}
+	mf, changed, err := upgradedManagedFields(m, DefaultFieldManager)
+	if err != nil || !changed {
+		t.Fatalf("changed=%v err=%v", changed, err)
+	}
+	if len(mf) != 2 || mf[0].Manager != "kubectl" || mf[0].Operation != metav1.ManagedFieldsOperationApply || mf[1].Manager != "kubectl-scale" {
+		t.Fatalf("managed fields = %+v", mf)
+	}
+	want := `{"f:data":{"f:a":{},"f:b":{}},"f:metadata":{"f:annotations":{".":{},"f:kubectl.kubernetes.io/last-applied-configuration":{}}}}`
+	if got := string(mf[0].FieldsV1.Raw); got != want {
+		t.Fatalf("fields = %s\nwant %s", got, want)
+	}
+	if _, changed, _ := upgradedManagedFields(&liveMeta{ManagedFields: mf}, DefaultFieldManager); changed {
+		t.Fatal("a migrated object migrates again")
+	}
+	// A custom --field-manager takes client-side apply's fields, not ferry's legacy ones.
+	mf, _, _ = upgradedManagedFields(m, "deployer")
+	if len(mf) != 3 || mf[0].Manager != "deployer" || mf[1].Manager != "ferry" {
+		t.Fatalf("custom manager: %+v", mf)
+	}
+}
+
+func TestLastAppliedValue(t *testing.T) {
+	objs, err := Parse("x.yaml", []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  annotations:\n    kubectl.kubernetes.io/last-applied-configuration: old\ndata:\n  k: v\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lastAppliedValue(objs[0].Unstructured)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"apiVersion":"v1","data":{"k":"v"},"kind":"ConfigMap","metadata":{"name":"x"}}` + "\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
