@@ -127,6 +127,8 @@ type item struct {
 	beforeRV     string
 	beforeMeta   *liveMeta                  // annotations and managed fields, when it exists
 	beforeObj    *unstructured.Unstructured // full copy, for server dry run
+	// builtin: mapping came from builtinMappings, not discovery.
+	builtin bool
 	// next is the same object again later in the input: applied after
 	// this one, as kubectl applies in order (the last one wins).
 	next *item
@@ -242,9 +244,13 @@ func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*R
 func (a *Applier) mapItem(it *item, o ApplyOptions) error {
 	obj := it.res.Object
 	gvk := obj.GroupVersionKind()
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return err
+	m, ok := builtinMappings[gvk]
+	it.builtin = ok
+	if !ok {
+		var err error
+		if m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			return err
+		}
 	}
 	it.mapping = m
 	return setNamespace(obj, m, o.Namespace, o.NamespaceExplicit)
@@ -490,6 +496,16 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		}
 	}
 	live, code, err := a.patch(ctx, it, body, o, o.Force)
+	if it.builtin && isPathNotFound(err) {
+		// An API server without this built-in version: ask discovery.
+		it.builtin = false
+		if m, merr := a.mapper.RESTMapping(obj.GroupVersionKind().GroupKind(), obj.GroupVersionKind().Version); merr != nil {
+			err = merr
+		} else if *m != *it.mapping {
+			it.mapping = m
+			live, code, err = a.patch(ctx, it, body, o, o.Force)
+		}
+	}
 	if !o.ServerSide && !o.Force && apierrors.IsConflict(err) {
 		// Client-side apply never conflicts: settle it as it would.
 		var st apierrors.APIStatus
@@ -539,6 +555,17 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 	default:
 		r.Action = Configured
 	}
+}
+
+// isPathNotFound is a 404 that is not about an object (an apply creates
+// objects) or a missing namespace: the API path itself is not served.
+func isPathNotFound(err error) bool {
+	var st apierrors.APIStatus
+	if !apierrors.IsNotFound(err) || !errors.As(err, &st) {
+		return false
+	}
+	d := st.Status().Details
+	return d == nil || d.Kind == "" || (d.Kind != "namespaces" && d.Name == "")
 }
 
 // patch sends one server-side apply of body and returns the server's

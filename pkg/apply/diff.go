@@ -54,7 +54,11 @@ func (a *Applier) Diff(ctx context.Context, objs []*Object, o DiffOptions) (*Dif
 		}
 		obj := r.Object
 		gvk := obj.GroupVersionKind()
-		m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		m, ok := builtinMappings[gvk]
+		var err error
+		if !ok {
+			m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		}
 		if err != nil {
 			r.Err = err
 			return
