@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
@@ -103,7 +104,9 @@ func (e *env) apply(ctx context.Context, args []string) error {
 		validate                string
 		serverSide, force, wait bool
 		timeout                 time.Duration
-		prune                   bool
+		prune, pruneAll         bool
+		applySet, selector      string
+		pruneAllow              []string
 	)
 	src.register(fs)
 	fs.StringVar(&dryRun, "dry-run", "none", "none, client or server")
@@ -116,12 +119,30 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	fs.BoolVar(&force, "force-conflicts", false, "take over fields owned by other field managers")
 	fs.BoolVar(&wait, "wait", false, "wait until the applied objects are ready (kstatus)")
 	fs.DurationVar(&timeout, "timeout", 5*time.Minute, "how long --wait waits")
-	fs.BoolVar(&prune, "prune", false, "not supported by ferry")
+	fs.BoolVar(&prune, "prune", false, "delete objects of the set (--applyset, or -l / --all) that the manifests no longer contain")
+	fs.StringVar(&applySet, "applyset", "", "the ApplySet parent: NAME (a Secret), secrets/NAME or configmaps/NAME, in -n's namespace")
+	fs.StringVarP(&selector, "selector", "l", "", "apply (and prune) only objects matching this label selector")
+	fs.BoolVar(&pruneAll, "all", false, "with --prune and no --applyset: prune every object of kubectl's default kinds made by apply")
+	fs.StringArrayVar(&pruneAllow, "prune-allowlist", nil, "not supported by ferry")
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
-	if prune {
-		return errors.New("--prune is not supported by ferry's kubectl")
+	if len(pruneAllow) > 0 {
+		return errors.New("--prune-allowlist is not supported by ferry's kubectl; use --applyset")
+	}
+	switch {
+	case applySet != "" && !prune:
+		return errors.New("--applyset requires --prune")
+	case prune && applySet != "" && pruneAll:
+		return errors.New("--all is incompatible with --applyset")
+	case prune && applySet != "" && selector != "":
+		return errors.New("--selector is incompatible with --applyset")
+	case prune && applySet == "" && !pruneAll && selector == "":
+		return errors.New("all resources selected for prune without explicitly passing --all. To prune all resources, pass the --all flag. If you did not mean to prune all resources, specify a label selector")
+	case prune && applySet == "" && serverSide:
+		return errors.New("--prune is in alpha and doesn't currently work on objects created by server-side apply")
+	case pruneAll && selector != "":
+		return errors.New("cannot set --all and --selector at the same time")
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
@@ -147,6 +168,11 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if selector != "" {
+		if objs, err = filterLabels(objs, selector); err != nil {
+			return err
+		}
+	}
 	t, err := e.writeTarget()
 	if err != nil {
 		return err
@@ -159,9 +185,35 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	if output == "" {
 		opts.Out = e.stdout
 	}
+	var set *apply.ApplySet
+	if applySet != "" {
+		// The parent's namespace is -n's only, as kubectl (not the kubeconfig's).
+		ns := ""
+		if t.explicit {
+			ns = t.ns
+		}
+		if set, err = a.OpenApplySet(applySet, ns); err != nil {
+			return err
+		}
+		if err := set.Begin(ctx, objs, opts); err != nil {
+			return err
+		}
+	}
 	res, err := a.Apply(ctx, objs, opts)
 	if err != nil {
 		return err
+	}
+	if prune && res.Err() == nil {
+		pruneOpts := opts
+		pruneOpts.Out = e.stdout
+		if set != nil {
+			err = set.Prune(ctx, pruneOpts)
+		} else {
+			err = a.PruneSelector(ctx, res, selector, pruneOpts)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if output != "" {
 		var live []*unstructured.Unstructured
@@ -196,6 +248,21 @@ func (e *env) apply(ctx context.Context, args []string) error {
 		}
 	}
 	return nil
+}
+
+// filterLabels keeps the objects matching selector, as kubectl apply -l.
+func filterLabels(objs []*apply.Object, selector string) ([]*apply.Object, error) {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, err
+	}
+	var out []*apply.Object
+	for _, o := range objs {
+		if sel.Matches(labels.Set(o.GetLabels())) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
 }
 
 func parseDryRun(s string) (apply.DryRun, error) {
