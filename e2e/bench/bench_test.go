@@ -409,3 +409,110 @@ func BenchmarkDiscovery(b *testing.B) {
 	b.ReportMetric(ms(median(warm)), "warm-ms")
 	b.ReportMetric(float64(median(cold))/float64(median(warm)), "cold/warm")
 }
+
+// BenchmarkSeedFloor is the seed apply (the Service and Deployment of
+// testdata/manifests/seed into an existing namespace) against its physical
+// floor, each a fresh process, side by side: floor (bench/floor: load the
+// kubeconfig, send the two SSA PATCHes, nothing else), ferry's `kubectl
+// apply -f dir`, and ferry's `kubectl apply --server-side -f dir`. First
+// apply (created) and re-apply (unchanged), medians; the target is
+// ferry/floor <= 1.5x.
+func BenchmarkSeedFloor(b *testing.B) {
+	setup(b)
+	floorBin := filepath.Join(home, "floor")
+	if out, err := exec.Command("go", "build", "-o", floorBin, "./floor").CombinedOutput(); err != nil {
+		b.Fatalf("building the floor: %v\n%s", err, out)
+	}
+	ctx := context.Background()
+	dyn, err := dynamic.NewForConfig(c.AdminRESTConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	nsGVR := schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	env := append(os.Environ(), "KUBECONFIG="+c.AdminKubeconfigPath, "HOME="+home, "FERRY_STATE_DIR="+filepath.Join(home, "state"))
+	// prepare writes the seed into a fresh namespace: its directory, and
+	// the floor's arguments.
+	prepare := func() (string, []string) {
+		ns := fmt.Sprintf("floor-%d-%d", os.Getpid(), seq.Add(1))
+		nsObj := map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}
+		data, _ := json.Marshal(nsObj)
+		if _, err := dyn.Resource(nsGVR).Patch(ctx, ns, types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "bench"}); err != nil {
+			b.Fatal(err)
+		}
+		dir := b.TempDir()
+		var args []string
+		for _, f := range []string{"service.yaml", "deployment.yaml"} {
+			raw, err := os.ReadFile(filepath.Join("../../testdata/manifests/seed", f))
+			if err != nil {
+				b.Fatal(err)
+			}
+			doc := strings.Replace(string(raw), "metadata:\n", "metadata:\n  namespace: "+ns+"\n", 1)
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(doc), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			objs, err := apply.Parse(f, []byte(doc), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body, _ := json.Marshal(objs[0].Object)
+			jf := filepath.Join(b.TempDir(), f+".json")
+			if err := os.WriteFile(jf, body, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			path := "/api/v1/namespaces/" + ns + "/services/" + objs[0].GetName()
+			if objs[0].GetKind() == "Deployment" {
+				path = "/apis/apps/v1/namespaces/" + ns + "/deployments/" + objs[0].GetName()
+			}
+			args = append(args, path+"="+jf)
+		}
+		return dir, args
+	}
+	timed := func(bin string, args ...string) time.Duration {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = env
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(t0)
+		if err != nil {
+			b.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+		}
+		return d
+	}
+	ferry := func(extra ...string) func(string, []string) time.Duration {
+		return func(dir string, _ []string) time.Duration {
+			return timed(ferryBin, append(append([]string{"kubectl", "apply"}, extra...), "-f", dir)...)
+		}
+	}
+	runs := []struct {
+		name string
+		run  func(dir string, floorArgs []string) time.Duration
+	}{
+		{"floor", func(_ string, a []string) time.Duration { return timed(floorBin, a...) }},
+		{"ferry", ferry()},
+		{"ferry-ss", ferry("--server-side")},
+	}
+	for _, r := range runs { // warm caches (discovery, page cache)
+		dir, a := prepare()
+		r.run(dir, a)
+	}
+	first := map[string][]time.Duration{}
+	again := map[string][]time.Duration{}
+	b.ResetTimer()
+	for range b.N {
+		for _, r := range runs {
+			dir, a := prepare()
+			first[r.name] = append(first[r.name], r.run(dir, a))
+			again[r.name] = append(again[r.name], r.run(dir, a))
+		}
+	}
+	b.StopTimer()
+	for what, ds := range map[string]map[string][]time.Duration{"first": first, "reapply": again} {
+		fl := median(ds["floor"])
+		b.ReportMetric(ms(fl), what+"-floor-ms")
+		for _, n := range []string{"ferry", "ferry-ss"} {
+			d := median(ds[n])
+			b.ReportMetric(ms(d), what+"-"+n+"-ms")
+			b.ReportMetric(float64(d)/float64(fl), what+"-"+n+"/floor")
+		}
+	}
+}

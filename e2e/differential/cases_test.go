@@ -1,0 +1,219 @@
+package differential
+
+import (
+	"fmt"
+	"testing"
+)
+
+// deploy is a Deployment named app; extra is indented under its spec's
+// pod template container, labels under metadata.labels.
+func deploy(image string, replicas int, labels, env string) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+  labels:
+    app: app
+%s
+spec:
+  replicas: %d
+  selector:
+    matchLabels: {app: app}
+  template:
+    metadata:
+      labels: {app: app}
+    spec:
+      containers:
+      - name: app
+        image: %s
+%s
+`, labels, replicas, image, env)
+}
+
+const envA = `        env:
+        - {name: A, value: "1"}
+        - {name: B, value: "2"}`
+
+const envB = `        env:
+        - {name: B, value: "2"}`
+
+var (
+	v1 = deploy("registry.example.com/app:1", 2, "    team: blue", envA)
+	// v2: new image, env A and label team dropped from the manifest.
+	v2 = deploy("registry.example.com/app:2", 2, "", envB)
+	// v3: back to one env var less, replicas 3.
+	v3 = deploy("registry.example.com/app:3", 3, "", "")
+)
+
+const svc = `apiVersion: v1
+kind: Service
+metadata:
+  name: app
+spec:
+  selector: {app: app}
+  ports:
+  - {port: 80, targetPort: 8080}
+`
+
+func cm(name, data string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\ndata:\n%s\n", name, data)
+}
+
+func TestDifferential(t *testing.T) {
+	for _, dc := range []diffCase{
+		// Taking over from client-side apply.
+		{name: "csa-then-ferry-drops-fields",
+			files:   map[string]string{"v1.yaml": v1, "v2.yaml": v2, "v3.yaml": v3},
+			steps:   []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "csa-then-ferry-server-side",
+			files:   map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps:   []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "--server-side", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "ferry-then-back-to-csa",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2, "v3.yaml": v3},
+			steps: []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "-f", "{dir}/v2.yaml"),
+				real("apply", "-f", "{dir}/v3.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "server-side-then-back-to-csa",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2, "v3.yaml": v3},
+			steps: []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "--server-side", "-f", "{dir}/v2.yaml"),
+				real("apply", "-f", "{dir}/v3.yaml")},
+			objects: []string{"deployment/app"}},
+		// Plain apply after imperative changes.
+		{name: "scale-then-apply-same",
+			files: map[string]string{"v1.yaml": v1},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/v1.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "scale-then-apply-changed-replicas",
+			files: map[string]string{"v1.yaml": v1, "v3.yaml": v3},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/v3.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "set-image-then-apply",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("set", "image", "deployment/app", "app=other:9", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/v1.yaml"), job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "patch-annotate-label-then-apply",
+			files: map[string]string{"v1.yaml": v1},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"),
+				real("patch", "deployment/app", "-n", "{ns}", "-p", `{"spec":{"replicas":4,"template":{"spec":{"containers":[{"name":"app","image":"patched:1"}]}}}}`),
+				real("annotate", "deployment/app", "-n", "{ns}", "note=hi"),
+				real("label", "deployment/app", "-n", "{ns}", "team=red", "--overwrite"),
+				job("apply", "-f", "{dir}/v1.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "edit-then-apply",
+			files: map[string]string{"v1.yaml": v1},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"),
+				real("edit", "deployment/app", "-n", "{ns}").withEnv("KUBE_EDITOR=sed -i -e 's/replicas: 2/replicas: 7/'"),
+				job("apply", "-f", "{dir}/v1.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "create-then-apply",
+			files:   map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps:   []step{real("create", "-f", "{dir}/v1.yaml"), job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "server-side-keeps-conflicts",
+			files: map[string]string{"v1.yaml": v1, "v3.yaml": v3},
+			steps: []step{job("apply", "--server-side", "-f", "{dir}/v1.yaml"), real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "--server-side", "-f", "{dir}/v3.yaml"), job("apply", "--server-side", "--force-conflicts", "-f", "{dir}/v3.yaml")},
+			objects: []string{"deployment/app"}},
+		// The same object twice in one apply: in order, the last wins.
+		{name: "same-object-twice",
+			files:   map[string]string{"dup.yaml": cm("dup", "  k: first\n  a: x") + "---\n" + cm("dup", "  k: second") + "---\n" + cm("other", "  k: v") + "---\n" + cm("dup", "  k: third\n  b: y")},
+			steps:   []step{job("apply", "-f", "{dir}/dup.yaml"), job("apply", "-f", "{dir}/dup.yaml")},
+			objects: []string{"configmap/dup", "configmap/other"}},
+		// Flags.
+		{name: "url",
+			files:   map[string]string{"remote/app.yaml": v1},
+			steps:   []step{job("apply", "-f", "{url}/remote/app.yaml"), job("apply", "-f", "{url}/remote/missing.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "validate",
+			files: map[string]string{"bad.yaml": cm("val", "  k: v") + "bogus: 1\n"},
+			steps: []step{job("apply", "-f", "{dir}/bad.yaml"), job("apply", "--validate=strict", "-f", "{dir}/bad.yaml"),
+				job("apply", "--validate=warn", "-f", "{dir}/bad.yaml"), job("apply", "--validate=false", "-f", "{dir}/bad.yaml")},
+			objects: []string{"configmap/val"}},
+		{name: "diff-exit-codes",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2, "broken.yaml": "kind: [\n"},
+			steps: []step{job("diff", "-f", "{dir}/v1.yaml"), job("apply", "-f", "{dir}/v1.yaml"), job("diff", "-f", "{dir}/v1.yaml"),
+				job("diff", "-f", "{dir}/v2.yaml"), job("diff", "-f", "{dir}/broken.yaml"), job("diff", "-f", "{dir}/nothere.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "dry-runs-over-kubectl-applied",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps: []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "--dry-run=server", "-f", "{dir}/v2.yaml"),
+				job("apply", "--dry-run=client", "-f", "{dir}/v2.yaml"), job("apply", "--server-side", "--dry-run=server", "-f", "{dir}/v2.yaml"),
+				job("apply", "--server-side", "--dry-run=client", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		// Inputs.
+		{name: "kustomize",
+			files: map[string]string{"k/kustomization.yaml": "namePrefix: p-\ncommonLabels: {env: prod}\nresources: [svc.yaml, cm.yaml]\n",
+				"k/svc.yaml": svc, "k/cm.yaml": cm("conf", "  k: v")},
+			steps:   []step{job("apply", "-k", "{dir}/k"), job("apply", "-k", "{dir}/k")},
+			objects: []string{"service/p-app", "configmap/p-conf"}},
+		{name: "stdin",
+			steps:   []step{job("apply", "-f", "-").withStdin(cm("from-stdin", "  k: v")), job("apply", "-n", "{ns}", "-f", "-").withStdin(svc)},
+			objects: []string{"configmap/from-stdin", "service/app"}},
+		{name: "list-kinds",
+			files: map[string]string{"list.yaml": "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l1}\n  data: {k: v}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l2}\n  data: {k: w}\n",
+				"cmlist.json": `{"apiVersion":"v1","kind":"ConfigMapList","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l3"},"data":{"k":"x"}}]}`},
+			steps:   []step{job("apply", "-f", "{dir}/list.yaml", "-f", "{dir}/cmlist.json")},
+			objects: []string{"configmap/l1", "configmap/l2", "configmap/l3"}},
+		{name: "secret-stringdata",
+			files: map[string]string{"s1.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  user: admin\n  pass: one\n",
+				"s2.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\nstringData:\n  user: admin\n",
+				"s3.yaml": "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\ndata:\n  user: cm9vdA==\n"},
+			steps:   []step{job("apply", "-f", "{dir}/s1.yaml"), job("apply", "-f", "{dir}/s2.yaml"), job("apply", "-f", "{dir}/s3.yaml")},
+			objects: []string{"secret/s"}},
+		{name: "namespace-mismatch",
+			files:   map[string]string{"other.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: m\n  namespace: {ns2}\ndata: {k: v}\n"},
+			steps:   []step{job("apply", "-n", "{ns}", "-f", "{dir}/other.yaml"), job("apply", "-n", "{ns2}", "-f", "{dir}/other.yaml")},
+			objects: []string{"configmap/m -n {ns2}", "configmap/m"}},
+		// Prune.
+		{name: "applyset-prune",
+			files: map[string]string{"one/a.yaml": cm("a", "  k: v"), "one/b.yaml": cm("b", "  k: v"), "two/a.yaml": cm("a", "  k: w")},
+			steps: []step{job("apply", "--prune", "--applyset=set1", "-f", "{dir}/one"), job("apply", "--prune", "--applyset=set1", "-f", "{dir}/two"),
+				job("apply", "--prune", "--applyset=set1", "-l", "x=y", "-f", "{dir}/two"), job("apply", "--applyset=set1", "-f", "{dir}/two")},
+			objects: []string{"configmap/a", "configmap/b", "secret/set1"}},
+		{name: "applyset-kubectl-then-ferry",
+			files: map[string]string{"one/a.yaml": cm("a", "  k: v"), "one/b.yaml": cm("b", "  k: v"), "two/a.yaml": cm("a", "  k: w")},
+			steps: []step{real("apply", "--prune", "--applyset=configmaps/set2", "-f", "{dir}/one"),
+				job("apply", "--prune", "--applyset=configmaps/set2", "-f", "{dir}/two"),
+				real("apply", "--prune", "--applyset=configmaps/set2", "-f", "{dir}/one")},
+			objects: []string{"configmap/a", "configmap/b", "configmap/set2"}},
+		{name: "label-prune",
+			files: map[string]string{"one/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {app: x}\n",
+				"one/b.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  labels: {app: x}\n",
+				"one/c.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  labels: {app: other}\n",
+				"two/a.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {app: x}\n"},
+			steps: []step{job("apply", "-f", "{dir}/one"), real("create", "configmap", "manual", "-n", "{ns}"), real("label", "configmap/manual", "app=x", "-n", "{ns}"),
+				job("apply", "--prune", "-l", "app=x", "-f", "{dir}/two"), job("apply", "--prune", "-f", "{dir}/two")},
+			objects: []string{"configmap/a", "configmap/b", "configmap/c", "configmap/manual"}},
+		{name: "delete-then-apply",
+			files: map[string]string{"v1.yaml": v1, "svc.yaml": svc},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml", "-f", "{dir}/svc.yaml"), job("delete", "-f", "{dir}/v1.yaml"),
+				job("apply", "-f", "{dir}/v1.yaml", "-f", "{dir}/svc.yaml")},
+			objects: []string{"deployment/app", "service/app"}},
+	} {
+		t.Run(dc.name, func(t *testing.T) {
+			// Every path is relative to the run's directory and namespace.
+			for i := range dc.steps {
+				if dc.steps[i].args[0] != "create" || dc.steps[i].args[1] != "namespace" {
+					dc.steps[i].args = append(dc.steps[i].args, defaultNS(dc.steps[i].args)...)
+				}
+			}
+			check(t, dc)
+		})
+	}
+}
+
+// defaultNS adds -n {ns} to a step that names no namespace, so each run
+// stays in its own.
+func defaultNS(args []string) []string {
+	for _, a := range args {
+		if a == "-n" || a == "--namespace" {
+			return nil
+		}
+	}
+	return []string{"-n", "{ns}"}
+}
