@@ -3,6 +3,7 @@ package stages
 import (
 	"flag"
 	"io"
+	"strings"
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
@@ -48,10 +49,14 @@ func CheckStageArgs(args []string, env map[string]string) (hostcheck.StageSettin
 			s.StateDirGiven = true
 		}
 	})
-	if f := o.Lookup("kube-preflight-timeout"); f != nil {
-		if g, ok := f.Value.(flag.Getter); ok {
-			s.KubePreflight, _ = g.Get().(time.Duration)
+	// Every feature's check in prepare (Kubernetes, Docker, ...) has a
+	// --<feature>-preflight-timeout; prepare may take all of them.
+	o.fs.VisitAll(func(f *flag.Flag) {
+		if g, ok := f.Value.(flag.Getter); ok && strings.HasSuffix(f.Name, "-preflight-timeout") {
+			d, _ := g.Get().(time.Duration)
+			s.Preflight += d
+			s.PreflightFlags = append(s.PreflightFlags, "--"+f.Name)
 		}
-	}
+	})
 	return s, nil
 }

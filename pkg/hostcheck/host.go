@@ -246,6 +246,14 @@ func (c *checker) docker() {
 	} else {
 		c.r.Warn(subject, "neither the docker compose plugin nor docker-compose: compose deploys need one")
 	}
+	// ferry holds Docker's SSH connections itself; OpenSSH, when present,
+	// only tells it how the runner's user reaches a hand-made context's
+	// host (~/.ssh/config: aliases, users, keys).
+	if sp, err := exec.LookPath("ssh"); err == nil {
+		c.r.OK(subject, "ssh client %s: ssh:// docker contexts are resolved with the runner user's ~/.ssh/config", sp)
+	} else {
+		c.r.OK(subject, "no ssh client: ssh:// docker contexts use OpenSSH's default key and known_hosts paths (no ~/.ssh/config)")
+	}
 }
 
 func firstLine(s string) string {

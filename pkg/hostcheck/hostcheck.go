@@ -52,7 +52,8 @@ type StageSettings struct {
 	BuildsDir      string
 	CacheDir       string
 	GracePeriod    time.Duration
-	KubePreflight  time.Duration // 0: the flag does not exist in this build
+	Preflight      time.Duration // the sum of the features' --*-preflight-timeout: prepare may take them all
+	PreflightFlags []string      // their names
 	UnexpectedArgs []string
 }
 

@@ -259,8 +259,14 @@ func (c *checker) runner(subj, name string, rn runnerEntry) (runnerCheck, bool) 
 		c.r.Fail(subj, "force_kill_timeout = %d: must be positive", *f)
 	}
 	minimum := [4]time.Duration{5 * time.Second, 30 * time.Second, 0, 10 * time.Second}
-	if p := settings[1]; p != nil && p.KubePreflight+10*time.Second > minimum[1] {
-		minimum[1] = p.KubePreflight + 10*time.Second
+	preflight := "the features' --*-preflight-timeout"
+	if p := settings[1]; p != nil {
+		if p.Preflight+10*time.Second > minimum[1] {
+			minimum[1] = p.Preflight + 10*time.Second
+		}
+		if len(p.PreflightFlags) > 0 {
+			preflight = strings.Join(p.PreflightFlags, " + ")
+		}
 	}
 	for i, sn := range stageNames {
 		_, _, t := cc.stage(i)
@@ -270,7 +276,7 @@ func (c *checker) runner(subj, name string, rn runnerEntry) (runnerCheck, bool) 
 		if d := time.Duration(*t) * time.Second; d < minimum[i] {
 			why := ""
 			if i == 1 {
-				why = " (the Kubernetes credentials check alone may take --kube-preflight-timeout, and the first prepare after an upgrade unpacks the engine)"
+				why = " (prepare's checks may take " + preflight + ", and the first prepare after an upgrade unpacks the engine)"
 			}
 			c.r.Fail(subj, "%s_exec_timeout = %d is too short: at least %d%s", sn, *t, int64(minimum[i]/time.Second), why)
 		}
