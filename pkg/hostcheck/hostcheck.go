@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -261,18 +260,18 @@ type checker struct {
 // that user exists, else whoever runs check.
 func (c *checker) runnerUser(name string) {
 	c.uid = -1
-	var u *user.User
+	var u account
 	var err error
 	switch {
 	case name != "":
-		u, err = user.Lookup(name)
+		u, err = lookupAccount(name)
 		if err != nil {
 			c.r.Fail("user", "--user %s: %v", name, err)
 			return
 		}
 	default:
-		if u, err = user.Lookup(DefaultRunnerUser); err != nil {
-			u, err = user.Current()
+		if u, err = lookupAccount(DefaultRunnerUser); err != nil {
+			u, err = currentAccount()
 		}
 		if err != nil {
 			c.r.Fail("user", "cannot tell the runner's user (give --user): %v", err)
