@@ -280,9 +280,12 @@ func (c *checker) runnerUser(name string) {
 	}
 	c.userName, c.home = u.Username, u.HomeDir
 	c.uid, _ = strconv.Atoi(u.Uid)
-	how := "the user gitlab-runner runs jobs as"
-	if name == "" && u.Username != DefaultRunnerUser {
-		how = "no gitlab-runner user here: assuming jobs run as the current user; give --user"
+	how := "jobs run as this user (--user)"
+	switch {
+	case name == "" && u.Username == DefaultRunnerUser:
+		how = "the gitlab-runner package's service runs jobs as this user (else give --user)"
+	case name == "":
+		how = "no gitlab-runner user here: assuming jobs run as the current user (else give --user)"
 	}
 	c.r.OK("user", "%s (uid %s, home %s): %s", u.Username, u.Uid, u.HomeDir, how)
 }
