@@ -182,3 +182,34 @@ func TestRunRefusesNewerStateFormat(t *testing.T) {
 		t.Errorf("no clear line:\n%s%s", r.stdout, r.stderr)
 	}
 }
+
+// A job prepared by a ferry before state format versions (meta.json
+// without format, ferry or token hash) keeps running after the upgrade: the
+// new ferry's run reads its state (the job's overrides reach the script)
+// and cleanup removes it.
+func TestRunReadsPreVersionState(t *testing.T) {
+	j := newJob(t, "901")
+	j.mustPrepare()
+	st := j.state()
+	if err := st.AddEnv("FERRY_PRE_VERSION_OVERRIDE", "kept", false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := st.Meta()
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, _ := json.Marshal(map[string]any{"created": m.Created, "job_id": m.JobID, "project_dir": m.ProjectDir, "timeout_seconds": m.TimeoutSeconds})
+	if err := os.WriteFile(st.Path(jobstate.MetaFile), legacy, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := j.ferry("run", j.script(`echo "override=$FERRY_PRE_VERSION_OVERRIDE"`), "build_script")
+	if r.code != 0 || !strings.Contains(r.stdout, "override=kept") {
+		t.Fatalf("run over pre-version state: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := j.ferry("cleanup"); r.code != 0 {
+		t.Fatalf("cleanup: exit %d %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(st.Dir()); err == nil {
+		t.Error("cleanup left the pre-version state dir")
+	}
+}
