@@ -47,6 +47,19 @@ func BenchmarkComposeV1(b *testing.B) {
 			}
 		}
 	})
+	// The floor: compose straight on the daemon's socket, no SSH at all.
+	b.Run("floor", func(b *testing.B) {
+		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "DOCKER_HOST=unix://" + r.DockerSock,
+			"DOCKER_CONFIG=" + filepath.Join(r.Dir, "admin-docker")}
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c := exec.Command("bash", "-c", "set -e\n"+compose+" 2>/dev/null")
+			c.Env = env
+			if out, err := c.CombinedOutput(); err != nil {
+				b.Fatalf("%v\n%s", err, out)
+			}
+		}
+	})
 	b.Run("ssh", func(b *testing.B) {
 		env := sshClientEnv(b, r, b.TempDir())
 		login := exec.Command("bash", "-c", "docker login -u "+r.RegUser+" --password-stdin "+r.Registry+" <<< '"+r.RegPass+"' >/dev/null")
