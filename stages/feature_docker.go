@@ -72,12 +72,16 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 		if v, ok := j.Env.LookupEnv("DOCKER_CONFIG"); ok && v != "" {
 			from = v
 		}
+		socketFor := func(hash string) string { return filepath.Join(dir, "ctx-"+hash[:12]+".sock") }
 		var err error
-		cc, err = clientconfig.Build(from, filepath.Join(dir, holder.ConfigDir), func(hash string) string {
-			return filepath.Join(dir, "ctx-"+hash[:12]+".sock")
-		})
+		cc, err = clientconfig.Build(from, filepath.Join(dir, holder.ConfigDir), socketFor)
 		if err != nil {
-			return err
+			// A broken runner-user config must not fail every job: the job
+			// gets an empty private one.
+			j.Log.Warnf("%v; the job's DOCKER_CONFIG starts empty", err)
+			if cc, err = clientconfig.Build("", filepath.Join(dir, holder.ConfigDir), socketFor); err != nil {
+				return err
+			}
 		}
 		if err := j.State.AddEnv("DOCKER_CONFIG", cc.Dir, false); err != nil {
 			return err

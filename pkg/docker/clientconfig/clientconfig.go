@@ -34,7 +34,8 @@ type Result struct {
 }
 
 // Build creates dir (0700) with a config.json and contexts copied from
-// from (the runner user's DOCKER_CONFIG, usually ~/.docker; may not exist).
+// from (the runner user's DOCKER_CONFIG, usually ~/.docker; may not exist;
+// "" for an empty configuration).
 // Logins (auths, credsStore, credHelpers) are not copied: a job logs in
 // itself, and the runner user's logins are not every project's.
 // socketFor names the socket for a context (by its meta directory hash).
@@ -44,7 +45,9 @@ func Build(from, dir string, socketFor func(hash string) string) (*Result, error
 		return nil, fmt.Errorf("ferry: docker config: %w", err)
 	}
 	cfg := map[string]json.RawMessage{}
-	if b, err := os.ReadFile(filepath.Join(from, "config.json")); err == nil {
+	if from == "" {
+		// An empty configuration.
+	} else if b, err := os.ReadFile(filepath.Join(from, "config.json")); err == nil {
 		if err := json.Unmarshal(b, &cfg); err != nil {
 			return nil, fmt.Errorf("ferry: docker config %s: %w", filepath.Join(from, "config.json"), err)
 		}
@@ -65,6 +68,9 @@ func Build(from, dir string, socketFor func(hash string) string) (*Result, error
 	b, _ := json.MarshalIndent(cfg, "", "\t")
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
 		return nil, fmt.Errorf("ferry: docker config: %w", err)
+	}
+	if from == "" {
+		return res, nil
 	}
 	metas, _ := os.ReadDir(filepath.Join(from, "contexts", "meta"))
 	for _, m := range metas {

@@ -47,7 +47,9 @@ type Refusal struct {
 }
 
 func (r Refusal) String() string {
-	return fmt.Sprintf("refused a connection from pid %d (uid %d, %s): %s", r.PID, r.UID, r.Cmd, r.Reason)
+	// The command line is the peer's to choose: quoted, so it cannot
+	// forge lines or escape sequences in the job log.
+	return fmt.Sprintf("refused a connection from pid %d (uid %d, %q): %s", r.PID, r.UID, r.Cmd, r.Reason)
 }
 
 // Listen creates the socket at path (mode 0600) and returns a listener whose
