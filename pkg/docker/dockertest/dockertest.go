@@ -249,7 +249,13 @@ func (r *Remote) startDockerd() error {
 }
 
 func (r *Remote) startRegistry() error {
-	r.Registry = "127.0.0.1:5000"
+	// The same host:port on the host and inside the namespace (a free port
+	// of the host): test binaries run in parallel, each with its Remote.
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	r.Registry = fmt.Sprintf("127.0.0.1:%d", port)
 	hash, err := bcrypt.GenerateFromPassword([]byte(r.RegPass), bcrypt.MinCost)
 	if err != nil {
 		return err
@@ -270,12 +276,12 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:5000
+  addr: %s
 auth:
   htpasswd:
     realm: ferry-test
     path: %s
-`, r.Dir, ht)
+`, r.Dir, r.Registry, ht)
 	conf := filepath.Join(r.Dir, "registry.yml")
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		return err
@@ -294,8 +300,7 @@ auth:
 	r.procs = append(r.procs, cmd)
 	// The host's docker CLI logs in client-side when it has no daemon (seed
 	// 000 logs in before `docker context use`): the same registry name must
-	// work on the host, so forward the host's 127.0.0.1:5000 into the
-	// namespace.
+	// work on the host, so forward the host's port into the namespace.
 	if err := r.forward(pid); err != nil {
 		return err
 	}
@@ -303,10 +308,10 @@ auth:
 	return waitUntil(10*time.Second, func() bool { return r.adminLogin() == nil }, "registry")
 }
 
-// forward accepts on the host's 127.0.0.1:5000 and connects each client
-// to 127.0.0.1:5000 inside dockerd's network namespace.
+// forward accepts on the host's r.Registry and connects each client to the
+// same address inside dockerd's network namespace.
 func (r *Remote) forward(pid int) error {
-	l, err := net.Listen("tcp", "127.0.0.1:5000")
+	l, err := net.Listen("tcp", r.Registry)
 	if err != nil {
 		return fmt.Errorf("registry forward: %w", err)
 	}
@@ -320,7 +325,7 @@ func (r *Remote) forward(pid int) error {
 			}
 			go func() {
 				defer c.Close()
-				up, err := dialInNetns(ns, "127.0.0.1:5000")
+				up, err := dialInNetns(ns, r.Registry)
 				if err != nil {
 					return
 				}
