@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -19,12 +20,20 @@ import (
 // copes with a state dir that was never created or is already gone. Every
 // error is reported (joined); none stops the rest. stderr is the runner's
 // system log, never the job log.
+//
+// The job is the one JOB_RESPONSE_FILE names. A state dir another job's
+// token made, or one below a directory that is not ferry's own (a symlinked
+// <state>/jobs), is left alone: no hook runs, no process is killed, nothing
+// is removed.
 func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer) error {
-	if m := env.Missing("CUSTOM_ENV_CI_JOB_ID"); len(m) > 0 {
+	if env.JobResponseFile == "" {
 		return env.RequireRunner()
 	}
-	st, err := openState(env, o)
+	st, _, err := openState(env, o)
 	if err != nil {
+		return err // no payload: no job of ours can have state (prepare needs it too)
+	}
+	if err := st.Check(); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	secrets, _ := st.Secrets() // best effort: the dir may be gone

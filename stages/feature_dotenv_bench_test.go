@@ -40,7 +40,7 @@ func BenchmarkDotenvPrepare(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				st, err := jobstate.Open(o.StateDir, env)
+				st, err := jobstate.Open(o.StateDir, jobenv.Identity{ID: 702, Token: "glcbt-bench-702", ServerURL: "https://gitlab.example.com"})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -62,8 +62,7 @@ func BenchmarkDotenvPrepare(b *testing.B) {
 // TestAddEnvsAsAddEnv: the batch write the dotenv feature uses keeps
 // AddEnv's meaning: order of first addition, replacement, secrets recorded.
 func TestAddEnvsAsAddEnv(t *testing.T) {
-	env := jobenv.FromEnviron([]string{"CUSTOM_ENV_CI_JOB_ID=9", "CUSTOM_ENV_CI_SERVER_URL=https://gitlab.example.com"})
-	st, err := jobstate.Open(t.TempDir(), env)
+	st, err := jobstate.Open(t.TempDir(), jobenv.Identity{ID: 9, Token: "glcbt-test-9", ServerURL: "https://gitlab.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,10 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/asuser"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
@@ -21,6 +23,11 @@ import (
 var ferryBin string
 
 func TestMain(m *testing.M) {
+	if asuser.IsChild() {
+		// A test body re-run as an unprivileged user: it gets ferry from
+		// its parent (asuser.Env.Files), builds nothing.
+		os.Exit(m.Run())
+	}
 	var err error
 	if ferryBin, err = ferrybuild.Shared(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -44,10 +51,26 @@ type fakeJob struct {
 	vars     map[string]string // job variables
 	extra    []string          // extra process variables
 	args     []string          // flags given to every call
+
+	token   string // the payload's job token, distinct per fake job
+	timeout int64
+	pvars   []jobenv.Variable
 }
 
+// fakeIDs hands out job ids to fake jobs that ask for none: every fake
+// payload has its own id and token, so no test can pass only because ferry
+// read the id from CUSTOM_ENV_CI_JOB_ID.
+var fakeIDs atomic.Int64
+
+func init() { fakeIDs.Store(int64(700000 + os.Getpid()%100000)) }
+
+// newJob makes a fake job whose payload id (and CI_JOB_ID) is id, or a
+// fresh one when id is not a positive number.
 func newJob(t testing.TB, id string) *fakeJob {
 	t.Helper()
+	if n, err := atoi(id); err != nil || n <= 0 {
+		id = fmt.Sprint(fakeIDs.Add(1))
+	}
 	base := t.TempDir()
 	j := &fakeJob{t: t, base: base, id: id,
 		stateDir: filepath.Join(base, "state"),
@@ -63,6 +86,7 @@ func newJob(t testing.TB, id string) *fakeJob {
 		"CI_CONCURRENT_PROJECT_ID": "0",
 		"CI_CONCURRENT_ID":         "0",
 	}
+	j.token = fmt.Sprintf("glcbt-fake-%s-%d", id, time.Now().UnixNano())
 	j.writePayload(3600, nil)
 	j.args = []string{"--state-dir=" + j.stateDir, "--builds-dir=" + j.builds, "--cache-dir=" + filepath.Join(base, "cache"), "--grace-period=2s", "--kube-sources=none",
 		// The core tests run without the engine; engine_test.go covers the
@@ -71,12 +95,29 @@ func newJob(t testing.TB, id string) *fakeJob {
 	return j
 }
 
+// writePayload writes JOB_RESPONSE_FILE in the runner's field order (id
+// and token first) with the job's own id and token.
 func (j *fakeJob) writePayload(timeout int64, vars []jobenv.Variable) {
-	jr := map[string]any{"id": 1, "token": "t", "runner_info": map[string]any{"timeout": timeout}, "variables": vars}
+	j.timeout, j.pvars = timeout, vars
+	id, _ := atoi(j.id)
+	jr := struct {
+		ID         int               `json:"id"`
+		Token      string            `json:"token"`
+		RunnerInfo map[string]any    `json:"runner_info"`
+		Variables  []jobenv.Variable `json:"variables"`
+	}{id, j.token, map[string]any{"timeout": timeout}, vars}
 	b, _ := json.Marshal(jr)
 	if err := os.WriteFile(j.payload, b, 0o600); err != nil {
 		j.t.Fatal(err)
 	}
+}
+
+// setID gives the job another id (payload and CI_JOB_ID) and token.
+func (j *fakeJob) setID(id int) {
+	j.id = fmt.Sprint(id)
+	j.vars["CI_JOB_ID"] = j.id
+	j.token = fmt.Sprintf("glcbt-fake-%d-%d", id, time.Now().UnixNano())
+	j.writePayload(j.timeout, j.pvars)
 }
 
 func (j *fakeJob) environ() []string {
@@ -152,7 +193,11 @@ func (j *fakeJob) script(body string) string {
 
 func (j *fakeJob) state() *jobstate.State {
 	j.t.Helper()
-	st, err := jobstate.Open(j.stateDir, jobenv.FromEnviron(j.environ()))
+	id, err := jobenv.FromEnviron(j.environ()).Identity("")
+	if err != nil {
+		j.t.Fatal(err)
+	}
+	st, err := jobstate.Open(j.stateDir, id)
 	if err != nil {
 		j.t.Fatal(err)
 	}

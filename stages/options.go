@@ -22,6 +22,7 @@ type Options struct {
 	StaleAfter  time.Duration // age after which an abandoned job state dir is swept
 	GracePeriod time.Duration // SIGTERM -> SIGKILL delay for the job's processes
 	PassEnv     StringList    // extra host variables passed to the job
+	ServerURL   string        // the runner's own GitLab URL: namespaces job keys (jobenv.Identity)
 
 	fs *flag.FlagSet
 }
@@ -65,6 +66,7 @@ func NewFlagSet(name, home string) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.CacheDir, "cache-dir", def("cache"), "cache_dir reported to the runner")
 	fs.DurationVar(&o.StaleAfter, "stale-after", 24*time.Hour, "prepare removes state dirs of jobs older than this (and than their job timeout + 1h)")
 	fs.DurationVar(&o.GracePeriod, "grace-period", 10*time.Second, "after SIGTERM, how long the job's processes get before SIGKILL")
+	fs.StringVar(&o.ServerURL, "server-url", "", "the GitLab URL of the runner's config.toml (url): names the instance in job keys; default: the payload's clone URL, never a job variable")
 	fs.Var(&o.PassEnv, "pass-env", "extra host variable names passed to the job script (comma-separated, repeatable)")
 	for _, f := range Features() {
 		if f.Flags != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
@@ -26,7 +27,7 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 	if err != nil {
 		return err // the runner's own file: a system failure
 	}
-	st, err := openState(env, o)
+	st, ident, err := openState(env, o)
 	if err != nil {
 		return err
 	}
@@ -49,6 +50,10 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 	defer closeOut()
 	log := joblog.New(out)
 	end := log.Section("prepare_ferry", "Preparing the job with "+DriverName+" "+version.Version, true)
+	if c := env.IdentityConflicts(ident); len(c) > 0 {
+		// Said once, here: run and cleanup use the payload silently.
+		log.Warnf("ferry: job variables %s disagree with the runner's job payload: ferry keys this job on the payload (job %d)", strings.Join(c, ", "), ident.ID)
+	}
 	ready := time.Since(start)
 	swept, sweepErr := jobstate.SweepStale(st.Root(), o.StaleAfter)
 	log.Infof("Using %s %s: job state ready in %s", DriverName, version.Version, joblog.Duration(ready))
@@ -72,12 +77,23 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 	return nil
 }
 
-// openState opens (without creating) the job's state directory.
-func openState(env *jobenv.Env, o *Options) (*jobstate.State, error) {
+// openState opens (without creating) the job's state directory, named by
+// the job's identity from JOB_RESPONSE_FILE (never by CUSTOM_ENV_CI_JOB_ID,
+// which the job can set).
+func openState(env *jobenv.Env, o *Options) (*jobstate.State, jobenv.Identity, error) {
 	if o.StateDir == "" {
-		return nil, fmt.Errorf("ferry: HOME is not set: give --state-dir")
+		return nil, jobenv.Identity{}, fmt.Errorf("ferry: HOME is not set: give --state-dir")
 	}
-	return jobstate.Open(o.StateDir, env)
+	ident, err := env.Identity(o.ServerURL)
+	if err != nil {
+		return nil, ident, err
+	}
+	st, err := jobstate.Open(o.StateDir, ident)
+	if err != nil {
+		return nil, ident, err
+	}
+	st.ProjectDir, _ = env.JobVar("CI_PROJECT_DIR")
+	return st, ident, nil
 }
 
 // redactedOutput wraps w with a redactor masking the job's secrets and their

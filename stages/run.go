@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,12 +84,15 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if err := env.RequireRunner(); err != nil {
 		return err
 	}
-	st, err := openState(env, o)
+	st, _, err := openState(env, o)
 	if err != nil {
 		return err
 	}
-	if !st.Exists() {
-		return fmt.Errorf("ferry: job state %s does not exist: prepare_exec did not run or the dir was removed", st.Dir())
+	if err := st.Check(); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("ferry: job state %s does not exist: prepare_exec did not run or the dir was removed", st.Dir())
+		}
+		return err
 	}
 	if err := st.CheckFormat(); err != nil {
 		return err // a downgrade with the job in flight

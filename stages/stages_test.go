@@ -177,7 +177,7 @@ func TestRunOutsideRunner(t *testing.T) {
 	if r.code != 2 {
 		t.Errorf("exit %d, want 2", r.code)
 	}
-	for _, v := range []string{"BUILD_FAILURE_EXIT_CODE", "SYSTEM_FAILURE_EXIT_CODE", "JOB_RESPONSE_FILE", "CUSTOM_ENV_CI_JOB_ID"} {
+	for _, v := range []string{"BUILD_FAILURE_EXIT_CODE", "SYSTEM_FAILURE_EXIT_CODE", "JOB_RESPONSE_FILE"} {
 		if !strings.Contains(r.stderr, v) {
 			t.Errorf("error does not name %s: %q", v, r.stderr)
 		}
@@ -450,7 +450,7 @@ func TestConcurrentJobs(t *testing.T) {
 			j.stateDir = shared.stateDir
 			j.args[0] = "--state-dir=" + shared.stateDir
 			id := 2000 + i
-			j.vars["CI_JOB_ID"] = itoa(id)
+			j.setID(id)
 			j.vars["CI_CONCURRENT_PROJECT_ID"] = itoa(i)
 			if r := j.ferry("prepare"); r.code != 0 {
 				t.Errorf("job %d prepare: %d %s", id, r.code, r.stderr)

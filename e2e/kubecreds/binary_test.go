@@ -232,6 +232,7 @@ func TestKilledJobSweptByStaleSweep(t *testing.T) {
 	// always runs cleanup, so call prepare the way the runner does and stop.
 	payload, _ := json.Marshal(map[string]any{
 		"id":        4242,
+		"token":     "glcbt-e2e-4242",
 		"variables": []map[string]any{{"key": "KUBECONFIG", "value": sa.KubeconfigBase64, "masked": true}},
 		"steps":     []map[string]any{{"name": "script", "script": []string{"kubectl get pods"}, "when": "on_success"}},
 	})

@@ -29,6 +29,9 @@ type Env struct {
 
 	process map[string]string // the whole environment, for Getenv
 	vars    map[string]string // job variables, without the prefix
+
+	ident       *Identity // cached by Identity
+	identServer string
 }
 
 // FromEnviron parses an environment in os.Environ form. Malformed exit codes
@@ -81,7 +84,7 @@ func (e *Env) JobVars() map[string]string {
 
 // Missing returns the names, sorted, of the runner variables in need that are
 // absent or (for exit codes) not a positive number. need holds process
-// variable names such as "BUILD_FAILURE_EXIT_CODE" or "CUSTOM_ENV_CI_JOB_ID".
+// variable names such as "BUILD_FAILURE_EXIT_CODE" or "JOB_RESPONSE_FILE".
 func (e *Env) Missing(need ...string) []string {
 	var out []string
 	for _, n := range need {
@@ -99,12 +102,13 @@ func (e *Env) Missing(need ...string) []string {
 	return out
 }
 
-// RunnerVars are what every stage after config needs from the runner.
+// RunnerVars are what every stage after config needs from the runner. The
+// job's identity is not among them: it comes from JOB_RESPONSE_FILE (see
+// Identity), never from a CUSTOM_ENV_* value the job could have set.
 var RunnerVars = []string{
 	"BUILD_FAILURE_EXIT_CODE",
 	"SYSTEM_FAILURE_EXIT_CODE",
 	"JOB_RESPONSE_FILE",
-	"CUSTOM_ENV_CI_JOB_ID",
 }
 
 // RequireRunner returns an error naming every missing runner variable: ferry

@@ -31,7 +31,7 @@ func TestRequireRunnerNamesMissing(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, n := range []string{"BUILD_FAILURE_EXIT_CODE", "SYSTEM_FAILURE_EXIT_CODE", "CUSTOM_ENV_CI_JOB_ID"} {
+	for _, n := range []string{"BUILD_FAILURE_EXIT_CODE", "SYSTEM_FAILURE_EXIT_CODE"} {
 		if !strings.Contains(err.Error(), n) {
 			t.Errorf("%v does not name %s", err, n)
 		}

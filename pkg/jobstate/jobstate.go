@@ -57,6 +57,8 @@ func PlainName(s string) bool {
 type State struct {
 	root, dir string
 	jobID     string
+	tokenHash string
+	ident     jobenv.Identity
 	// ProjectDir (CI_PROJECT_DIR) and Timeout (the payload's
 	// runner_info.timeout) are recorded in meta.json by Create: the stale
 	// sweep never removes a directory younger than Timeout+1h.
@@ -76,6 +78,9 @@ type Meta struct {
 	// version that wrote it; absent in state of ferry before versions.
 	Format int    `json:"format,omitempty"`
 	Ferry  string `json:"ferry,omitempty"`
+	// TokenSHA256 binds the dir to the job's token (TokenHash): a job
+	// whose payload has another token is refused the dir.
+	TokenSHA256 string `json:"token_sha256,omitempty"`
 }
 
 // EnvVar is one environment override for the job script.
@@ -93,28 +98,38 @@ func Key(serverURL, jobID string) string {
 	return hex.EncodeToString(sum[:])[:8] + "-" + jobID
 }
 
-// Open computes the job's directory under root from CI_SERVER_URL and
-// CI_JOB_ID; it does not touch the disk.
-func Open(root string, env *jobenv.Env) (*State, error) {
+// Open computes the job's directory under root from the job's identity
+// (the payload's id, the server URL; jobenv.Identity); it does not touch the
+// disk. The token is recorded by Create and checked by Check, so a job can
+// only ever use a state dir its own token created.
+func Open(root string, id jobenv.Identity) (*State, error) {
 	if root == "" {
 		return nil, errors.New("ferry: state dir: empty path (--state-dir)")
 	}
-	id, _ := env.JobVar("CI_JOB_ID")
-	if !PlainName(id) {
-		return nil, fmt.Errorf("ferry: job id: CUSTOM_ENV_CI_JOB_ID %q is not a job id", id)
+	if id.ID <= 0 || id.Token == "" {
+		return nil, errors.New("ferry: job identity: the job payload has no id or token")
 	}
-	server, _ := env.JobVar("CI_SERVER_URL")
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, fmt.Errorf("ferry: state dir %s: %w", root, err)
 	}
-	pd, _ := env.JobVar("CI_PROJECT_DIR")
 	return &State{
-		root:       abs,
-		dir:        filepath.Join(abs, jobsDirName, Key(server, id)),
-		jobID:      id,
-		ProjectDir: pd,
+		root:      abs,
+		dir:       filepath.Join(abs, jobsDirName, Key(id.ServerURL, id.IDString())),
+		jobID:     id.IDString(),
+		tokenHash: TokenHash(id.Token),
+		ident:     id,
 	}, nil
+}
+
+// Job is the identity the state was opened for.
+func (s *State) Job() jobenv.Identity { return s.ident }
+
+// TokenHash is what meta.json records of the job token: enough to tell the
+// owner of a state dir, nothing that authenticates as the job.
+func TokenHash(token string) string {
+	sum := sha256.Sum256([]byte("ferry job state\x00" + token))
+	return hex.EncodeToString(sum[:])
 }
 
 // Dir is the job's state directory.
@@ -135,18 +150,25 @@ func (s *State) Exists() bool {
 	return err == nil
 }
 
-// Create makes the directory (0700), bin/ and meta.json. An existing
+// Create makes the directory (0700), bin/ and meta.json. Every directory
+// from the state root down is checked first (CheckChain). An existing
 // directory from an earlier attempt of the same job is reused, provided it
-// is a real directory owned by this user.
+// is a real directory owned by this user and made for this job's token.
 func (s *State) Create() error {
-	if err := os.MkdirAll(filepath.Join(s.root, jobsDirName), dirMode); err != nil {
-		return fmt.Errorf("ferry: cannot create state dir %s: %w", filepath.Join(s.root, jobsDirName), err)
+	if err := ensureDir(s.root, false); err != nil {
+		return err
+	}
+	if err := ensureDir(filepath.Join(s.root, jobsDirName), true); err != nil {
+		return err
 	}
 	if err := os.Mkdir(s.dir, dirMode); err != nil {
 		if !errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("ferry: cannot create state dir %s: %w", s.dir, err)
 		}
-		if err := checkOwnDir(s.dir); err != nil {
+		if err := checkDir(s.dir, true); err != nil {
+			return err
+		}
+		if err := s.checkToken(); err != nil {
 			return err
 		}
 		if err := s.CheckFormat(); err != nil {
@@ -160,22 +182,108 @@ func (s *State) Create() error {
 	if err := os.Mkdir(s.BinDir(), dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("ferry: cannot create %s: %w", s.BinDir(), err)
 	}
-	m := Meta{Created: time.Now().UTC(), JobID: s.jobID, ProjectDir: s.ProjectDir, TimeoutSeconds: int64(s.Timeout / time.Second), Format: Format, Ferry: version.Version}
+	m := Meta{Created: time.Now().UTC(), JobID: s.jobID, ProjectDir: s.ProjectDir, TimeoutSeconds: int64(s.Timeout / time.Second),
+		Format: Format, Ferry: version.Version, TokenSHA256: s.tokenHash}
 	return s.writeJSON(MetaFile, m)
 }
 
-// checkOwnDir refuses a symlink or a directory of another user where the
-// job's private directory should be.
-func checkOwnDir(dir string) error {
+// ErrOtherJob is returned (wrapped) by Check and Create for a state dir
+// that another job (another token) made.
+var ErrOtherJob = errors.New("belongs to another job")
+
+// Check makes sure the job's state dir can be trusted before a stage uses
+// it: every directory from the root down is a real directory of ferry's
+// user, private (CheckChain), and meta.json names this job's token. A dir
+// that does not exist gives an error wrapping fs.ErrNotExist.
+func (s *State) Check() error {
+	if err := CheckChain(s.root, jobsDirName, filepath.Base(s.dir)); err != nil {
+		return err
+	}
+	return s.checkToken()
+}
+
+// checkToken compares meta.json's token hash with the job's. A dir without
+// meta.json (a prepare that died before writing it) is the job's own: its
+// name comes from the payload's job id.
+func (s *State) checkToken() error {
+	m, err := s.Meta()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if m.TokenSHA256 == "" {
+		// Written by a ferry before token binding (a job in flight across
+		// an upgrade): its name came from CI_JOB_ID then, which matched the
+		// payload for every job that did not forge it.
+		return nil
+	}
+	if m.TokenSHA256 != s.tokenHash {
+		return fmt.Errorf("ferry: state dir %s %w (its job token differs from this job's): left alone", s.dir, ErrOtherJob)
+	}
+	return nil
+}
+
+// CheckChain checks root and each of root/sub[0], root/sub[0]/sub[1], ...:
+// each must be a directory, not a symlink, owned by ferry's user; root must
+// not be writable by group or others, the ones below it not accessible to
+// them at all. A job that replaced <state>/jobs with a symlink into a build
+// directory would otherwise have later jobs' kubeconfigs written there. The
+// first missing directory ends the walk with an error wrapping
+// fs.ErrNotExist.
+func CheckChain(root string, sub ...string) error {
+	if err := checkDir(root, false); err != nil {
+		return err
+	}
+	p := root
+	for _, name := range sub {
+		p = filepath.Join(p, name)
+		if err := checkDir(p, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureDir creates dir (0700, parents too) when missing, then checks it
+// like CheckChain.
+func ensureDir(dir string, private bool) error {
+	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("ferry: cannot create state dir %s: %w", dir, err)
+		}
+		// The root's parents are the admin's: create them as MkdirAll would.
+		if err := os.MkdirAll(dir, dirMode); err != nil {
+			return fmt.Errorf("ferry: cannot create state dir %s: %w", dir, err)
+		}
+	}
+	return checkDir(dir, private)
+}
+
+// checkDir refuses a symlink, a non-directory or a directory of another
+// user where ferry keeps private state, and one others could write (or,
+// private, reach at all).
+func checkDir(dir string, private bool) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {
 		return fmt.Errorf("ferry: state dir %s: %w", dir, err)
 	}
+	if fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("ferry: state dir %s is a symlink: refused (ferry's state must be a real directory; a job may have replaced it)", dir)
+	}
 	if !fi.IsDir() {
 		return fmt.Errorf("ferry: state dir %s exists and is not a directory", dir)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return fmt.Errorf("ferry: state dir %s is owned by uid %d, not by ferry's uid %d", dir, st.Uid, os.Getuid())
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("ferry: state dir %s is owned by uid %d, not by ferry's uid %d", dir, st.Uid, os.Geteuid())
+	}
+	perm := fi.Mode().Perm()
+	if private && perm&0o077 != 0 {
+		return fmt.Errorf("ferry: state dir %s has mode %04o: want 0700 (no access for group or others)", dir, perm)
+	}
+	if !private && perm&0o022 != 0 {
+		return fmt.Errorf("ferry: state dir %s has mode %04o: group or others could change what is in it (want 0700)", dir, perm)
 	}
 	return nil
 }
@@ -326,7 +434,16 @@ func (s *State) strings(name string) ([]string, error) {
 }
 
 // Remove deletes the state directory. A missing directory is not an error.
+// Nothing is removed when a directory above it is not ferry's own
+// (CheckChain): RemoveAll through a symlinked <state>/jobs would delete
+// inside whatever it points to.
 func (s *State) Remove() error {
+	if err := CheckChain(s.root, jobsDirName); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
 	if err := os.RemoveAll(s.dir); err != nil {
 		return fmt.Errorf("ferry: remove state dir %s: %w", s.dir, err)
 	}
@@ -410,6 +527,12 @@ func SweepStale(root string, olderThan time.Duration) ([]string, error) {
 		olderThan = defaultSweep
 	}
 	jobs := filepath.Join(root, jobsDirName)
+	if err := CheckChain(root, jobsDirName); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
 	entries, err := os.ReadDir(jobs)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

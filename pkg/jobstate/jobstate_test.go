@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +14,8 @@ import (
 
 func open(t *testing.T, root, id string) *State {
 	t.Helper()
-	env := jobenv.FromEnviron([]string{"CUSTOM_ENV_CI_JOB_ID=" + id, "CUSTOM_ENV_CI_SERVER_URL=https://gitlab.example.com"})
-	st, err := Open(root, env)
+	n, _ := strconv.ParseInt(id, 10, 64)
+	st, err := Open(root, jobenv.Identity{ID: n, Token: "glcbt-" + id, ServerURL: "https://gitlab.example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,11 +49,10 @@ func TestKeyAndLayout(t *testing.T) {
 	}
 }
 
-func TestOpenRejectsBadJobID(t *testing.T) {
-	for _, id := range []string{"", "../x", "a/b", strings.Repeat("1", 65)} {
-		env := jobenv.FromEnviron([]string{"CUSTOM_ENV_CI_JOB_ID=" + id})
-		if _, err := Open(t.TempDir(), env); err == nil || !strings.Contains(err.Error(), "CUSTOM_ENV_CI_JOB_ID") {
-			t.Errorf("id %q: %v", id, err)
+func TestOpenRejectsMissingIdentity(t *testing.T) {
+	for _, id := range []jobenv.Identity{{}, {ID: 5}, {Token: "t"}, {ID: -1, Token: "t"}} {
+		if _, err := Open(t.TempDir(), id); err == nil || !strings.Contains(err.Error(), "no id or token") {
+			t.Errorf("identity %+v: %v", id, err)
 		}
 	}
 }

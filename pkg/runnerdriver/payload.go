@@ -1,6 +1,8 @@
 package runnerdriver
 
 import (
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 )
@@ -93,7 +95,16 @@ type payload struct {
 	Hooks []payloadHook `json:"hooks,omitempty"`
 }
 
-func jobToken(id int) string { return "glcbt-drvjobtoken" + itoa(id) }
+// jobToken is the job's CI_JOB_TOKEN. Like GitLab's, it cannot be guessed
+// from the job id (a random part per driver process): ferry's isolation
+// tests rely on a job not knowing another job's token.
+func jobToken(id int) string { return "glcbt-" + tokenSalt + "-" + itoa(id) }
+
+var tokenSalt = func() string {
+	b := make([]byte, 12)
+	crand.Read(b)
+	return hex.EncodeToString(b)
+}()
 
 func (jr *jobRun) payloadJSON() ([]byte, error) {
 	job, jc := jr.job, jr.jc
