@@ -34,6 +34,7 @@ var dotenvFlags struct {
 	kubeconfig    string
 	namespace     string
 	lenient       bool
+	strict        bool
 	secretKeys    StringList
 	maxVariables  int
 	defaultExpiry time.Duration
@@ -48,6 +49,7 @@ func init() {
 			fs.StringVar(&dotenvFlags.dir, "dotenv-dir", "", "directory of the dir store (default <state-dir>/dotenv)")
 			fs.StringVar(&dotenvFlags.kubeconfig, "dotenv-kubeconfig", "", "kubeconfig of the kubernetes store (default: in-cluster config)")
 			fs.StringVar(&dotenvFlags.namespace, "dotenv-namespace", "", "namespace of the kubernetes store's Secrets")
+			fs.BoolVar(&dotenvFlags.strict, "dotenv-strict", false, "fail the job when a stored dotenv report is not authentic (altered, forged or replayed); default: a warning, and the job goes on without its variables")
 			fs.BoolVar(&dotenvFlags.lenient, "dotenv-lenient", false, "accept blank lines and # comments in dotenv reports (GitLab rejects them)")
 			fs.Var(&dotenvFlags.secretKeys, "dotenv-secret-keys", "dotenv keys whose values are masked in job logs (comma-separated names or patterns like *_TOKEN)")
 			fs.IntVar(&dotenvFlags.maxVariables, "dotenv-max-variables", dotenv.MaxVariables, "GitLab's per-report variable limit: beyond it ferry warns that GitLab would refuse the report")
@@ -118,20 +120,17 @@ func splitList(s string) []string {
 	return l
 }
 
-// dotenvKey is the store key of the current job.
+// dotenvKey is the store key of the current job: its id and instance from
+// the job's identity (the payload, never CI_JOB_ID), name and project from
+// the payload. The pipeline id exists only as a variable; a job can only
+// misstate its own, in a report it seals with its own token.
 func dotenvKey(j *Job) dotenvstore.Key {
-	vars := j.Env.JobVars()
-	id, _ := strconv.ParseInt(vars["CI_JOB_ID"], 10, 64)
-	pipeline, _ := strconv.ParseInt(vars["CI_PIPELINE_ID"], 10, 64)
-	k := dotenvstore.Key{ServerURL: vars["CI_SERVER_URL"], JobID: id, PipelineID: pipeline, JobName: vars["CI_JOB_NAME"]}
+	id := j.State.Job()
+	pipeline, _ := strconv.ParseInt(j.Env.JobVars()["CI_PIPELINE_ID"], 10, 64)
+	k := dotenvstore.Key{ServerURL: id.ServerURL, JobID: id.ID, PipelineID: pipeline}
 	if j.Payload != nil {
 		k.ProjectID = j.Payload.JobInfo.ProjectID
-		if k.JobName == "" {
-			k.JobName = j.Payload.JobInfo.Name
-		}
-	}
-	if k.ProjectID == 0 {
-		k.ProjectID, _ = strconv.ParseInt(vars["CI_PROJECT_ID"], 10, 64)
+		k.JobName = j.Payload.JobInfo.Name
 	}
 	return k
 }
@@ -186,7 +185,7 @@ func captureDotenv(ctx context.Context, j *Job, reports []jobenv.Artifact) error
 	secretPatterns := append(splitList(vars[DotenvSecretKeysVar]), dotenvFlags.secretKeys...)
 	masked := j.Payload.MaskedValues()
 
-	rep := &dotenvstore.Report{TokenHash: dotenvstore.HashToken(j.Payload.Token)}
+	rep := &dotenvstore.Report{}
 	pos := map[string]int{}
 	expires, expiryText := time.Time{}, "never"
 	anyExpiry := false
@@ -247,6 +246,11 @@ func captureDotenv(ctx context.Context, j *Job, reports []jobenv.Artifact) error
 		return err
 	}
 	k := dotenvKey(j)
+	// Sealed with the job's token: consumers accept it only if it is
+	// exactly what this job stored (docs/dotenv.md, "Authenticated reports").
+	if err := dotenvstore.Seal(k, rep, j.State.Job().Token); err != nil {
+		return err
+	}
 	if err := store.Put(ctx, k, rep); err != nil {
 		return err // the host's store: a system failure
 	}
@@ -384,7 +388,7 @@ func dotenvPrepare(ctx context.Context, j *Job) error {
 // loadDotenv reads the reports of the payload's dependencies[], in order;
 // a later dependency wins a key both define.
 func loadDotenv(ctx context.Context, j *Job, store dotenvstore.Store) ([]dotenvVar, error) {
-	server, _ := j.Env.JobVar("CI_SERVER_URL")
+	server := j.State.Job().ServerURL
 	var out []dotenvVar
 	pos := map[string]int{}
 	for _, dep := range j.Payload.Dependencies {
@@ -396,12 +400,19 @@ func loadDotenv(ctx context.Context, j *Job, store dotenvstore.Store) ([]dotenvV
 			}
 			continue // most dependencies have no dotenv report
 		}
+		if err == nil {
+			// The producer's token, from this job's payload: only the
+			// producer could have sealed what verifies with it.
+			err = r.Verify(dep.Token, k)
+		}
+		if errors.Is(err, dotenvstore.ErrNotAuthentic) || errors.Is(err, dotenvstore.ErrInvalid) {
+			if err := refuseReport(j, dep, err); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		if err != nil {
 			return nil, err
-		}
-		if r.TokenHash != "" && dep.Token != "" && r.TokenHash != dotenvstore.HashToken(dep.Token) {
-			j.Log.Warnf("dotenv: stored report for job %d (%s) belongs to another job of that id (was GitLab reinstalled?): not used", dep.ID, dep.Name)
-			continue
 		}
 		secret := map[string]bool{}
 		for _, s := range r.SecretKeys {
@@ -426,6 +437,18 @@ func loadDotenv(ctx context.Context, j *Job, store dotenvstore.Store) ([]dotenvV
 		}
 	}
 	return out, nil
+}
+
+// refuseReport says, in one line naming the producer job, that its stored
+// report is not used; with --dotenv-strict the job fails instead (a system
+// failure: the store on the host was tampered with, not the job's input).
+func refuseReport(j *Job, dep jobenv.Dependency, why error) error {
+	reason := strings.TrimSuffix(why.Error(), ": "+dotenvstore.ErrNotAuthentic.Error())
+	if dotenvFlags.strict {
+		return fmt.Errorf("ferry: dotenv: the stored report of job %d (%s) is refused: %s (--dotenv-strict)", dep.ID, dep.Name, reason)
+	}
+	j.Log.Warnf("dotenv: the stored report of job %d (%s) is refused: %s: its variables are not set", dep.ID, dep.Name, reason)
+	return nil
 }
 
 func injectDotenv(j *Job, vars []dotenvVar, start time.Time) error {

@@ -50,17 +50,27 @@ func TestKubeStore(t *testing.T) {
 		t.Fatalf("empty: %v", err)
 	}
 	r := &dotenvstore.Report{Files: []string{"docker.env"}, Vars: []dotenv.Var{{Key: "IMAGE", Value: "reg/app:1"}},
-		TokenHash: dotenvstore.HashToken("tok"), Expires: time.Now().Add(time.Hour)}
+		Expires: time.Now().Add(time.Hour)}
+	if err := dotenvstore.Seal(k, r, "tok"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Put(ctx, k, r); err != nil {
 		t.Fatal(err)
 	}
 	r.Vars[0].Value = "reg/app:2" // the upload stage ran again
+	if err := dotenvstore.Seal(k, r, "tok"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Put(ctx, k, r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Get(ctx, k)
 	if err != nil || got.Vars[0].Value != "reg/app:2" || got.JobName != "kaniko" || got.ServerURL != "https://gitlab.example.com" {
 		t.Fatalf("get: %+v %v", got, err)
+	}
+	// What went through the API server still verifies with the token.
+	if err := got.Verify("tok", k); err != nil {
+		t.Fatalf("verify after a round trip through a Secret: %v", err)
 	}
 	sec, err := c.Client().CoreV1().Secrets("ferry-dotenv").Get(ctx, kubestore.SecretName(k), metav1.GetOptions{})
 	if err != nil {

@@ -61,6 +61,12 @@ func (d *Dir) Put(ctx context.Context, k Key, r *Report) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return fmt.Errorf("dotenvstore: %w", err)
 	}
+	// Reports hold values the producer marked secret: never write them
+	// through a symlink (or into a directory others can reach) that a job
+	// planted where the store should be.
+	if err := jobstate.CheckChain(d.root, filepath.Base(filepath.Dir(p))); err != nil {
+		return fmt.Errorf("dotenvstore: %w", err)
+	}
 	// jobstate's writer: temp file (".<name>.tmp*", which Sweep
 	// recognises), fsync, rename, fsync of the directory, mode 0600.
 	if err := jobstate.WriteFileAtomic(p, b); err != nil {
@@ -84,10 +90,10 @@ func (d *Dir) Get(ctx context.Context, k Key) (*Report, error) {
 	}
 	var r Report
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("dotenvstore: read %s: %w", p, err)
+		return nil, fmt.Errorf("dotenvstore: read %s: %w: %w", p, ErrInvalid, err)
 	}
 	if r.JobID != k.JobID {
-		return nil, fmt.Errorf("dotenvstore: %s holds job %d, not %d", p, r.JobID, k.JobID)
+		return nil, fmt.Errorf("dotenvstore: %s holds job %d, not %d: %w", p, r.JobID, k.JobID, ErrInvalid)
 	}
 	if r.Expired(time.Now()) {
 		return nil, fmt.Errorf("dotenvstore: %s: expired %s: %w", k, r.Expires.Format(time.RFC3339), ErrNotFound)

@@ -58,9 +58,12 @@ func TestDirPutGet(t *testing.T) {
 	if _, err := s.Get(ctx, key(701)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("empty store: %v", err)
 	}
-	in := &Report{TokenHash: HashToken("tok"), Files: []string{"docker.env"},
+	in := &Report{Files: []string{"docker.env"},
 		Vars: []dotenv.Var{{Key: "IMAGE", Value: "reg/app:1"}, {Key: "Q", Value: `"x y"`}}, SecretKeys: []string{"Q"},
 		Expires: time.Now().Add(time.Hour).UTC().Round(0)}
+	if err := Seal(key(701), in, "tok"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Put(ctx, key(701), in); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +71,7 @@ func TestDirPutGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.JobName != "kaniko" || got.PipelineID != 70 || got.Vars[1].Value != `"x y"` || got.SecretKeys[0] != "Q" || !got.Expires.Equal(in.Expires) || got.TokenHash != HashToken("tok") {
+	if got.JobName != "kaniko" || got.PipelineID != 70 || got.Vars[1].Value != `"x y"` || got.SecretKeys[0] != "Q" || !got.Expires.Equal(in.Expires) || got.Verify("tok", key(701)) != nil {
 		t.Fatalf("got %+v", got)
 	}
 	// Another instance with the same job id is another report.

@@ -6,9 +6,11 @@
 // only knows its dependencies by id (payload dependencies[]), which may sit in
 // another pipeline (needs:pipeline:job) or project (needs:project). The
 // project, pipeline and job name are recorded with the report for logs,
-// labels and the sweep. The producer's job token is kept only as a SHA-256:
-// the consumer's dependencies[] entry carries the same token, so a report
-// left by an earlier GitLab installation that reused the job id is refused.
+// labels and the sweep. Every report is sealed with an HMAC keyed by the
+// producer's job token (Seal); the consumer's payload carries the same token
+// in dependencies[].token and Verify refuses a report that anyone else wrote
+// or changed, or that belongs to another job (sign.go). The store itself is
+// therefore not trusted: any job on the host may be able to write it.
 //
 // Two backends: a directory on the runner host (Dir) and Kubernetes Secrets
 // in a namespace the runner admin chooses (Kube), for fleets where producer
@@ -67,21 +69,14 @@ type Report struct {
 	PipelineID int64        `json:"pipeline_id"`
 	JobID      int64        `json:"job_id"`
 	JobName    string       `json:"job_name"`
-	TokenHash  string       `json:"token_sha256,omitempty"`
 	Files      []string     `json:"files"` // report files, relative to the project dir
 	Vars       []dotenv.Var `json:"vars"`
 	SecretKeys []string     `json:"secret_keys,omitempty"` // keys the producer marked secret
 	Created    time.Time    `json:"created"`
 	Expires    time.Time    `json:"expires,omitzero"` // zero: never
-}
-
-// HashToken is what Report.TokenHash holds.
-func HashToken(token string) string {
-	if token == "" {
-		return ""
-	}
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
+	// MAC is the hex HMAC-SHA256 of the rest, keyed by the producer's job
+	// token (Seal, Verify).
+	MAC string `json:"mac,omitempty"`
 }
 
 // Expired reports whether r has expired at now.
@@ -103,7 +98,7 @@ type Store interface {
 // Fill stamps the report with its key and format version before a backend
 // stores it.
 func (r *Report) Fill(k Key) {
-	r.Version = 1
+	r.Version = FormatVersion
 	r.ServerURL = strings.TrimRight(k.ServerURL, "/")
 	r.ProjectID, r.PipelineID, r.JobID, r.JobName = k.ProjectID, k.PipelineID, k.JobID, k.JobName
 	if r.Created.IsZero() {

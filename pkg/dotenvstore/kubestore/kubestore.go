@@ -122,10 +122,10 @@ func (s *Store) Get(ctx context.Context, k dotenvstore.Key) (*dotenvstore.Report
 	}
 	var r dotenvstore.Report
 	if err := json.Unmarshal(sec.Data[secretDataKey], &r); err != nil {
-		return nil, fmt.Errorf("dotenvstore: secret %s/%s: %w", s.namespace, name, err)
+		return nil, fmt.Errorf("dotenvstore: secret %s/%s: %w: %w", s.namespace, name, dotenvstore.ErrInvalid, err)
 	}
 	if r.JobID != k.JobID {
-		return nil, fmt.Errorf("dotenvstore: secret %s/%s holds job %d, not %d", s.namespace, name, r.JobID, k.JobID)
+		return nil, fmt.Errorf("dotenvstore: secret %s/%s holds job %d, not %d: %w", s.namespace, name, r.JobID, k.JobID, dotenvstore.ErrInvalid)
 	}
 	if r.Expired(time.Now()) {
 		return nil, fmt.Errorf("dotenvstore: %s: expired %s: %w", k, r.Expires.Format(time.RFC3339), dotenvstore.ErrNotFound)
