@@ -81,18 +81,45 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 		return nil, fmt.Errorf("ferry: --state-dir %s is inside --builds-dir %s: job state must stay out of the build directory", state, builds)
 	}
 	host, _ := os.Hostname()
+	// Later calls get these in their process environment, so prepare, run
+	// and cleanup agree on the state root (and the instance that names job
+	// keys) even when only config_args names them. A job cannot set them:
+	// its variables reach ferry only as CUSTOM_ENV_*.
+	buildsDir := filepath.Join(builds, token, slot)
+	jobEnv := map[string]string{EnvName("state-dir"): state, JobBuildsDirVar: buildsDir}
+	if o.ServerURL != "" {
+		jobEnv[EnvName("server-url")] = o.ServerURL
+	}
 	return &ConfigOutput{
-		BuildsDir:         filepath.Join(builds, token, slot),
+		BuildsDir:         buildsDir,
 		CacheDir:          cache,
 		BuildsDirIsShared: false,
 		Hostname:          host,
 		Driver:            Driver{Name: DriverName, Version: version.Version},
-		// Later calls get these in their process environment, so prepare, run
-		// and cleanup agree on the state root even when only config_args
-		// names it.
-		JobEnv: map[string]string{EnvName("state-dir"): state},
-		Shell:  "bash",
+		JobEnv:            jobEnv,
+		Shell:             "bash",
 	}, nil
+}
+
+// JobBuildsDirVar carries config's builds_dir to the later calls (job_env):
+// the job's CI_PROJECT_DIR must lie inside it (checkProjectDir), so a
+// `variables:` entry cannot point ferry's writes (GITLAB_ENV) and reads
+// (dotenv reports) at another job's build directory.
+const JobBuildsDirVar = "FERRY_JOB_BUILDS_DIR"
+
+// checkProjectDir refuses a CUSTOM_ENV_CI_PROJECT_DIR outside the builds_dir
+// config gave this job. Without config_exec (no job_env) there is nothing
+// trusted to compare with, and the value is used as it is.
+func checkProjectDir(env *jobenv.Env) error {
+	pd, _ := env.JobVar("CI_PROJECT_DIR")
+	bd := env.Getenv(JobBuildsDirVar)
+	if pd == "" || bd == "" {
+		return nil
+	}
+	if !filepath.IsAbs(pd) || !within(filepath.Clean(pd), filepath.Clean(bd)) || filepath.Clean(pd) == filepath.Clean(bd) {
+		return failure.Build(fmt.Errorf("ferry: CUSTOM_ENV_CI_PROJECT_DIR %q is not inside this job's builds_dir %s (from config_exec): refused (a job variable cannot move the project directory)", pd, bd))
+	}
+	return nil
 }
 
 // WriteConfig runs Config and prints the JSON.

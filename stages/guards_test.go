@@ -206,3 +206,22 @@ func TestSymlinkedJobsDirRefused(t *testing.T) {
 		t.Errorf("build dir target now holds %v", ents)
 	}
 }
+
+// TestProjectDirOutsideJobBuildsDir: a job whose CI_PROJECT_DIR variable
+// points outside the builds_dir config gave it (job_env) is refused at
+// prepare (a build failure: its own variable), before ferry writes
+// GITLAB_ENV or reads dotenv reports there.
+func TestProjectDirOutsideJobBuildsDir(t *testing.T) {
+	j := newJob(t, "")
+	victim := filepath.Join(j.builds, "tok12345", "1", "other", "project")
+	j.extra = append(j.extra, "FERRY_JOB_BUILDS_DIR="+filepath.Join(j.builds, "tok12345", "0"))
+	j.vars["CI_PROJECT_DIR"] = victim
+	r := j.ferry("prepare")
+	if r.code != 1 {
+		t.Errorf("exit %d, want BUILD_FAILURE_EXIT_CODE 1", r.code)
+	}
+	oneLine(t, "prepare", r.stderr, `CUSTOM_ENV_CI_PROJECT_DIR "`+victim+`" is not inside this job's builds_dir`)
+	// Inside it, the same job prepares.
+	j.vars["CI_PROJECT_DIR"] = j.project
+	j.mustPrepare()
+}

@@ -88,6 +88,9 @@ func openState(env *jobenv.Env, o *Options) (*jobstate.State, jobenv.Identity, e
 	if err != nil {
 		return nil, ident, err
 	}
+	if err := checkProjectDir(env); err != nil {
+		return nil, ident, err
+	}
 	st, err := jobstate.Open(o.StateDir, ident)
 	if err != nil {
 		return nil, ident, err
