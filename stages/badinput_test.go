@@ -206,13 +206,13 @@ func consume(t *testing.T, p *dotenvJob, id int64, dep payloadDep, vars []jobenv
 // environment); the log names each key and its producer.
 func TestDotenvFerryKeysRefused(t *testing.T) {
 	p := captured(t, 9120, "tok-9120", "IMAGE=img\nFERRY_INJECTED=evil\nFERRY_STATE_DIR=/tmp/evil\n")
-	_, prep, out := consume(t, p, 9121, payloadDep{ID: 9120, Token: "tok-9120", Name: "producer"}, nil,
+	_, prep, out := consume(t, p, 9121, payloadDep{ID: 9120, Token: "tok-9120", Name: "job-9120"}, nil,
 		`echo "IMAGE=[$IMAGE] INJECTED=[${FERRY_INJECTED-unset}] STATE=[$FERRY_STATE_DIR]"`)
 	if !strings.Contains(out, "IMAGE=[img] INJECTED=[unset] STATE=["+p.stateDir+"]") {
 		t.Errorf("consumer saw:\n%s", out)
 	}
 	for _, k := range []string{"FERRY_INJECTED", "FERRY_STATE_DIR"} {
-		if !strings.Contains(prep, "dotenv: "+k+" from producer not set: FERRY_* variables are ferry's own") {
+		if !strings.Contains(prep, "dotenv: "+k+" from job-9120 not set: FERRY_* variables are ferry's own") {
 			t.Errorf("prepare does not name %s:\n%s", k, prep)
 		}
 	}
@@ -231,16 +231,19 @@ func TestDotenvFerryKeysRefused(t *testing.T) {
 // reinstalled one, a forged store entry) is not used.
 func TestDotenvReportOfAnotherProducerRefused(t *testing.T) {
 	p := captured(t, 9130, "tok-9130-right", "IMAGE=from-the-real-producer\n")
-	_, prep, out := consume(t, p, 9131, payloadDep{ID: 9130, Token: "tok-9130-other", Name: "producer"}, nil,
+	_, prep, out := consume(t, p, 9131, payloadDep{ID: 9130, Token: "tok-9130-other", Name: "job-9130"}, nil,
 		`echo "IMAGE=[${IMAGE-unset}]"`)
 	if !strings.Contains(out, "IMAGE=[unset]") {
 		t.Errorf("a report of another producer was used:\n%s", out)
 	}
-	if !strings.Contains(prep, "9130") || !strings.Contains(prep, "not used") {
+	// GitLab hands each job its dependencies' names and tokens; the report
+	// is sealed with the producer's token (docs/dotenv.md, "Authenticated
+	// reports"), so another token refuses it in one line naming the job.
+	if n := strings.Count(prep, "the stored report of job 9130 (job-9130) is refused"); n != 1 {
 		t.Errorf("prepare does not say the report was not used:\n%s", prep)
 	}
 	// Control: with the producer's token the same report is used.
-	_, _, out = consume(t, p, 9132, payloadDep{ID: 9130, Token: "tok-9130-right", Name: "producer"}, nil,
+	_, _, out = consume(t, p, 9132, payloadDep{ID: 9130, Token: "tok-9130-right", Name: "job-9130"}, nil,
 		`echo "IMAGE=[${IMAGE-unset}]"`)
 	if !strings.Contains(out, "IMAGE=[from-the-real-producer]") {
 		t.Errorf("the producer's own report was not used:\n%s", out)
@@ -257,7 +260,7 @@ func TestGitlabEnvGuards(t *testing.T) {
 		jobenv.Variable{Key: "FERRY_DOTENV_SECRET_KEYS", Value: "*_TOKEN", Public: true})
 	pub := func(k, v string) jobenv.Variable { return jobenv.Variable{Key: k, Value: v, Public: true} }
 	jobPath := "/opt/job-tools/bin:/usr/local/bin:/usr/bin:/bin"
-	c, prep, out := consume(t, p, 9141, payloadDep{ID: 9140, Token: "tok-9140", Name: "producer"},
+	c, prep, out := consume(t, p, 9141, payloadDep{ID: 9140, Token: "tok-9140", Name: "job-9140"},
 		[]jobenv.Variable{pub("SAFE", "job-default"), pub("UNSAFE", "job-default"), pub("DEPLOY_TOKEN", "job-default"), pub("PATH", jobPath)},
 		`echo "SAFE=[$SAFE]"`)
 	_ = out
@@ -301,7 +304,7 @@ func TestGitlabEnvGuards(t *testing.T) {
 
 	// A PATH that cannot be written safely: said, and not written.
 	badPath := "/opt/my tools/bin:/usr/bin:/bin"
-	c2, _, out2 := consume(t, p, 9142, payloadDep{ID: 9140, Token: "tok-9140", Name: "producer"},
+	c2, _, out2 := consume(t, p, 9142, payloadDep{ID: 9140, Token: "tok-9140", Name: "job-9140"},
 		[]jobenv.Variable{pub("PATH", badPath)}, `true`)
 	if !strings.Contains(out2, "ferry: PATH job variable has characters not safe in GITLAB_ENV: "+c2.state().BinDir()+" is not on the job's PATH") {
 		t.Errorf("no warning for an unsafe PATH:\n%s", out2)
