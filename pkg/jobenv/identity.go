@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -155,13 +154,25 @@ func (e *Env) Identity(serverURL string) (Identity, error) {
 }
 
 // httpOrigin returns scheme://host[:port] of an http(s) URL, without the
-// user info (a clone URL carries gitlab-ci-token:<token>@), or "".
+// user info (a clone URL carries gitlab-ci-token:<token>@), or "". Not
+// net/url: ferry starts once per stage, and that package's dependencies
+// add to every start.
 func httpOrigin(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	scheme = strings.ToLower(scheme)
+	if !ok || (scheme != "http" && scheme != "https") {
 		return ""
 	}
-	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if rest == "" {
+		return ""
+	}
+	return scheme + "://" + strings.ToLower(rest)
 }
 
 // IdentityConflicts lists, one "NAME=value (payload: ...)" entry each, the

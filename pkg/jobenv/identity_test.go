@@ -139,3 +139,20 @@ func BenchmarkReadJobResponse(b *testing.B) {
 		}
 	}
 }
+
+func TestHTTPOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://gitlab.example.com/group/app.git":                        "https://gitlab.example.com",
+		"https://gitlab-ci-token:glcbt-x@GitLab.Example.com:8443/g/a.git": "https://gitlab.example.com:8443",
+		"http://h":          "http://h",
+		"HTTPS://h/x?y#z":   "https://h",
+		"file:///repo.git":  "",
+		"git@h:group/a.git": "",
+		"https://":          "",
+		"":                  "",
+	} {
+		if got := httpOrigin(in); got != want {
+			t.Errorf("httpOrigin(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
