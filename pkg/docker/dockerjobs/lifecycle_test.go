@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -117,7 +118,10 @@ func newRawJob(t testing.TB, e *env, r *dockertest.Remote, id string) *rawJob {
 	base := filepath.Join(e.base, "raw-"+id)
 	os.MkdirAll(base, 0o700)
 	payload := filepath.Join(base, "job_response.json")
-	b, _ := json.Marshal(map[string]any{"id": 1, "token": "t", "runner_info": map[string]any{"timeout": 3600},
+	// ferry names a job by its payload's id and token (never CI_JOB_ID):
+	// each raw job has its own.
+	n, _ := strconv.Atoi(id)
+	b, _ := json.Marshal(map[string]any{"id": n, "token": "glcbt-raw-" + id, "runner_info": map[string]any{"timeout": 3600},
 		"variables": []map[string]any{{"key": "SSH_PRIVATE_KEY", "value": base64.StdEncoding.EncodeToString(r.Key), "masked": true}}})
 	os.WriteFile(payload, b, 0o600)
 	project := filepath.Join(base, "builds", "p")
