@@ -428,3 +428,24 @@ func TestKubeconfigBadInputInPrepare(t *testing.T) {
 		t.Errorf("GITLAB_ENV lacks KUBECONFIG=%s:\n%s", own, b)
 	}
 }
+
+// TestDotenvExpandedValueOverLimitRefusedInConsumer: a value within the
+// limit in the report can pass it once the consumer expands its $VARIABLES
+// (GitLab hands dotenv values over as non-raw variables): the consumer's
+// prepare refuses it, naming the key and the producer, instead of every
+// stage failing to start bash.
+func TestDotenvExpandedValueOverLimitRefusedInConsumer(t *testing.T) {
+	p := captured(t, 9160, "tok-9160", "IMAGE=img\nARGS=$BIG$BIG\n")
+	big := strings.Repeat("b", 100<<10)
+	c := newDotenvJob(t, p.fakeJob, 9161, "tok-9161", []jobenv.Variable{{Key: "BIG", Value: big, Public: true}},
+		[]payloadDep{{ID: 9160, Token: "tok-9160", Name: "producer"}}, "")
+	r := c.ferry("prepare")
+	out := r.stdout + r.stderr
+	if r.code != 1 || !strings.Contains(out, "ferry: dotenv: from producer, after expanding $VARIABLES: ARGS: the variable is") ||
+		!strings.Contains(out, "131072 bytes (MAX_ARG_STRLEN)") {
+		t.Fatalf("exit %d, want BUILD_FAILURE 1 naming ARGS and the producer:\n%.1000s", r.code, out)
+	}
+	if strings.Contains(out, "bbbbbbbb") {
+		t.Error("the value reached the log")
+	}
+}
