@@ -58,3 +58,17 @@ func TestTrustOnFirstUse(t *testing.T) {
 		t.Fatalf("no TOFU lines:\n%s", res.Log)
 	}
 }
+
+// TestPrepareInTheEngine: with Kubernetes credentials on (the default),
+// prepare runs in ferry's engine; the holder it starts is the engine binary
+// and serves the job the same way.
+func TestPrepareInTheEngine(t *testing.T) {
+	r := need(t)
+	e := newEnv(t, "--kube-sources=kubeconfig,cluster-vars")
+	res := e.run(runnerdriver.Job{Name: "engine", Variables: ferryVars(r, dockertest.UserOK), Script: []string{"docker ps"}})
+	mustSucceed(t, res)
+	if !strings.Contains(res.Log, "on "+r.URL(dockertest.UserOK)) {
+		t.Fatalf("no preflight line:\n%s", res.Log)
+	}
+	waitNoHolders(t, e.base, 5e9)
+}
