@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -95,8 +96,16 @@ func TestSocketServesOnlyItsJob(t *testing.T) {
 	if !strings.Contains(a.Log, "A-STILL-SERVED") {
 		t.Fatalf("job A lost its engine:\n%s", a.Log)
 	}
-	if n := strings.Count(a.Log, "refused a connection from pid"); n < 4 {
-		t.Fatalf("job A's log names %d refusals, want 4 (B, B's setsid, B's env -i, outsider):\n%s", n, a.Log)
+	// Every attempt that reached the socket is named in A's log: the
+	// outsider's always; B's three unless a sandbox (Landlock ABI 9 scopes
+	// unix socket paths) stopped them before they reached it.
+	if !strings.Contains(a.Log, fmt.Sprintf("refused a connection from pid %d ", os.Getpid())) {
+		t.Fatalf("job A's log does not name the outsider (pid %d):\n%s", os.Getpid(), a.Log)
+	}
+	n := strings.Count(a.Log, "refused a connection from pid")
+	t.Logf("%d refusals named in job A's log", n)
+	if n < 4 && n != 1 { // the docker CLI connects more than once per command
+		t.Fatalf("job A's log names %d refusals, want 4+ (B, B's setsid, B's env -i, the outsider) or 1 under a sandbox:\n%s", n, a.Log)
 	}
 }
 
