@@ -14,7 +14,7 @@ run=${1:-'TestDotenvEnvLimit|TestScriptExitCodeStill|TestDotenvReportPathGuards|
 guards=(
   'stages/feature_dotenv.go|is outside the project directory'
   "stages/feature_dotenv.go|FERRY_* variables are ferry's own"
-  'stages/feature_dotenv.go|belongs to another job of that id'
+  'stages/feature_dotenv.go|if err := refuseReport(j, dep, err); err != nil {'
   'stages/run.go|is a job variable and a secret'
   'stages/run.go|value has characters not safe in GITLAB_ENV'
   'stages/run.go|path := st.BinDir() + ":" + p'
