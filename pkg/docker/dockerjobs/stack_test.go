@@ -2,6 +2,7 @@ package dockerjobs_test
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,15 @@ services:
 	want := "ferry: warning: service gogs_web uses " + image + " from " + r.Registry + ", which this job logged in to, but the deploy sends no credentials"
 	if !strings.Contains(noAuth.Log, want) {
 		t.Fatalf("no guard warning %q:\n%s", want, noAuth.Log)
+	}
+	// Inline: the docker CLI prints the daemon response's Warnings, so the
+	// warning sits under the deploy command, inside the script's section.
+	end := regexp.MustCompile(`section_end:[0-9]+:step_script`).FindStringIndex(noAuth.Log)
+	if w := strings.Index(noAuth.Log, want); end == nil || w > end[0] {
+		t.Errorf("the warning is not under the command, inside the script's section:\n%s", noAuth.Log)
+	}
+	if strings.Count(noAuth.Log, want) != 1 {
+		t.Errorf("the warning is printed %d times:\n%s", strings.Count(noAuth.Log, want), noAuth.Log)
 	}
 
 	token := e.run(runnerdriver.Job{Name: "deploy-job-token", Variables: append(vars,

@@ -47,10 +47,15 @@ func (h *holder) proxy(lc *lazyClient) http.Handler {
 			if len(msgs) == 0 {
 				return nil
 			}
-			for _, m := range msgs {
-				h.notice("%s", m)
+			injected, err := addWarnings(resp, msgs)
+			if !injected {
+				// Not in the response: the job log gets it before the
+				// next stage instead.
+				for _, m := range msgs {
+					h.notice("%s", m)
+				}
 			}
-			return addWarnings(resp, msgs)
+			return err
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			// The docker CLI prints this as "Error response from daemon:
@@ -195,15 +200,17 @@ func normalizeRegistry(k string) string {
 
 // addWarnings appends msgs to the response's JSON "Warnings" (service
 // create and update responses have it; the docker CLI prints them).
-func addWarnings(resp *http.Response, msgs []string) error {
+// It reports whether they went in.
+func addWarnings(resp *http.Response, msgs []string) (bool, error) {
 	if resp.StatusCode/100 != 2 || !strings.Contains(resp.Header.Get("Content-Type"), "json") {
-		return nil
+		return false, nil
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	resp.Body.Close()
 	if err != nil {
-		return err
+		return false, err
 	}
+	injected := false
 	var m map[string]any
 	if json.Unmarshal(b, &m) == nil {
 		w, _ := m["Warnings"].([]any)
@@ -212,11 +219,11 @@ func addWarnings(resp *http.Response, msgs []string) error {
 		}
 		m["Warnings"] = w
 		if nb, err := json.Marshal(m); err == nil {
-			b = nb
+			b, injected = nb, true
 		}
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(b))
 	resp.ContentLength = int64(len(b))
 	resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
-	return nil
+	return injected, nil
 }

@@ -46,8 +46,8 @@ func TestServiceGuards(t *testing.T) {
 func TestAddWarnings(t *testing.T) {
 	resp := &http.Response{StatusCode: 201, Header: http.Header{"Content-Type": {"application/json"}},
 		Body: io.NopCloser(strings.NewReader(`{"ID":"abc","Warnings":null}`))}
-	if err := addWarnings(resp, []string{"ferry: warning: x"}); err != nil {
-		t.Fatal(err)
+	if ok, err := addWarnings(resp, []string{"ferry: warning: x"}); err != nil || !ok {
+		t.Fatal(ok, err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	var m struct {
