@@ -15,17 +15,40 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/asuser"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
 	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
-// TestSocketServesOnlyItsJob plays the hostile job: job B, on the same
-// runner and user, finds job A's socket and connects to it, directly and
-// from a setsid'd process; a process outside any job (this test) tries
+// TestSocketServesOnlyItsJobAsUser plays the hostile job, with the runner,
+// its jobs and the holders running as an unprivileged user (root ignores
+// file permissions; the peer checks must hold without it): job B, on the
+// same runner and user, finds job A's socket and connects to it, directly
+// and from a setsid'd process; a process outside any job (the test) tries
 // too. All are refused; A keeps working and its log names the refusals.
-func TestSocketServesOnlyItsJob(t *testing.T) {
-	r := need(t)
-	e := newEnv(t)
+func TestSocketServesOnlyItsJobAsUser(t *testing.T) {
+	var spec asuser.Spec
+	if !asuser.IsChild() {
+		r := need(t)
+		spec = asuser.Spec{User: "ferry-docker-1", Files: map[string]string{"ferry": ferryBin}, Values: map[string]string{}}
+		for _, v := range ferryVars(r, dockertest.UserOK) {
+			spec.Values[v.Key] = v.Value
+		}
+	}
+	asuser.Run(t, spec, func(t *testing.T, env asuser.Env) {
+		ferryBin = env.Files["ferry"]
+		vars := []runnerdriver.Variable{
+			{Key: "DOCKER_HOST", Value: env.Values["DOCKER_HOST"]},
+			{Key: "SSH_PRIVATE_KEY", Value: env.Values["SSH_PRIVATE_KEY"], Masked: true},
+			{Key: "SSH_KNOWN_HOSTS", Value: env.Values["SSH_KNOWN_HOSTS"]},
+		}
+		socketAttack(t, newEnv(t), vars)
+	})
+}
+
+// socketAttack: job A uses its engine and waits; job B finds A's socket
+// and tries it; this process (outside any job) tries too.
+func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 	hostFile, goFile := filepath.Join(e.base, "a-host"), filepath.Join(e.base, "go")
 	wait := func(f string) string {
 		return `for i in $(seq 600); do [ -e ` + f + ` ] && break; sleep 0.1; done; [ -e ` + f + ` ]`
@@ -35,7 +58,7 @@ func TestSocketServesOnlyItsJob(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		a = e.run(runnerdriver.Job{Name: "a", Variables: ferryVars(r, dockertest.UserOK), Script: []string{
+		a = e.run(runnerdriver.Job{Name: "a", Variables: vars, Script: []string{
 			"docker ps > /dev/null",
 			"echo ${DOCKER_HOST#unix://} > " + hostFile + ".tmp && mv " + hostFile + ".tmp " + hostFile,
 			wait(goFile),
