@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
@@ -45,4 +46,30 @@ func (m Meta) checkFormat(dir string) error {
 		by = "ferry " + by
 	}
 	return fmt.Errorf("ferry: job state %s was written by %s in state format %d; this ferry %s reads formats up to %d (downgraded while the job ran?): retry the job", dir, by, m.Format, version.Version, Format)
+}
+
+// dropUnversioned empties an existing job dir that prepare is about to
+// reuse unless a versioned ferry wrote its meta.json. A prepare that is
+// retried after a failed attempt finds its own dir (the runner's cleanup
+// usually removed it already); a dir without meta.json, or with the
+// meta.json of a ferry before format versions, was left by a ferry before
+// the upgrade or planted by a job of another project (jobs could write the
+// state root then), and its env.json or cleanup.json must not reach this
+// job. Run and cleanup still read such a dir: that is a job in flight
+// across the upgrade, whose prepare used it already.
+func (s *State) dropUnversioned() error {
+	m, err := s.Meta()
+	if err == nil && m.Format > 0 {
+		return nil
+	}
+	ents, rerr := os.ReadDir(s.dir)
+	if rerr != nil {
+		return fmt.Errorf("ferry: state dir %s: %w", s.dir, rerr)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(s.Path(e.Name())); err != nil {
+			return fmt.Errorf("ferry: state dir %s: clearing what an older ferry left: %w", s.dir, err)
+		}
+	}
+	return nil
 }

@@ -61,3 +61,46 @@ func TestStateFormat(t *testing.T) {
 		t.Errorf("Create over a newer format: %v", err)
 	}
 }
+
+// prepare does not take over a dir it did not write: one left by a ferry
+// before format versions (or planted by another project's job while jobs
+// could still write the state root) is emptied first, so its env.json and
+// cleanup.json never reach the new job.
+func TestCreateEmptiesUnversionedDir(t *testing.T) {
+	root := t.TempDir()
+	planted := open(t, root, "8")
+	if err := os.MkdirAll(planted.BinDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeMeta(t, planted, map[string]any{"created": "2026-01-01T00:00:00Z", "job_id": "8"})
+	if err := planted.AddEnv("LD_PRELOAD", "/tmp/planted.so", false); err != nil {
+		t.Fatal(err)
+	}
+	victim := t.TempDir()
+	if err := planted.AddCleanupPath(victim); err != nil {
+		t.Fatal(err)
+	}
+	st := open(t, root, "8")
+	if err := st.Create(); err != nil {
+		t.Fatal(err)
+	}
+	if env, _ := st.Env(); len(env) != 0 {
+		t.Errorf("planted overrides reached the new job: %v", env)
+	}
+	if paths, _ := st.CleanupPaths(); len(paths) != 0 {
+		t.Errorf("planted cleanup paths reached the new job: %v", paths)
+	}
+	if m, err := st.Meta(); err != nil || m.Format != Format {
+		t.Errorf("meta after Create: %+v %v", m, err)
+	}
+	// A versioned dir (a retried prepare of this job) is reused as it is.
+	if err := st.AddEnv("KEPT", "1", false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(); err != nil {
+		t.Fatal(err)
+	}
+	if env, _ := st.Env(); len(env) != 1 {
+		t.Errorf("a retried prepare lost its own state: %v", env)
+	}
+}

@@ -174,6 +174,9 @@ func (s *State) Create() error {
 		if err := s.CheckFormat(); err != nil {
 			return err
 		}
+		if err := s.dropUnversioned(); err != nil {
+			return err
+		}
 	}
 	// Mkdir's mode is filtered by the umask; make it exact.
 	if err := os.Chmod(s.dir, dirMode); err != nil {
