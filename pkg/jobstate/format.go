@@ -49,18 +49,18 @@ func (m Meta) checkFormat(dir string) error {
 }
 
 // dropUnversioned empties an existing job dir that prepare is about to
-// reuse unless a versioned ferry wrote its meta.json. A prepare that is
-// retried after a failed attempt finds its own dir (the runner's cleanup
-// usually removed it already); a dir without meta.json, or with the
-// meta.json of a ferry before format versions, was left by a ferry before
-// the upgrade or planted by a job of another project (jobs could write the
-// state root then), and its env.json or cleanup.json must not reach this
-// job. Run and cleanup still read such a dir: that is a job in flight
-// across the upgrade, whose prepare used it already.
+// reuse unless a versioned ferry wrote its meta.json for this job's token.
+// A prepare retried after a failed attempt finds its own dir (the runner's
+// cleanup usually removed it already). A dir without meta.json, or whose
+// meta.json has no format or no token hash, was left by a ferry before the
+// upgrade or planted by another project's job (jobs could write the state
+// root then): its env.json or cleanup.json must not reach this job. Run and
+// cleanup still read such a dir: that is a job in flight across the
+// upgrade, whose prepare used it already.
 func (s *State) dropUnversioned() error {
 	m, err := s.Meta()
-	if err == nil && m.Format > 0 {
-		return nil
+	if err == nil && m.Format > 0 && m.TokenSHA256 != "" {
+		return nil // checkToken has matched it with this job's token
 	}
 	ents, rerr := os.ReadDir(s.dir)
 	if rerr != nil {

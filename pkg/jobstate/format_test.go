@@ -63,44 +63,53 @@ func TestStateFormat(t *testing.T) {
 }
 
 // prepare does not take over a dir it did not write: one left by a ferry
-// before format versions (or planted by another project's job while jobs
-// could still write the state root) is emptied first, so its env.json and
-// cleanup.json never reach the new job.
+// before format versions or token hashes (or planted by another project's
+// job while jobs could still write the state root) is emptied first, so its
+// env.json and cleanup.json never reach the new job.
 func TestCreateEmptiesUnversionedDir(t *testing.T) {
-	root := t.TempDir()
-	planted := open(t, root, "8")
-	if err := os.MkdirAll(planted.BinDir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	writeMeta(t, planted, map[string]any{"created": "2026-01-01T00:00:00Z", "job_id": "8"})
-	if err := planted.AddEnv("LD_PRELOAD", "/tmp/planted.so", false); err != nil {
-		t.Fatal(err)
-	}
-	victim := t.TempDir()
-	if err := planted.AddCleanupPath(victim); err != nil {
-		t.Fatal(err)
-	}
-	st := open(t, root, "8")
-	if err := st.Create(); err != nil {
-		t.Fatal(err)
-	}
-	if env, _ := st.Env(); len(env) != 0 {
-		t.Errorf("planted overrides reached the new job: %v", env)
-	}
-	if paths, _ := st.CleanupPaths(); len(paths) != 0 {
-		t.Errorf("planted cleanup paths reached the new job: %v", paths)
-	}
-	if m, err := st.Meta(); err != nil || m.Format != Format {
-		t.Errorf("meta after Create: %+v %v", m, err)
-	}
-	// A versioned dir (a retried prepare of this job) is reused as it is.
-	if err := st.AddEnv("KEPT", "1", false); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Create(); err != nil {
-		t.Fatal(err)
-	}
-	if env, _ := st.Env(); len(env) != 1 {
-		t.Errorf("a retried prepare lost its own state: %v", env)
+	for name, meta := range map[string]map[string]any{
+		"pre-version": {"created": "2026-01-01T00:00:00Z", "job_id": "8"},
+		"no-token":    {"created": "2026-01-01T00:00:00Z", "job_id": "8", "format": Format, "ferry": "x"},
+		"no-meta":     nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			planted := open(t, root, "8")
+			if err := os.MkdirAll(planted.BinDir(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if meta != nil {
+				writeMeta(t, planted, meta)
+			}
+			if err := planted.AddEnv("LD_PRELOAD", "/tmp/planted.so", false); err != nil {
+				t.Fatal(err)
+			}
+			if err := planted.AddCleanupPath(t.TempDir()); err != nil {
+				t.Fatal(err)
+			}
+			st := open(t, root, "8")
+			if err := st.Create(); err != nil {
+				t.Fatal(err)
+			}
+			if env, _ := st.Env(); len(env) != 0 {
+				t.Errorf("planted overrides reached the new job: %v", env)
+			}
+			if paths, _ := st.CleanupPaths(); len(paths) != 0 {
+				t.Errorf("planted cleanup paths reached the new job: %v", paths)
+			}
+			if m, err := st.Meta(); err != nil || m.Format != Format || m.TokenSHA256 == "" {
+				t.Errorf("meta after Create: %+v %v", m, err)
+			}
+			// The job's own dir (a retried prepare) is reused as it is.
+			if err := st.AddEnv("KEPT", "1", false); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.Create(); err != nil {
+				t.Fatal(err)
+			}
+			if env, _ := st.Env(); len(env) != 1 {
+				t.Errorf("a retried prepare lost its own state: %v", env)
+			}
+		})
 	}
 }
