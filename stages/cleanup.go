@@ -33,6 +33,9 @@ func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer)
 	if err != nil {
 		return err // no payload: no job of ours can have state (prepare needs it too)
 	}
+	if u, ok := env.JobVar("CI_SERVER_URL"); ok {
+		st.UseLegacyDir(u) // prepared before payload-keyed dirs: upgraded with the job in flight
+	}
 	if err := st.Check(); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}

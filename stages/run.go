@@ -88,6 +88,9 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	if err != nil {
 		return err
 	}
+	if u, ok := env.JobVar("CI_SERVER_URL"); ok {
+		st.UseLegacyDir(u) // prepared before payload-keyed dirs: upgraded with the job in flight
+	}
 	if err := st.Check(); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("ferry: job state %s does not exist: prepare_exec did not run or the dir was removed", st.Dir())

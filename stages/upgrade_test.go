@@ -213,3 +213,50 @@ func TestRunReadsPreVersionState(t *testing.T) {
 		t.Error("cleanup left the pre-version state dir")
 	}
 }
+
+// A job prepared by a ferry that named job dirs after CI_SERVER_URL and
+// CI_JOB_ID, whose later stages run after an upgrade that keys jobs on the
+// payload (here: the admin also set --server-url, so the names differ):
+// run finds the old dir (the job's overrides reach its script) and cleanup
+// removes it. A legacy dir whose meta.json names another job is not taken.
+func TestRunFindsJobDirOfOlderFerry(t *testing.T) {
+	j := newJob(t, "902")
+	j.mustPrepare()
+	st := j.state()
+	if err := st.AddEnv("FERRY_LEGACY_OVERRIDE", "found", false); err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(j.stateDir, "jobs", jobstate.Key(j.vars["CI_SERVER_URL"], "902"))
+	if legacy != st.Dir() {
+		t.Fatalf("the fake job's dir %s is not where a ferry before payload keys put it (%s)", st.Dir(), legacy)
+	}
+	m, _ := st.Meta()
+	b, _ := json.Marshal(map[string]any{"created": m.Created, "job_id": "902", "timeout_seconds": 3600})
+	if err := os.WriteFile(st.Path(jobstate.MetaFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j.args = append(j.args, "--server-url=https://gitlab-internal.example.com:8443")
+	r := j.ferry("run", j.script(`echo "override=$FERRY_LEGACY_OVERRIDE"`), "build_script")
+	if r.code != 0 || !strings.Contains(r.stdout, "override=found") {
+		t.Fatalf("run of a job prepared by an older ferry: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Another job's legacy meta.json in that dir: not this job's state.
+	b, _ = json.Marshal(map[string]any{"created": m.Created, "job_id": "903"})
+	if err := os.WriteFile(st.Path(jobstate.MetaFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := j.ferry("run", j.script("echo should-not-run"), "build_script"); r.code != 2 || strings.Contains(r.stdout, "should-not-run") {
+		t.Errorf("run took a legacy dir of another job: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	b, _ = json.Marshal(map[string]any{"created": m.Created, "job_id": "902"})
+	if err := os.WriteFile(st.Path(jobstate.MetaFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := j.ferry("cleanup"); r.code != 0 {
+		t.Fatalf("cleanup: exit %d %s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(legacy); err == nil {
+		t.Error("cleanup left the older ferry's job dir")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
@@ -72,4 +73,29 @@ func (s *State) dropUnversioned() error {
 		}
 	}
 	return nil
+}
+
+// UseLegacyDir points the state at the job's dir as a ferry before
+// payload-keyed job dirs named it, <root>/jobs/<Key(CI_SERVER_URL,
+// CI_JOB_ID)>, when the job has no dir under its own key: a job prepared
+// before the upgrade, whose later stages the new ferry runs. ciServerURL is
+// the job's CI_SERVER_URL as that ferry read it; the id is the payload's,
+// never a job variable. Only a dir written before token binding (no token
+// hash) for this job id is taken, and only if the chain of dirs to it is
+// sound; prepare never calls this. It reports whether it switched.
+func (s *State) UseLegacyDir(ciServerURL string) bool {
+	if _, err := os.Lstat(s.dir); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	name := Key(ciServerURL, s.jobID)
+	dir := filepath.Join(s.root, jobsDirName, name)
+	if dir == s.dir || CheckChain(s.root, jobsDirName, name) != nil {
+		return false
+	}
+	var m Meta
+	if err := readJSON(filepath.Join(dir, MetaFile), &m); err != nil || m.TokenSHA256 != "" || m.JobID != s.jobID {
+		return false
+	}
+	s.dir = dir
+	return true
 }
