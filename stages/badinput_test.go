@@ -438,10 +438,10 @@ func TestDotenvExpandedValueOverLimitRefusedInConsumer(t *testing.T) {
 	p := captured(t, 9160, "tok-9160", "IMAGE=img\nARGS=$BIG$BIG\n")
 	big := strings.Repeat("b", 100<<10)
 	c := newDotenvJob(t, p.fakeJob, 9161, "tok-9161", []jobenv.Variable{{Key: "BIG", Value: big, Public: true}},
-		[]payloadDep{{ID: 9160, Token: "tok-9160", Name: "producer"}}, "")
+		[]payloadDep{{ID: 9160, Token: "tok-9160", Name: "job-9160"}}, "")
 	r := c.ferry("prepare")
 	out := r.stdout + r.stderr
-	if r.code != 1 || !strings.Contains(out, "ferry: dotenv: from producer, after expanding $VARIABLES: ARGS: the variable is") ||
+	if r.code != 1 || !strings.Contains(out, "ferry: dotenv: from job-9160, after expanding $VARIABLES: ARGS: the variable is") ||
 		!strings.Contains(out, "131072 bytes (MAX_ARG_STRLEN)") {
 		t.Fatalf("exit %d, want BUILD_FAILURE 1 naming ARGS and the producer:\n%.1000s", r.code, out)
 	}
