@@ -41,6 +41,7 @@ func CheckStageArgs(args []string, env map[string]string) (hostcheck.StageSettin
 		BuildsDir:      o.BuildsDir,
 		CacheDir:       o.CacheDir,
 		GracePeriod:    o.GracePeriod,
+		ServerURL:      o.ServerURL,
 		UnexpectedArgs: rest,
 	}
 	_, s.StateDirGiven = env[EnvName("state-dir")]

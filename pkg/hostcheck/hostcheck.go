@@ -51,6 +51,7 @@ type StageSettings struct {
 	BuildsDir      string
 	CacheDir       string
 	GracePeriod    time.Duration
+	ServerURL      string        // --server-url: compared with the runner's url, never printed
 	Preflight      time.Duration // the sum of the features' --*-preflight-timeout: prepare may take them all
 	PreflightFlags []string      // their names
 	UnexpectedArgs []string

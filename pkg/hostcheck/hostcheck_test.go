@@ -54,7 +54,7 @@ func newHost(t *testing.T) *host {
 // runner is one [[runners]] block with ferry; mutate edits its lines.
 func (h *host) runner(name string, mutate func(lines map[string]string)) string {
 	lines := map[string]string{
-		"config":  fmt.Sprintf(`config_exec = %q`+"\n    config_args = [\"config\", \"--state-dir=%s\", \"--builds-dir=%s\"]", h.ferry, h.state, h.builds),
+		"config":  fmt.Sprintf(`config_exec = %q`+"\n    config_args = [\"config\", \"--state-dir=%s\", \"--builds-dir=%s\", \"--server-url=https://ci:%s@gitlab.example.com/\"]", h.ferry, h.state, h.builds, planted[3]),
 		"prepare": fmt.Sprintf(`prepare_exec = %q`+"\n    prepare_args = [\"prepare\", \"--state-dir=%s\"]", h.ferry, h.state),
 		"run":     fmt.Sprintf(`run_exec = %q`+"\n    run_args = [\"run\", \"--state-dir=%s\", \"--grace-period=10s\"]", h.ferry, h.state),
 		"cleanup": fmt.Sprintf(`cleanup_exec = %q`+"\n    cleanup_args = [\"cleanup\", \"--state-dir=%s\"]", h.ferry, h.state),
@@ -134,8 +134,8 @@ func TestCheckGoodRunner(t *testing.T) {
 		`ok    state dir `+h.state+` (runner "ferry-good"): owner`,
 		`ok    engine: unpacks into the state dir `+h.state,
 		"ferry check: passed")
-	if strings.Contains(out, "FAIL") {
-		t.Errorf("a FAIL line for a good setup:\n%s", out)
+	if strings.Contains(out, "FAIL") || strings.Contains(out, "server-url") {
+		t.Errorf("a FAIL or --server-url line for a good setup:\n%s", out)
 	}
 }
 
@@ -160,6 +160,9 @@ func TestCheckRunnerProblems(t *testing.T) {
 		{"wrong-sub", func(l map[string]string) {
 			l["cleanup"] = fmt.Sprintf(`cleanup_exec = %q`+"\n    cleanup_args = [\"--state-dir=%s\"]", h.ferry, h.state)
 		}, `cleanup_args must start with "cleanup"`},
+		{"other-server", func(l map[string]string) {
+			l["config"] = fmt.Sprintf(`config_exec = %q`+"\n    config_args = [\"config\", \"--state-dir=%s\", \"--server-url=https://other.example.com\"]", h.ferry, h.state)
+		}, "config's --server-url is not this runner's url (neither printed)"},
 		{"missing-binary", func(l map[string]string) {
 			l["run"] = fmt.Sprintf(`run_exec = %q`+"\n    run_args = [\"run\", \"--state-dir=%s\"]", filepath.Join(h.dir, "nowhere", "ferry"), h.state)
 		}, "run_exec " + filepath.Join(h.dir, "nowhere", "ferry") + ": stat"},

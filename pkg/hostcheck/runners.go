@@ -27,6 +27,7 @@ type runnerConfig struct {
 type runnerEntry struct {
 	Name      string        `toml:"name"`
 	Executor  string        `toml:"executor"`
+	URL       string        `toml:"url"` // compared with --server-url, never printed (it may hold credentials)
 	BuildsDir string        `toml:"builds_dir"`
 	Custom    *customConfig `toml:"custom"`
 }
@@ -218,7 +219,11 @@ func (c *checker) runner(subj, name string, rn runnerEntry) (runnerCheck, bool) 
 		}
 		settings[i] = &s
 		if i == 0 {
+			// config's job_env, as the runner passes it on.
 			env["FERRY_STATE_DIR"] = s.StateDir
+			if s.ServerURL != "" {
+				env["FERRY_SERVER_URL"] = s.ServerURL
+			}
 		}
 	}
 	var dirs []string
@@ -241,6 +246,22 @@ func (c *checker) runner(subj, name string, rn runnerEntry) (runnerCheck, bool) 
 	}
 	if s := settings[0]; s != nil {
 		rc.buildsDir = s.BuildsDir
+	}
+
+	// --server-url names the GitLab instance in job keys; it should be the
+	// runner's own url. Neither is printed.
+	serverSet := false
+	for i, s := range settings {
+		if s == nil || s.ServerURL == "" {
+			continue
+		}
+		serverSet = true
+		if strings.TrimRight(s.ServerURL, "/") != strings.TrimRight(rn.URL, "/") {
+			c.r.Fail(subj, "%s's --server-url is not this runner's url (neither printed): jobs would be keyed on another instance's name", stageNames[i])
+		}
+	}
+	if !serverSet && len(dirs) > 0 {
+		c.r.Warn(subj, "no --server-url in config_args: ferry names the GitLab instance from each job's clone URL; give it this runner's url")
 	}
 
 	// Timeouts (seconds).
