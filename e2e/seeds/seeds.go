@@ -73,6 +73,32 @@ func Seed001(adminKubeconfigBase64 string) (rd.Pipeline, error) {
 		rd.Variable{Key: "KUBECONFIG", Value: adminKubeconfigBase64, Masked: true})
 }
 
+// Seed001AsWritten is seed 001 as its author ran it (testdata's
+// 001-traefik/before): cert-manager's CRDs applied from crdsURL with
+// --validate=false, namespaces and an Issuer created, Traefik's directory
+// created, then `kubectl describe certificate`, with cluster-admin
+// credentials (a masked base64 KUBECONFIG).
+func Seed001AsWritten(adminKubeconfigBase64, crdsURL string) (rd.Pipeline, error) {
+	return load("001-traefik/before", "ops/cluster-setup",
+		rd.Variable{Key: "KUBECONFIG", Value: adminKubeconfigBase64, Masked: true},
+		rd.Variable{Key: "CERT_MANAGER_CRDS", Value: crdsURL, Public: true})
+}
+
+// Seed001CRDs is the file Seed001AsWritten's URL must serve.
+func Seed001CRDs() string { return Dir("001-traefik/crds/00-crds.yaml") }
+
+// Seed003Pull is seed 003's pull half: a job asks Flux to reconcile the
+// shark-app Kustomization now (kubectl annotate) and waits until it is
+// Ready (kubectl wait). Seed003Flux is what the cluster must hold first.
+func Seed003Pull(adminKubeconfigBase64 string) (rd.Pipeline, error) {
+	return load("003-shark/pull", "samiamoura/shark-application",
+		rd.Variable{Key: "KUBECONFIG", Value: adminKubeconfigBase64, Masked: true})
+}
+
+// Seed003Flux is Flux's Kustomization CRD, its namespace and the
+// shark-app Kustomization.
+func Seed003Flux() string { return Dir("003-shark/flux/kustomization-crd.yml") }
+
 // RepoRoot is ferry's main module root (this file is e2e/seeds/seeds.go).
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)

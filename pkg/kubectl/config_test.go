@@ -131,8 +131,9 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"apply", "-f", "x.yaml", "--dry-run=maybe"}, `invalid dry-run value (maybe)`},
 		{[]string{"apply", "-f", "x.yaml", "-o", "wide"}, `unable to match a printer suitable for the output format "wide"`},
 		{[]string{"apply", "-f", "x.yaml", "--prune"}, "--prune is not supported"},
-		{[]string{"rollout", "undo", "deploy/x"}, "supports `rollout status` and `rollout restart` only"},
-		{[]string{"config", "rename-context", "a", "b"}, "does not support `config rename-context`"},
+		// kubectl's own code, which reads the (missing) kubeconfig first.
+		{[]string{"rollout", "undo", "deploy/x"}, "error: stat " + kc + ": no such file or directory"},
+		{[]string{"config", "rename-context", "a", "b"}, `error: cannot rename the context "a", it's not in ` + kc},
 	} {
 		out, code := runFerry(t, kc, tc.args...)
 		if code != 1 || !strings.Contains(out, tc.want) {
@@ -193,16 +194,18 @@ func TestEmbedCertsMatchesKubectl(t *testing.T) {
 	}
 }
 
-// A missing file is an error naming it, and nothing is written.
+// A missing file is an error naming it, and nothing is written. The words
+// are kubectl 1.37's (the code ferry links; kubectl 1.32 said "could not
+// read ... data from").
 func TestEmbedCertsMissingFile(t *testing.T) {
 	kc := filepath.Join(t.TempDir(), "kc")
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"config", "set-cluster", "k", "--certificate-authority=/nonexistent/ca.pem", "--embed-certs"}, "error: could not read certificate-authority data from /nonexistent/ca.pem: open /nonexistent/ca.pem: no such file or directory"},
-		{[]string{"config", "set-credentials", "u", "--client-certificate=/nonexistent/c.crt", "--embed-certs"}, "error: error reading client-certificate data from /nonexistent/c.crt: open /nonexistent/c.crt"},
-		{[]string{"config", "set-credentials", "u", "--client-key=/nonexistent/c.key", "--embed-certs"}, "error: error reading client-key data from /nonexistent/c.key: open /nonexistent/c.key"},
+		{[]string{"config", "set-cluster", "k", "--certificate-authority=/nonexistent/ca.pem", "--embed-certs"}, "error: could not stat certificate-authority file /nonexistent/ca.pem: stat /nonexistent/ca.pem: no such file or directory"},
+		{[]string{"config", "set-credentials", "u", "--client-certificate=/nonexistent/c.crt", "--embed-certs"}, "error: could not stat client-certificate file /nonexistent/c.crt: stat /nonexistent/c.crt"},
+		{[]string{"config", "set-credentials", "u", "--client-key=/nonexistent/c.key", "--embed-certs"}, "error: could not stat client-key file /nonexistent/c.key: stat /nonexistent/c.key"},
 	} {
 		out, code := runFerry(t, kc, tc.args...)
 		if code != 1 || !strings.Contains(out, tc.want) {

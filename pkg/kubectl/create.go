@@ -53,7 +53,7 @@ func (c *createOutput) check() (apply.DryRun, error) {
 	switch c.output {
 	case "", "name", "yaml", "json":
 	default:
-		return 0, fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,yaml", c.output)
+		return 0, errUpstream // -o go-template=..., custom-columns, ...
 	}
 	return parseDryRun(c.dryRun)
 }
@@ -91,10 +91,8 @@ func (e *env) create(ctx context.Context, args []string) error {
 		switch typ {
 		case "generic", "docker-registry", "tls":
 			return e.createGenerated(ctx, "secret "+typ, rest)
-		case "":
-			return errors.New("create secret needs a type: generic, docker-registry or tls")
 		}
-		return fmt.Errorf("unknown secret type %q: ferry's kubectl creates generic, docker-registry and tls secrets", typ)
+		return errUpstream
 	}
 	fs := e.flags("create")
 	var src source
@@ -105,7 +103,8 @@ func (e *env) create(ctx context.Context, args []string) error {
 		return err
 	}
 	if len(src.files) == 0 && len(src.kustomize) == 0 {
-		return fmt.Errorf("ferry's kubectl creates from -f/-k, or namespace, configmap and secret (generic, docker-registry, tls); %q is not supported", strings.Join(args, " "))
+		// create deployment|job|role|..., or kubectl's usage error.
+		return errUpstream
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))

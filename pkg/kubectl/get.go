@@ -110,6 +110,12 @@ func (e *env) get(ctx context.Context, args []string) error {
 	if err := e.parse(fs, args); err != nil {
 		return err
 	}
+	switch {
+	case output == "" || output == "wide" || output == "name" || output == "yaml" || output == "json" || strings.HasPrefix(output, "jsonpath="):
+	default:
+		// custom-columns, go-template, jsonpath-file, ...: kubectl's printers.
+		return errUpstream
+	}
 	ns, _, err := e.resolvedNamespace()
 	if err != nil {
 		return err
@@ -125,12 +131,8 @@ func (e *env) get(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case output == "" || output == "wide":
+	if output == "" || output == "wide" {
 		return e.getTables(ctx, a, refs, ns, selector, output == "wide", len(refs) > 1, ignoreNF)
-	case output == "name" || output == "yaml" || output == "json" || strings.HasPrefix(output, "jsonpath="):
-	default:
-		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,jsonpath,name,wide,yaml", output)
 	}
 	var objs []*unstructured.Unstructured
 	for _, r := range refs {
@@ -388,7 +390,7 @@ func (e *env) rollout(ctx context.Context, args []string) error {
 		return e.rolloutRestart(ctx, args[1:])
 	}
 	if len(args) == 0 || args[0] != "status" {
-		return fmt.Errorf("ferry's kubectl supports `rollout status` and `rollout restart` only (got %q); run the real kubectl for the rest", strings.Join(args, " "))
+		return errUpstream // history, undo, pause, resume
 	}
 	fs := e.flags("rollout status")
 	var timeout time.Duration

@@ -1,9 +1,11 @@
 // Package kubectl is the kubectl that deploy jobs find on their PATH when
-// they run through ferry: the verbs deploy scripts use (apply, diff, create,
-// delete, get, rollout status|restart, set image, wait, config, version)
-// implemented on client-go and ferry's server-side apply engine
-// (pkg/apply), with kubectl's flags, output and exit codes. Any other verb is handed to a real kubectl when one is on
-// PATH, else refused with the list of what ferry supports.
+// they run through ferry: the verbs deploy scripts use most (apply, diff,
+// create, delete, get, rollout status|restart, set image, wait, config,
+// version) implemented on client-go and ferry's server-side apply engine
+// (pkg/apply), with kubectl's flags, output and exit codes. Every other verb,
+// and every flag of those verbs that ferry does not implement itself, runs
+// kubectl's own command code (pkg/kubectl/upstream), linked in: no kubectl
+// is needed on the host.
 //
 // It runs inside the job script, so it reads KUBECONFIG (ferry's private
 // per-job kubeconfig, or whatever the script exported) and the job's
@@ -28,9 +30,11 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
+	"gitlab.com/ferry-ci/ferry/pkg/kubectl/upstream"
+	"gitlab.com/ferry-ci/ferry/pkg/stallguard"
 )
 
-// Supported lists the verbs ferry implements itself, for help and refusals.
+// Supported lists the verbs ferry implements itself, for version's line.
 const Supported = "apply, diff, create (namespace, configmap, secret, -f), delete (-f, <kind> <name>), get, rollout (status, restart), set image, wait, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
 
 // exitError carries kubectl's exit status for an error already printed.
@@ -46,6 +50,11 @@ type env struct {
 
 	kubeconfig, context, namespace, requestTimeout string
 	namespaceSet                                   bool
+	// upstream: an unknown flag or value hands the whole command to
+	// kubectl's own code (errUpstream) rather than refusing it. Not for
+	// apply and diff, whose semantics differ (server-side apply always).
+	upstream bool
+
 	// conn are kubectl's connection flags (--server, --token, ...), which
 	// CI scripts use instead of a kubeconfig: they override its values.
 	conn clientcmdapi.Cluster
@@ -61,19 +70,24 @@ type env struct {
 // like kubectl; diff returns 1 when there are differences and 2 on error).
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
-	verb, rest, err := e.splitGlobals(args)
-	if err != nil {
+	if _, err := stallguard.FromEnv(); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
+	}
+	verb, rest, err := e.splitGlobals(args)
+	if err != nil {
+		// A global flag ferry does not know (--as, --cache-dir, ...).
+		return upstream.Main(args, stdin, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var run func(context.Context, []string) error
+	e.upstream = true
 	switch verb {
 	case "apply":
-		run = e.apply
+		run, e.upstream = e.apply, false
 	case "diff":
-		run = e.diff
+		run, e.upstream = e.diff, false
 	case "create":
 		run = e.create
 	case "delete":
@@ -81,31 +95,33 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "get":
 		run = e.get
 	case "rollout":
+		if len(rest) == 0 || (rest[0] != "status" && rest[0] != "restart") {
+			return upstream.Main(args, stdin, stdout, stderr)
+		}
 		run = e.rollout
 	case "set":
-		// Only set image is ferry's; set env, resources, ... stay with the
-		// real kubectl, as they were before ferry had any set verb.
+		// Only set image is ferry's; set env, resources, ... are kubectl's.
 		if len(rest) == 0 || rest[0] != "image" {
-			return passthrough(verb, args, stdin, stdout, stderr)
+			return upstream.Main(args, stdin, stdout, stderr)
 		}
 		run = e.setImage
 	case "wait":
 		run = e.wait
-	case "config":
-		run = e.config
 	case "version":
 		run = e.version
-	case "", "help", "-h", "--help":
-		fmt.Fprintf(stdout, "ferry's kubectl: %s.\nOther verbs run the real kubectl when one is on PATH.\n", Supported)
-		return 0
 	default:
-		return passthrough(verb, args, stdin, stdout, stderr)
+		// describe, logs, exec, patch, label, help, ...: kubectl's own code.
+		return upstream.Main(args, stdin, stdout, stderr)
 	}
 	err = run(ctx, rest)
 	var ee exitError
 	switch {
 	case err == nil:
 		return 0
+	case errors.Is(err, errUpstream):
+		// Nothing was printed or sent yet: kubectl's code redoes it all.
+		stop()
+		return upstream.Main(args, stdin, stdout, stderr)
 	case errors.As(err, &ee):
 		return ee.code
 	default:
@@ -113,6 +129,11 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 }
+
+// errUpstream is returned by a verb, before it has printed or sent
+// anything, for a flag or flag value it does not implement: Main then runs
+// the whole command with kubectl's own code.
+var errUpstream = errors.New("handled by kubectl's own code")
 
 // formatError prints an error the way kubectl does: API errors as
 // "Error from server (Reason): message", others as "error: message".
@@ -183,6 +204,10 @@ func (e *env) flags(verb string) *pflag.FlagSet {
 // parse parses a verb's flags and records whether -n was given.
 func (e *env) parse(fs *pflag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if e.upstream {
+			// Unknown flags, --help: kubectl's code knows them all.
+			return errUpstream
+		}
 		if errors.Is(err, pflag.ErrHelp) {
 			return exitError{0}
 		}
@@ -218,7 +243,9 @@ func (e *env) restConfig() (*rest.Config, error) {
 		return nil, err
 	}
 	cfg.UserAgent = "ferry-kubectl"
-	return cfg, nil
+	// A stalled API server fails the command in bounded time, for every
+	// verb and for apply (pkg/stallguard holds the default limit).
+	return stallguard.Guard(cfg, 0), nil
 }
 
 // resolvedNamespace is -n, else the context's namespace, else "default";

@@ -171,7 +171,7 @@ func checkOutput(output string) error {
 	case "", "name", "yaml", "json":
 		return nil
 	}
-	return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,yaml", output)
+	return errUpstream // -o go-template=..., custom-columns, ...
 }
 
 // rolloutRestart is `kubectl rollout restart deployment/NAME`: it stamps
