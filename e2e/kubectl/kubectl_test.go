@@ -148,21 +148,6 @@ func TestConfigViewRedacts(t *testing.T) {
 	want(t, out, code, 0, token)
 }
 
-// A verb ferry does not implement goes to a real kubectl when one is on
-// PATH besides ferry's own, and is refused clearly when none is.
-func TestUnsupportedVerb(t *testing.T) {
-	out, code := kubectl(t, "/nonexistent", "", "describe", "namespace", "default")
-	want(t, out, code, 1, `ferry's kubectl does not implement "describe"`, "ferry implements: apply")
-
-	fake := t.TempDir()
-	script := "#!/bin/sh\necho \"real kubectl got: $*\"\nexit 7\n"
-	if err := os.WriteFile(filepath.Join(fake, "kubectl"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, code = kubectl(t, fake+":/usr/bin:/bin", "", "describe", "namespace", "default")
-	want(t, out, code, 7, "real kubectl got: --kubeconfig "+c.AdminKubeconfigPath+" describe namespace default")
-}
-
 func TestUnknownKindAndBadYAML(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
