@@ -66,7 +66,7 @@ func NewFlagSet(name, home string) (*flag.FlagSet, *Options) {
 	fs.StringVar(&o.CacheDir, "cache-dir", def("cache"), "cache_dir reported to the runner")
 	fs.DurationVar(&o.StaleAfter, "stale-after", 24*time.Hour, "prepare removes state dirs of jobs older than this (and than their job timeout + 1h)")
 	fs.DurationVar(&o.GracePeriod, "grace-period", 10*time.Second, "after SIGTERM, how long the job's processes get before SIGKILL")
-	fs.StringVar(&o.ServerURL, "server-url", "", "the GitLab URL of the runner's config.toml (url): names the instance in job keys; default: the payload's clone URL, never a job variable")
+	fs.StringVar(&o.ServerURL, "server-url", "", "the GitLab URL of the runner's config.toml (url): names the instance in job keys; default: the origin of the payload's clone URL (CI_SERVER_URL only when that is not http(s))")
 	fs.Var(&o.PassEnv, "pass-env", "extra host variable names passed to the job script (comma-separated, repeatable)")
 	for _, f := range Features() {
 		if f.Flags != nil {
