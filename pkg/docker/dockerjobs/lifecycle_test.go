@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,12 +48,18 @@ func TestSocketServesOnlyItsJobAsUser(t *testing.T) {
 }
 
 // socketAttack: job A uses its engine and waits; job B finds A's socket
-// and tries it; this process (outside any job) tries too.
+// and tries it; this process (outside any job) tries too. The jobs write
+// nothing outside their own dirs (a sandbox would stop them): A prints its
+// socket, the test hands it to B in a file B can read, B prints what its
+// setsid'd process got.
 func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 	hostFile, goFile := filepath.Join(e.base, "a-host"), filepath.Join(e.base, "go")
 	wait := func(f string) string {
 		return `for i in $(seq 600); do [ -e ` + f + ` ] && break; sleep 0.1; done; [ -e ` + f + ` ]`
 	}
+	sockRe := regexp.MustCompile(`(?m)^A-SOCKET=(/\S+)$`)
+	var once, bOnce sync.Once
+	sockCh, bDone := make(chan string, 1), make(chan struct{})
 	var a, b *runnerdriver.JobResult
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -60,9 +67,19 @@ func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 		defer wg.Done()
 		a = e.run(runnerdriver.Job{Name: "a", Variables: vars, Script: []string{
 			"docker ps > /dev/null",
-			"echo ${DOCKER_HOST#unix://} > " + hostFile + ".tmp && mv " + hostFile + ".tmp " + hostFile,
+			// Printed so that the echoed command line does not match.
+			`printf 'A-%s=%s\n' SOCKET "${DOCKER_HOST#unix://}"`,
 			wait(goFile),
 			"docker ps > /dev/null && echo A-STILL-SERVED",
+		}, OnLog: func(log []byte) bool {
+			if m := sockRe.FindSubmatch(log); m != nil {
+				once.Do(func() {
+					os.WriteFile(hostFile+".tmp", m[1], 0o644)
+					os.Rename(hostFile+".tmp", hostFile)
+					sockCh <- string(m[1])
+				})
+			}
+			return false
 		}})
 	}()
 	go func() {
@@ -73,22 +90,26 @@ func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 			// The markers are printed as S+TOLEN so that the echoed command
 			// lines do not contain them.
 			`if docker -H unix://$sock ps; then printf 'S%s\n' TOLEN; fi`,
-			`setsid -f sh -c "docker -H unix://$sock ps && printf 'S%s\n' TOLEN-SETSID" > ` + filepath.Join(e.base, "b-setsid") + ` 2>&1`,
-			`sleep 1`,
+			`setsid -f sh -c "docker -H unix://$sock ps && printf 'S%s\n' TOLEN-SETSID" > "$CI_PROJECT_DIR/b-setsid" 2>&1`,
+			`sleep 1; cat "$CI_PROJECT_DIR/b-setsid"`,
 			// Even a process that names A's JOB_RESPONSE_FILE itself is below B's ferry run.
 			`if env -i JOB_RESPONSE_FILE=/anything /usr/bin/docker -H unix://$sock ps; then printf 'S%s\n' TOLEN-ENV; fi`,
+			`printf 'B-%s\n' DONE`,
+		}, OnLog: func(log []byte) bool {
+			if strings.Contains(string(log), "B-DONE") {
+				bOnce.Do(func() { close(bDone) })
+			}
+			return false
 		}})
 	}()
 	// A process outside every job.
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, err := os.Stat(hostFile); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	var sock string
+	select {
+	case sock = <-sockCh:
+	case <-time.After(90 * time.Second):
+		t.Fatal("job A never printed its socket")
 	}
-	sock, _ := os.ReadFile(hostFile)
-	if c, err := net.Dial("unix", strings.TrimSpace(string(sock))); err == nil {
+	if c, err := net.Dial("unix", strings.TrimSpace(sock)); err == nil {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		c.Write([]byte("GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"))
 		if line, _ := bufio.NewReader(c).ReadString('\n'); line != "" {
@@ -98,23 +119,17 @@ func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 	} else {
 		t.Logf("dial from outside: %v", err)
 	}
-	// B's waits are over once it has tried everything.
-	for time.Now().Before(deadline) {
-		if b != nil || fileHas(filepath.Join(e.base, "b-setsid")) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+	select {
+	case <-bDone:
+	case <-time.After(90 * time.Second):
+		t.Error("job B did not finish its attempts")
 	}
-	time.Sleep(1500 * time.Millisecond)
-	os.WriteFile(goFile, nil, 0o600)
+	os.WriteFile(goFile, nil, 0o644)
 	wg.Wait()
 	mustSucceed(t, a)
 	mustSucceed(t, b)
-	setsidOut, _ := os.ReadFile(filepath.Join(e.base, "b-setsid"))
-	for _, s := range []string{"STOLEN"} {
-		if strings.Contains(b.Log, s) || strings.Contains(string(setsidOut), s) {
-			t.Fatalf("job B used job A's socket:\n%s\n%s", b.Log, setsidOut)
-		}
+	if strings.Contains(b.Log, "STOLEN") {
+		t.Fatalf("job B used job A's socket:\n%s", b.Log)
 	}
 	if !strings.Contains(a.Log, "A-STILL-SERVED") {
 		t.Fatalf("job A lost its engine:\n%s", a.Log)
@@ -130,11 +145,6 @@ func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
 	if n < 4 && n != 1 { // the docker CLI connects more than once per command
 		t.Fatalf("job A's log names %d refusals, want 4+ (B, B's setsid, B's env -i, the outsider) or 1 under a sandbox:\n%s", n, a.Log)
 	}
-}
-
-func fileHas(p string) bool {
-	b, err := os.ReadFile(p)
-	return err == nil && len(b) > 0
 }
 
 // rawJob drives ferry's stages by hand (no driver), for the lifecycle cases

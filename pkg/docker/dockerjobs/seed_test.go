@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -150,20 +151,24 @@ func TestTwoJobsNoLeaks(t *testing.T) {
 		"docker context create leak --docker host=unix:///nonexistent.sock",
 		"docker context use leak",
 		`grep -q '"auths"' "$DOCKER_CONFIG/config.json"`,
-		"echo $DOCKER_CONFIG > " + filepath.Join(e.base, "a-config"),
+		`printf 'A-%s=%s\n' CONFIG "$DOCKER_CONFIG"`,
 	}})
 	mustSucceed(t, a)
+	m := regexp.MustCompile(`(?m)^A-CONFIG=(/\S+)$`).FindStringSubmatch(a.Log)
+	if m == nil {
+		t.Fatalf("job A did not print its DOCKER_CONFIG:\n%s", a.Log)
+	}
+	aDir := m[1]
 	b := e.run(runnerdriver.Job{Name: "b", Variables: vars, Script: []string{
 		"docker context ls",
 		`test "$(docker context show)" = default`,
 		`! grep -q '"auths"' "$DOCKER_CONFIG/config.json"`,
 		`! docker context inspect leak`,
-		`test "$DOCKER_CONFIG" != "$(cat ` + filepath.Join(e.base, "a-config") + `)"`,
+		`test "$DOCKER_CONFIG" != "` + aDir + `"`,
 		`docker ps`,
 	}})
 	mustSucceed(t, b)
-	aDir, _ := os.ReadFile(filepath.Join(e.base, "a-config"))
-	if _, err := os.Stat(strings.TrimSpace(string(aDir))); !os.IsNotExist(err) {
+	if _, err := os.Stat(aDir); !os.IsNotExist(err) {
 		t.Fatalf("job A's DOCKER_CONFIG %s survived its cleanup: %v", aDir, err)
 	}
 	if _, err := os.Stat(filepath.Join(e.home, ".docker", "config.json")); !os.IsNotExist(err) {
