@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
@@ -80,19 +81,29 @@ func Config(env *jobenv.Env, o *Options) (*ConfigOutput, error) {
 	if within(state, builds) {
 		return nil, fmt.Errorf("ferry: --state-dir %s is inside --builds-dir %s: job state must stay out of the build directory", state, builds)
 	}
+	// The project's own level (the payload's project id, which a job
+	// cannot set) keeps every directory the runner makes for a job below
+	// one only this project uses, so the sandbox can let the job rewrite
+	// its whole builds_dir (a clone removes and recreates the project
+	// dir) and cache_dir without reaching another project's.
+	buildsDir, cacheDir := filepath.Join(builds, token, slot), cache
+	if pid := payloadProjectID(env); pid != "" {
+		buildsDir, cacheDir = filepath.Join(builds, token, pid, slot), filepath.Join(cache, pid)
+	}
 	host, _ := os.Hostname()
 	// Later calls get these in their process environment, so prepare, run
 	// and cleanup agree on the state root (and the instance that names job
 	// keys) even when only config_args names them. A job cannot set them:
-	// its variables reach ferry only as CUSTOM_ENV_*.
-	buildsDir := filepath.Join(builds, token, slot)
-	jobEnv := map[string]string{EnvName("state-dir"): state, JobBuildsDirVar: buildsDir}
+	// its variables reach ferry only as CUSTOM_ENV_*. run's sandbox needs
+	// the builds and cache roots too (what to hide).
+	jobEnv := map[string]string{EnvName("state-dir"): state, JobBuildsDirVar: buildsDir,
+		EnvName("builds-dir"): builds, EnvName("cache-dir"): cache}
 	if o.ServerURL != "" {
 		jobEnv[EnvName("server-url")] = o.ServerURL
 	}
 	return &ConfigOutput{
 		BuildsDir:         buildsDir,
-		CacheDir:          cache,
+		CacheDir:          cacheDir,
 		BuildsDirIsShared: false,
 		Hostname:          host,
 		Driver:            Driver{Name: DriverName, Version: version.Version},
@@ -120,6 +131,19 @@ func checkProjectDir(env *jobenv.Env) error {
 		return failure.Build(fmt.Errorf("ferry: CUSTOM_ENV_CI_PROJECT_DIR %q is not inside this job's builds_dir %s (from config_exec): refused (a job variable cannot move the project directory)", pd, bd))
 	}
 	return nil
+}
+
+// payloadProjectID is the job payload's project id as a directory name, ""
+// without a readable payload.
+func payloadProjectID(env *jobenv.Env) string {
+	if env.JobResponseFile == "" {
+		return ""
+	}
+	p, err := env.Payload()
+	if err != nil || p.JobInfo.ProjectID <= 0 {
+		return ""
+	}
+	return strconv.FormatInt(p.JobInfo.ProjectID, 10)
 }
 
 // WriteConfig runs Config and prints the JSON.

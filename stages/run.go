@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
+	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 )
 
 // HostEnvAllowList are the host variables a job script gets from ferry's own
@@ -138,8 +138,13 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 		return err
 	}
 	childEnv := ChildEnv(env, o, st, overrides)
+	box, err := jobSandbox(env, o, st)
+	if err != nil {
+		return err
+	}
+	defer box.Close()
 
-	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod)
+	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod, box)
 	if err != nil {
 		return err
 	}
@@ -213,6 +218,12 @@ func ChildEnv(env *jobenv.Env, o *Options, st *jobstate.State, overrides []jobst
 	}
 	set("PATH", st.BinDir()+string(os.PathListSeparator)+path)
 	set("FERRY_STATE_DIR", st.Root())
+	if sandboxOpts.on {
+		// The sandbox hides the host-wide caches and the runner's temp
+		// dir: the job gets its own (docs/threat-model.md).
+		set("TMPDIR", st.Path(jobTmpDir))
+		set("FERRY_DISCOVERY_CACHE_DIR", filepath.Join(st.Path(jobCacheDir), "discovery"))
+	}
 	// Every process of the job inherits this mark; cleanup finds by it what
 	// survived a ferry that was killed before it could stop the job.
 	set(JobMarkVar, filepath.Base(st.Dir()))
@@ -405,13 +416,8 @@ var subreaperOnce sync.Once
 
 // runScript runs `bash script` and returns its exit code (128+signal when a
 // signal ended it). The error is only for ferry's own failures.
-func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration) (int, error) {
+func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset) (int, error) {
 	subreaperOnce.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
-	// Pdeathsig is tied to the thread that started the child: keep this
-	// goroutine on it so the script dies with ferry even if the runner
-	// SIGKILLs ferry before the grace period is over.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 
 	// Own pipes, not exec's copying goroutines: a background process holding
 	// the pipe must not keep Wait (and so ferry) waiting.
@@ -431,11 +437,38 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 	cmd.Stdout = outW
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// bash starts on a thread of its own, restricted by the job's sandbox
+	// (box nil: not restricted); Pdeathsig is tied to that thread, which
+	// lives until bash exits, so the script dies with ferry even if the
+	// runner SIGKILLs ferry before the grace period is over.
+	started := make(chan error, 1)
+	waited := make(chan error, 1)
+	go func() {
+		waited <- sandbox.OnThread(box, func() error {
+			err := cmd.Start()
+			started <- err
+			if err != nil {
+				return err
+			}
+			return cmd.Wait()
+		})
+	}()
+	var serr error
+	select {
+	case serr = <-started:
+		if serr != nil {
+			serr = fmt.Errorf("ferry: start bash %s: %w", script, serr)
+		}
+	case serr = <-waited: // the sandbox could not be entered: bash never started
+		if serr == nil {
+			serr = errors.New("ferry: sandbox: bash did not start")
+		}
+	}
+	if serr != nil {
 		for _, f := range []*os.File{outR, outW, errR, errW} {
 			f.Close()
 		}
-		return 0, fmt.Errorf("ferry: start bash %s: %w", script, err)
+		return 0, serr
 	}
 	outW.Close()
 	errW.Close()
@@ -466,7 +499,7 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 			signalJob(pgid, syscall.SIGKILL)
 		}
 	}()
-	werr := cmd.Wait()
+	werr := <-waited
 	close(done)
 
 	// What is left of the job: its process group and every orphan that the

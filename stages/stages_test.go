@@ -306,7 +306,7 @@ func TestRunCancel(t *testing.T) {
 	j.args = append(j.args, "--grace-period=500ms")
 	j.mustPrepare()
 	a, b, c := uniqueSleep(), uniqueSleep()+"1", uniqueSleep()+"2"
-	ready := filepath.Join(j.base, "ready")
+	ready := filepath.Join(j.project, "ready") // writable inside the sandbox
 	script := j.script(`sleep ` + a + ` &
 setsid sleep ` + b + ` &
 ( trap '' TERM; exec sleep ` + c + ` ) &
@@ -459,7 +459,8 @@ func TestConcurrentJobs(t *testing.T) {
 			st := j.state()
 			dirs[i] = st.Dir()
 			st.AddEnv("JOB_MARK", "mark-"+itoa(id), false)
-			r := j.ferry("run", j.script("echo \"mark=$JOB_MARK\"; ls \"$FERRY_STATE_DIR/jobs\" >/dev/null"), "build_script")
+			// The sandbox hides the other jobs' state dirs.
+			r := j.ferry("run", j.script("echo \"mark=$JOB_MARK\"; ! ls \"$FERRY_STATE_DIR/jobs\" 2>/dev/null"), "build_script")
 			if r.code != 0 || strings.TrimSpace(r.stdout) != "mark=mark-"+itoa(id) {
 				t.Errorf("job %d run: %d %q %q", id, r.code, r.stdout, r.stderr)
 			}
@@ -524,7 +525,7 @@ func TestCleanupKillsLeftoversOfKilledRun(t *testing.T) {
 	j := newJob(t, "118")
 	j.mustPrepare()
 	a := uniqueSleep() + "4"
-	ready := filepath.Join(j.base, "ready")
+	ready := filepath.Join(j.project, "ready") // writable inside the sandbox
 	cmd := j.cmd("run", j.script("setsid sleep "+a+" &\ntouch "+ready+"\nwait"), "build_script")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -276,7 +276,11 @@ func (e *env) getApplier() (*apply.Applier, error) {
 		return nil, err
 	}
 	opts := apply.Options{}
-	if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
+	if dir := os.Getenv("FERRY_DISCOVERY_CACHE_DIR"); dir != "" {
+		// The job's own cache (ferry's sandbox: a shared one a job can
+		// write would let it poison every later job's kubectl).
+		opts.DiscoveryCacheDir = dir
+	} else if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
 		opts.DiscoveryCacheDir = filepath.Join(root, "cache", "discovery")
 	}
 	e.applier, err = apply.NewApplier(cfg, opts)

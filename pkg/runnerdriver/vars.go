@@ -187,6 +187,11 @@ func (jr *jobRun) env() []string {
 		"BUILD_FAILURE_EXIT_CODE=1",
 		"SYSTEM_FAILURE_EXIT_CODE=2",
 		"JOB_RESPONSE_FILE="+jr.responseFile,
+		// The shim stands in for GitLab: a real runner sends artifacts
+		// over the network, the shim writes them into the store, which
+		// ferry's sandbox must then let the job write (the admin's
+		// option --sandbox-writable).
+		"FERRY_SANDBOX_WRITABLE="+d.store,
 	)
 	// job_env first, so it cannot override a job variable (as the runner does).
 	for k, v := range jr.jobEnv {
