@@ -11,6 +11,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/redact"
 )
 
@@ -64,7 +65,9 @@ func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer)
 		}
 	}
 	// Processes of the job still alive now escaped a killed `ferry run`.
-	if n := killMarked(filepath.Base(st.Dir())); n > 0 {
+	// By the mark descriptor first (env -i cannot drop it), then by the
+	// environment mark.
+	if n := jobproc.KillHolders(st.Path(jobproc.MarkFile)) + killMarked(filepath.Base(st.Dir())); n > 0 {
 		log.Warnf("ferry: killed %d leftover process(es) of job %s", n, filepath.Base(st.Dir()))
 	}
 	paths, err := st.CleanupPaths()

@@ -22,6 +22,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 )
@@ -144,7 +145,20 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	}
 	defer box.Close()
 
-	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod, box)
+	// The runner's death ends the job as a cancel would (docs/executor.md,
+	// "When the runner dies"); no cleanup_exec follows, so ferry does its work.
+	ctx, runnerGone := jobproc.WatchParent(ctx)
+	mark, err := jobproc.OpenMark(st.Path(jobproc.MarkFile))
+	if err != nil {
+		return err
+	}
+	defer mark.Close()
+
+	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod, box, mark)
+	if runnerGone() {
+		cerr := Cleanup(context.Background(), env, o, errW)
+		return errors.Join(err, fmt.Errorf("ferry: stage %s: the runner exited mid-job: job stopped, its state removed", stage), cerr)
+	}
 	if err != nil {
 		return err
 	}
@@ -416,7 +430,7 @@ var subreaperOnce sync.Once
 
 // runScript runs `bash script` and returns its exit code (128+signal when a
 // signal ended it). The error is only for ferry's own failures.
-func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset) (int, error) {
+func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset, mark *os.File) (int, error) {
 	subreaperOnce.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
 
 	// Own pipes, not exec's copying goroutines: a background process holding
@@ -437,6 +451,12 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 	cmd.Stdout = outW
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if mark != nil {
+		// Every process of the job inherits the mark (env -i cannot drop
+		// it); the descriptors below it are closed in the child.
+		cmd.ExtraFiles = make([]*os.File, jobproc.MarkFD-2)
+		cmd.ExtraFiles[jobproc.MarkFD-3] = mark
+	}
 	// bash starts on a thread of its own, restricted by the job's sandbox
 	// (box nil: not restricted); Pdeathsig is tied to that thread, which
 	// lives until bash exits, so the script dies with ferry even if the
