@@ -23,9 +23,10 @@ import (
 var ferryBin string
 
 func TestMain(m *testing.M) {
-	if asuser.IsChild() {
-		// A test body re-run as an unprivileged user: it gets ferry from
-		// its parent (asuser.Env.Files), builds nothing.
+	if asuser.IsChild() || os.Getenv("FERRY_ISO_ROLE") != "" {
+		// A test body re-run as an unprivileged user (asuser, or an
+		// isolation_test.go helper): it gets its binaries from its
+		// parent and builds nothing.
 		os.Exit(m.Run())
 	}
 	var err error

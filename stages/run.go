@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -148,6 +149,10 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	// The runner's death ends the job as a cancel would (docs/executor.md,
 	// "When the runner dies"); no cleanup_exec follows, so ferry does its work.
 	ctx, runnerGone := jobproc.WatchParent(ctx)
+	// A dead runner's pipes: ferry must live on to stop the job, so a
+	// write there is an error (EPIPE), not a SIGPIPE death. A handler, not
+	// SIG_IGN, so the script still gets the default disposition.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	mark, err := jobproc.OpenMark(st.Path(jobproc.MarkFile))
 	if err != nil {
 		return err

@@ -116,6 +116,12 @@ type Config struct {
 	// so drivers sharing a ferry state dir do not collide.
 	FirstJobID, FirstPipelineID int
 
+	// ShimBinary is a prebuilt gitlab-runner shim
+	// (./pkg/runnerdriver/internal/glshim); empty builds it with `go build`.
+	// A driver running as a user without the Go toolchain's caches (the
+	// sandbox tests' unprivileged runner user) needs it.
+	ShimBinary string
+
 	// LogWriter, when set, receives every job's (masked) log as it is written.
 	// Concurrent jobs interleave there; each result's Log is separate.
 	LogWriter io.Writer

@@ -73,9 +73,12 @@ func buildShim() (string, error) {
 // installShim puts a `gitlab-runner` executable in the driver's shim dir: a
 // two-line wrapper that hands the built shim its configuration.
 func (d *Driver) installShim() error {
-	bin, err := buildShim()
-	if err != nil {
-		return err
+	bin := d.cfg.ShimBinary
+	if bin == "" {
+		var err error
+		if bin, err = buildShim(); err != nil {
+			return err
+		}
 	}
 	cfg := map[string]any{
 		"store":         d.store,
