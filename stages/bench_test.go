@@ -11,8 +11,15 @@ import (
 // BenchmarkRunStage measures one `ferry run` of a trivial stage script: the
 // per-stage cost a job pays for ferry (process start, state read, redactor,
 // GITLAB_ENV check, process-group bookkeeping) on top of bash.
-func BenchmarkRunStage(b *testing.B) {
-	j := newJob(b, "900")
+func BenchmarkRunStage(b *testing.B) { benchRunStage(b, "900") }
+
+// BenchmarkRunStageNoSandbox is BenchmarkRunStage with --sandbox=false: the
+// difference between the two is what the Landlock sandbox costs per stage.
+func BenchmarkRunStageNoSandbox(b *testing.B) { benchRunStage(b, "902", "--sandbox=false") }
+
+func benchRunStage(b *testing.B, id string, args ...string) {
+	j := newJob(b, id)
+	j.args = append(j.args, args...)
 	prep := j.cmd("prepare")
 	if out, err := prep.CombinedOutput(); err != nil {
 		b.Fatalf("prepare: %v %s", err, out)

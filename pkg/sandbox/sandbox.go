@@ -239,10 +239,16 @@ func (b *builder) ancestorOfHidden(dir string) bool {
 // into entries that are ancestors of hidden paths. Symlinks need no rule:
 // Landlock checks the path they resolve to.
 func (b *builder) walk(dir string, read uint64) error {
-	ents, err := os.ReadDir(dir)
+	d, err := os.Open(dir)
 	if err != nil {
 		return nil // unreadable for ferry too: nothing to grant
 	}
+	defer d.Close()
+	ents, err := d.ReadDir(-1)
+	if err != nil {
+		return nil
+	}
+	dfd := int(d.Fd())
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		if b.hidden[p] || e.Type()&os.ModeSymlink != 0 {
@@ -254,10 +260,45 @@ func (b *builder) walk(dir string, read uint64) error {
 			}
 			continue
 		}
-		if err := b.rule(p, read); err != nil {
+		// The entry's type from the directory listing decides its rights:
+		// one openat and one landlock_add_rule per entry, no stat (a
+		// system dir like /tmp can hold hundreds).
+		access := read
+		if !e.IsDir() {
+			access &= fileRights
+		}
+		if err := b.ruleAt(dfd, e.Name(), p, access); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// ruleAt grants access on the entry name of the directory dfd (path is for
+// errors only).
+func (b *builder) ruleAt(dfd int, name, path string, access uint64) error {
+	access &= b.handled
+	if access == 0 {
+		return nil
+	}
+	fd, err := unix.Openat(dfd, name, unix.O_PATH|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ELOOP) {
+			return nil // gone meanwhile, or not ferry's to open
+		}
+		return fmt.Errorf("sandbox: open %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	attr := ll.PathBeneathAttr{AllowedAccess: access, ParentFd: fd}
+	if err := ll.LandlockAddPathBeneathRule(b.r.fd, &attr, 0); err != nil {
+		if errors.Is(err, unix.EINVAL) && access&^fileRights != 0 {
+			// The listing said directory, the inode says otherwise
+			// (replaced meanwhile): retry with file rights only.
+			return b.ruleAt(dfd, name, path, access&fileRights)
+		}
+		return fmt.Errorf("sandbox: landlock_add_rule %s: %w", path, err)
+	}
+	b.r.rules++
 	return nil
 }
 
