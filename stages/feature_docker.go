@@ -36,6 +36,10 @@ const (
 )
 
 func init() {
+	// docker login / docker context use write the job's own DOCKER_CONFIG:
+	// the sandbox lets the job write that directory (and nothing else of
+	// the holder's: its sockets are connected to, not written).
+	AllowJobStateWrite(filepath.Join(dockerDirName, holder.ConfigDir))
 	Register(Feature{
 		Name: "docker",
 		Flags: func(fs *flag.FlagSet) {
