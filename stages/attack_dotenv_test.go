@@ -19,9 +19,12 @@ func attackDriver(t *testing.T, env asuser.Env, extra ...string) (*runnerdriver.
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	d, err := runnerdriver.New(runnerdriver.Config{
-		FerryBinary:       env.Files["ferry"],
-		BaseDir:           base,
-		ExtraArgs:         append([]string{"--state-dir=" + state, "--kube-sources=none", "--kubectl-shim=false"}, extra...),
+		FerryBinary: env.Files["ferry"],
+		BaseDir:     base,
+		// --sandbox=false: the sandbox alone keeps a job out of the store
+		// (TestIsolationAttacks); the MAC must hold without it (old
+		// kernels, sandbox off), which is what this attacker tests.
+		ExtraArgs:         append([]string{"--state-dir=" + state, "--kube-sources=none", "--kubectl-shim=false", "--sandbox=false"}, extra...),
 		PrepareRetryDelay: 50 * time.Millisecond,
 		PrepareAttempts:   1,
 		Env:               []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base, "LANG=C.UTF-8"},
