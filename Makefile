@@ -29,8 +29,11 @@ build:
 test: tools
 	@# -count=1: the process tests (stages, runnerdriver) and the e2e tests build
 	@# the ferry binary themselves (scripts/build.sh), which go test's cache cannot see.
-	$(GO) test -count=1 $(PKGS)
-	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
+	@# -timeout: TestMain builds the whole engine before the first test (minutes
+	@# on a cold 2-core machine), and the process tests run real jobs; go test's
+	@# default 10 minutes is not a bound on a hang here but on the build.
+	$(GO) test -count=1 -timeout 40m $(PKGS)
+	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 -timeout 40m -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
 
 ## bench: every benchmark with its baseline side by side (stage overhead, redaction, dotenv, apply vs kubectl)
 bench: tools
