@@ -420,7 +420,7 @@ func TestKubeconfigBadInputInPrepare(t *testing.T) {
 		t.Fatalf("reading line: exit %d\n%s", r.code, out)
 	}
 	s := j.ferry("run", j.script(`echo "KUBECONFIG=[$KUBECONFIG]"`), "build_script")
-	own := j.state().Path("kubeconfig")
+	own := j.state().Path("kube/kubeconfig")
 	if !strings.Contains(s.stdout, "KUBECONFIG=["+own+"]") {
 		t.Errorf("the job's KUBECONFIG is not ferry's file %s:\n%s%s", own, s.stdout, s.stderr)
 	}

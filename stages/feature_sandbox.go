@@ -26,9 +26,9 @@ var sandboxOpts struct {
 // (secrets.json, env.json, cleanup.json, bin/, ...) steers ferry and is
 // read-only to the job.
 const (
-	jobTmpDir   = "tmp"        // the job's TMPDIR
-	jobCacheDir = "cache"      // the job's own discovery and HTTP caches
-	jobKubecfg  = "kubeconfig" // `kubectl config use-context` writes it
+	jobTmpDir   = "tmp"   // the job's TMPDIR
+	jobCacheDir = "cache" // the job's own discovery and HTTP caches
+	jobKubecfg  = "kube"  // kubecreds.KubeconfigPath's dir: `kubectl config use-context` writes the file and its .lock
 )
 
 // jobStateWritable are the job-state entries the job may write. A feature

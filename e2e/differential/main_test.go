@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -190,13 +191,18 @@ func kubectl(t *testing.T, bin string, env []string, stdin string, args ...strin
 //   - the objects a List holds are sorted by kind and name;
 //   - a Service's clusterIP(s) are allocated per object;
 //   - the last-applied-configuration annotation is compared as JSON;
+//   - an ApplySet's id (it hashes the namespace) is replaced;
 //   - an ApplySet parent's tooling annotation keeps the tool's name
 //     ("kubectl", which ferry writes too) but not its version.
+var applysetID = regexp.MustCompile(`applyset-[A-Za-z0-9_-]+-v1`)
+
 func normalize(t *testing.T, data string, names map[string]string) string {
 	t.Helper()
 	for from, to := range names {
 		data = strings.ReplaceAll(data, from, to)
 	}
+	// An ApplySet's id hashes its parent's namespace, which differs per run.
+	data = applysetID.ReplaceAllString(data, "applyset-ID-v1")
 	var v map[string]any
 	if err := json.Unmarshal([]byte(data), &v); err != nil {
 		t.Fatalf("decoding %q: %v", data, err)

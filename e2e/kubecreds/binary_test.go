@@ -256,7 +256,7 @@ func TestKilledJobSweptByStaleSweep(t *testing.T) {
 	if len(left) != 1 {
 		t.Fatalf("job dirs after prepare: %v", left)
 	}
-	kc := filepath.Join(w.stateDir, "jobs", left[0], "kubeconfig")
+	kc := filepath.Join(w.stateDir, "jobs", left[0], "kube", "kubeconfig")
 	if _, err := os.Stat(kc); err != nil {
 		t.Fatalf("no kubeconfig after prepare: %v", err)
 	}

@@ -86,7 +86,7 @@ func TestSATokenKubeconfigBase64(t *testing.T) {
 	}
 	// The written kubeconfig works, with the service account's rights.
 	path := st.env["KUBECONFIG"]
-	if path != st.Path("kubeconfig") {
+	if path != st.Path(kubecreds.KubeconfigPath) {
 		t.Fatalf("KUBECONFIG=%q", path)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {

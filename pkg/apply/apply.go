@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -70,7 +71,7 @@ type ApplyOptions struct {
 	// migrated after the apply, as kubectl does. Without it ferry keeps
 	// plain `kubectl apply`'s promises on top of server-side apply: the
 	// last-applied-configuration annotation is written, a conflict is
-	// settled as client-side apply would (keepOthersChanges), and the words
+	// settled as client-side apply would (the manifest wins), and the words
 	// are created/configured/unchanged.
 	ServerSide bool
 	// Annotations are added to every object's metadata (see TraceAnnotations).
@@ -506,17 +507,25 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 			live, code, err = a.patch(ctx, it, body, o, o.Force)
 		}
 	}
-	if !o.ServerSide && !o.Force && apierrors.IsConflict(err) {
-		// Client-side apply never conflicts: settle it as it would.
-		var st apierrors.APIStatus
-		if errors.As(err, &st) && st.Status().Details != nil {
-			last := ""
-			if it.beforeMeta != nil {
-				last = it.beforeMeta.Annotations[LastAppliedAnnotation]
+	if err != nil && (o.FieldValidation == "Ignore" || o.FieldValidation == "Warn") {
+		// Server-side apply refuses a field the schema does not declare
+		// whatever fieldValidation says; kubectl's --validate=false|warn
+		// sends it and the server drops it. Drop it here, then apply.
+		if paths := dropUnknownFields(body.Object, err); len(paths) > 0 {
+			if o.FieldValidation == "Warn" {
+				for _, p := range paths {
+					warn(o.ErrOut, "Warning: unknown field %q", strings.TrimPrefix(p, "."))
+				}
 			}
-			keepOthersChanges(body.Object, last, st.Status().Details.Causes)
-			live, code, err = a.patch(ctx, it, body, o, true)
+			live, code, err = a.patch(ctx, it, body, o, o.Force)
 		}
+	}
+	if !o.ServerSide && !o.Force && apierrors.IsConflict(err) {
+		// Client-side apply never conflicts: its three-way patch sets
+		// every manifest field that differs from the live object, taken
+		// over by kubectl scale, edit, patch or not (the differential
+		// suite's scale/patch/edit-then-apply cases). So does force.
+		live, code, err = a.patch(ctx, it, body, o, true)
 	}
 	if err != nil {
 		r.Err = err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -232,39 +233,27 @@ func lastAppliedValue(body *unstructured.Unstructured) (string, error) {
 	return string(data), nil
 }
 
-// keepOthersChanges is client-side apply's rule for a conflict: a field
-// someone else changed (kubectl scale, set image, edit, ...) keeps its live
-// value unless the manifest changed it since the last apply. It removes
-// from body every conflicting field whose value equals the last-applied
-// configuration's; the rest is then applied with force, as client-side
-// apply would overwrite it. It reports how many fields it removed.
-func keepOthersChanges(body map[string]any, lastApplied string, causes []metav1.StatusCause) int {
-	var last map[string]any
-	if lastApplied == "" || json.Unmarshal([]byte(lastApplied), &last) != nil {
-		return 0 // no record (kubectl create, an SSA-only object): the manifest wins, as in kubectl
-	}
-	n := 0
-	for _, c := range causes {
-		if c.Type != metav1.CauseTypeFieldManagerConflict {
-			continue
-		}
-		mine, ok := locate(body, c.Field)
-		if !ok {
-			continue
-		}
-		before, ok := locate(last, c.Field)
-		if ok && sameJSON(mine.value(), before.value()) {
-			mine.remove()
-			n++
-		}
-	}
-	return n
-}
+// unknownFieldRE finds the paths structured-merge-diff names when a
+// server-side apply carries a field the schema does not declare:
+// "failed to create typed patch object (...): .spec.bogus: field not
+// declared in schema" (one per line when there are several).
+var unknownFieldRE = regexp.MustCompile(`(\.[^\s:]+): field not declared in schema`)
 
-func sameJSON(a, b any) bool {
-	x, err1 := json.Marshal(a)
-	y, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && bytes.Equal(x, y)
+// dropUnknownFields removes from body the undeclared fields err names and
+// returns their paths; none when err is not that error or a path cannot be
+// found (the error then stands).
+func dropUnknownFields(body map[string]any, err error) []string {
+	ms := unknownFieldRE.FindAllStringSubmatch(err.Error(), -1)
+	var paths []string
+	for _, m := range ms {
+		s, ok := locate(body, m[1])
+		if !ok {
+			return nil
+		}
+		s.remove()
+		paths = append(paths, m[1])
+	}
+	return paths
 }
 
 // slot is a place in a decoded JSON document.
@@ -417,4 +406,10 @@ func splitTopLevel(s string) []string {
 		}
 	}
 	return append(out, s[start:])
+}
+
+func sameJSON(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && bytes.Equal(x, y)
 }

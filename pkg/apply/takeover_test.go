@@ -2,6 +2,7 @@ package apply
 
 import (
 	"encoding/json"
+	"errors"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,26 +48,26 @@ func TestLocateConflictPaths(t *testing.T) {
 	}
 }
 
-// TestKeepOthersChanges: of the fields in conflict, client-side apply keeps
-// the live value of those the manifest did not change since the last apply.
-func TestKeepOthersChanges(t *testing.T) {
+// TestDropUnknownFields: the paths of structured-merge-diff's "field not
+// declared in schema" are removed from the body; any other error, or a path
+// the body does not hold, removes nothing.
+func TestDropUnknownFields(t *testing.T) {
 	body := map[string]any{}
-	json.Unmarshal([]byte(`{"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:2"}]}}}}`), &body)
-	last := `{"spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "app", "image": "a:1"}]}}}}`
-	causes := []metav1.StatusCause{
-		{Type: metav1.CauseTypeFieldManagerConflict, Field: ".spec.replicas", Message: `conflict with "kubectl-scale"`},
-		{Type: metav1.CauseTypeFieldManagerConflict, Field: `.spec.template.spec.containers[name="app"].image`, Message: `conflict with "kubectl-set"`},
-	}
-	if n := keepOthersChanges(body, last, causes); n != 1 {
-		t.Fatalf("removed %d fields, want 1 (replicas)", n)
+	json.Unmarshal([]byte(`{"spec": {"bogus": 1, "replicas": 2, "template": {"spec": {"containers": [{"name": "app", "typo": "x"}]}}}}`), &body)
+	err := errors.New("failed to create typed patch object (ns/x; apps/v1, Kind=Deployment): errors:\n  .spec.bogus: field not declared in schema\n  .spec.template.spec.containers[name=\"app\"].typo: field not declared in schema")
+	paths := dropUnknownFields(body, err)
+	if len(paths) != 2 {
+		t.Fatalf("dropped %v, want 2 paths", paths)
 	}
 	got, _ := json.Marshal(body)
-	if want := `{"spec":{"template":{"spec":{"containers":[{"image":"a:2","name":"app"}]}}}}`; string(got) != want {
+	if want := `{"spec":{"replicas":2,"template":{"spec":{"containers":[{"name":"app"}]}}}}`; string(got) != want {
 		t.Fatalf("body = %s, want %s", got, want)
 	}
-	// No last-applied record: the manifest wins everywhere.
-	if n := keepOthersChanges(body, "", causes); n != 0 {
-		t.Fatalf("removed %d without a record", n)
+	if p := dropUnknownFields(body, errors.New("conflict")); p != nil {
+		t.Fatalf("dropped %v for another error", p)
+	}
+	if p := dropUnknownFields(body, errors.New(".spec.gone: field not declared in schema")); p != nil {
+		t.Fatalf("dropped %v for a path the body lacks", p)
 	}
 }
 

@@ -92,7 +92,7 @@ func TestSetupKeepsKubeconfigForReadingLine(t *testing.T) {
 	opt := DefaultOptions()
 	opt.PreflightTimeout = 200e6
 	_ = Setup(context.Background(), in, opt, st, &log, "/b/p")
-	if st.env["KUBECONFIG"] != st.Path("kubeconfig") {
+	if st.env["KUBECONFIG"] != st.Path(KubeconfigPath) {
 		t.Fatalf("KUBECONFIG override %q, want ferry's file; log:\n%s", st.env["KUBECONFIG"], log.String())
 	}
 	if strings.Contains(log.String(), "decodes KUBECONFIG itself") {

@@ -69,7 +69,10 @@ func Setup(ctx context.Context, in Input, opt Options, st State, log Logger, pro
 			log.Infof("ferry removes the decoded copy at cleanup: %s", strings.Join(paths, ", "))
 		}
 	} else {
-		path := st.Path("kubeconfig")
+		// In a dir of its own: client-go writes <kubeconfig>.lock beside it
+		// (kubectl config set-cluster, use-context), and the job sandbox
+		// lets the job write this dir, never the job state dir itself.
+		path := st.Path(KubeconfigPath)
 		if err := c.WriteFile(path); err != nil {
 			return err
 		}
@@ -143,3 +146,7 @@ func ParseSources(v string) ([]string, error) {
 	}
 	return out, nil
 }
+
+// KubeconfigPath is where, in the job state dir, the job's kubeconfig is
+// written (stages' sandbox lets the job write its directory, "kube").
+const KubeconfigPath = "kube/kubeconfig"

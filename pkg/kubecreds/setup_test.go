@@ -80,7 +80,7 @@ func TestSetupSeedScriptKeepsVariable(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log.String())
 		}
 	}
-	if _, err := os.Stat(st.Path("kubeconfig")); err == nil {
+	if _, err := os.Stat(st.Path(KubeconfigPath)); err == nil {
 		t.Error("wrote a kubeconfig nobody uses")
 	}
 }
@@ -95,10 +95,10 @@ func TestSetupWritesKubeconfig(t *testing.T) {
 	if err := Setup(context.Background(), in, opt, st, &log, "/b/p"); err != nil {
 		t.Fatal(err)
 	}
-	if st.env["KUBECONFIG"] != st.Path("kubeconfig") {
+	if st.env["KUBECONFIG"] != st.Path(KubeconfigPath) {
 		t.Fatalf("env %v", st.env)
 	}
-	data, err := os.ReadFile(st.Path("kubeconfig"))
+	data, err := os.ReadFile(st.Path(KubeconfigPath))
 	if err != nil || !strings.Contains(string(data), "group/agents:staging") {
 		t.Fatalf("kubeconfig: %v\n%s", err, data)
 	}
