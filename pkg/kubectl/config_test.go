@@ -130,7 +130,7 @@ func TestArgumentErrors(t *testing.T) {
 		{[]string{"apply"}, "error: must specify one of -f and -k"},
 		{[]string{"apply", "-f", "x.yaml", "--dry-run=maybe"}, `invalid dry-run value (maybe)`},
 		{[]string{"apply", "-f", "x.yaml", "-o", "wide"}, `unable to match a printer suitable for the output format "wide"`},
-		{[]string{"apply", "-f", "x.yaml", "--prune"}, "--prune is not supported"},
+		{[]string{"apply", "-f", "x.yaml", "--prune"}, "all resources selected for prune without explicitly passing --all"},
 		// kubectl's own code, which reads the (missing) kubeconfig first.
 		{[]string{"rollout", "undo", "deploy/x"}, "error: stat " + kc + ": no such file or directory"},
 		{[]string{"config", "rename-context", "a", "b"}, `error: cannot rename the context "a", it's not in ` + kc},
