@@ -53,7 +53,14 @@ func TestSocketServesOnlyItsJobAsUser(t *testing.T) {
 // socket, the test hands it to B in a file B can read, B prints what its
 // setsid'd process got.
 func socketAttack(t *testing.T, e *env, vars []runnerdriver.Variable) {
-	hostFile, goFile := filepath.Join(e.base, "a-host"), filepath.Join(e.base, "go")
+	// The hand-over files live in a dir that exists before the jobs start:
+	// the sandbox grants read on what is there when a stage starts (the
+	// siblings of the hidden builds root), not on files made later beside it.
+	handoff := filepath.Join(e.base, "handoff")
+	if err := os.MkdirAll(handoff, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hostFile, goFile := filepath.Join(handoff, "a-host"), filepath.Join(handoff, "go")
 	wait := func(f string) string {
 		return `for i in $(seq 600); do [ -e ` + f + ` ] && break; sleep 0.1; done; [ -e ` + f + ` ]`
 	}
