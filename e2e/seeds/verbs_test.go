@@ -119,9 +119,12 @@ func TestSeed001AsWritten(t *testing.T) {
 	// The other version of seed 001 (same cluster) makes the same
 	// cluster-wide RBAC objects; this one creates them, as the author did.
 	rbac := func() {
+		// Its own context: t.Cleanup runs it after ctx is cancelled.
+		rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+		defer rcancel()
 		for _, r := range []string{"clusterroles", "clusterrolebindings"} {
 			err := dyn.Resource(schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: r}).
-				Delete(ctx, "traefik-ingress-controller", metav1.DeleteOptions{})
+				Delete(rctx, "traefik-ingress-controller", metav1.DeleteOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {
 				t.Fatal(err)
 			}
