@@ -94,9 +94,9 @@ func TestAttackClaimsAnotherJobsID(t *testing.T) {
 				`echo "$CI_JOB_ID" > "$SYNC/a-id.tmp" && mv "$SYNC/a-id.tmp" "$SYNC/a-id"`,
 				`for i in $(seq 1 2400); do [ -e "$SYNC/b-done" ] && break; sleep 0.1; done`,
 				`test -e "$SYNC/b-done"`,
-				`kill -0 "$(cat "$SYNC/a-bg.pid")" && echo "A-BG-ALIVE"`,
-				`test -s "$KUBECONFIG" && echo "A-KUBECONFIG-PRESENT"`,
-				`kubectl get configmaps -n project-a >/dev/null && echo "A-KUBECTL-OK"`,
+				`kill -0 "$(cat "$SYNC/a-bg.pid")" && echo "A-BG-ALIVE-$((6*7))"`,
+				`test -s "$KUBECONFIG" && echo "A-KUBECONFIG-PRESENT-$((6*7))"`,
+				`kubectl get configmaps -n project-a >/dev/null && echo "A-KUBECTL-OK-$((6*7))"`,
 			}}
 		resA := make(chan *runnerdriver.PipelineResult, 1)
 		go func() {
@@ -122,8 +122,8 @@ func TestAttackClaimsAnotherJobsID(t *testing.T) {
 			},
 			Script: []string{
 				`echo "b sees KUBECONFIG=[${KUBECONFIG-}]"`,
-				`if [ -n "${KUBECONFIG-}" ] && grep -qF "$A_TOKEN" "$KUBECONFIG" 2>/dev/null; then echo "B-GOT-A-KUBECONFIG"; fi`,
-				`if kubectl get configmaps -n project-a >/dev/null 2>&1; then echo "B-REACHED-PROJECT-A"; fi`,
+				`if [ -n "${KUBECONFIG-}" ] && grep -qF "$A_TOKEN" "$KUBECONFIG" 2>/dev/null; then echo "B-GOT-A-KUBECONFIG-$((6*7))"; fi`,
+				`if kubectl get configmaps -n project-a >/dev/null 2>&1; then echo "B-REACHED-PROJECT-A-$((6*7))"; fi`,
 			}}
 		prB := d.RunPipeline(ctx, runnerdriver.Pipeline{ProjectPath: "team-b/other", ProjectID: 202, Jobs: []runnerdriver.Job{jobB}})
 		logB := runnerdriver.StripANSI(prB.Jobs["steal"].Log)
@@ -136,7 +136,10 @@ func TestAttackClaimsAnotherJobsID(t *testing.T) {
 		if prB.Jobs["steal"].Status != runnerdriver.StatusSuccess {
 			t.Errorf("job B: %s %s\n%s", prB.Jobs["steal"].Status, prB.Jobs["steal"].Error, logB)
 		}
-		for _, bad := range []string{"B-GOT-A-KUBECONFIG", "B-REACHED-PROJECT-A", aDirs[0]} {
+		// Markers are computed by the shell ($((6*7))): the runner echoes
+		// every command line into the log, so a literal marker would be
+		// found there whether or not the command printed it.
+		for _, bad := range []string{"B-GOT-A-KUBECONFIG-42", "B-REACHED-PROJECT-A-42", aDirs[0]} {
 			if strings.Contains(logB, bad) {
 				t.Errorf("job B: %q in its log: the attack worked\n%s", bad, logB)
 			}
@@ -148,7 +151,7 @@ func TestAttackClaimsAnotherJobsID(t *testing.T) {
 		if prA.Jobs["deploy"].Status != runnerdriver.StatusSuccess {
 			t.Errorf("job A: %s %s\n%s", prA.Jobs["deploy"].Status, prA.Jobs["deploy"].Error, logA)
 		}
-		for _, want := range []string{"A-BG-ALIVE", "A-KUBECONFIG-PRESENT", "A-KUBECTL-OK"} {
+		for _, want := range []string{"A-BG-ALIVE-42", "A-KUBECONFIG-PRESENT-42", "A-KUBECTL-OK-42"} {
 			if !strings.Contains(logA, want) {
 				t.Errorf("job A's log lacks %s: B's job or cleanup reached A\n%s", want, logA)
 			}
