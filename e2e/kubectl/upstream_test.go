@@ -31,7 +31,7 @@ func TestUpstreamReadVerbs(t *testing.T) {
 		{"auth", "can-i", "frobnicate", "widgets"},
 		{"get", "-n", "workloads", "deployment/upstream-read", "-o", "custom-columns=NAME:.metadata.name,IMAGE:.spec.template.spec.containers[0].image"},
 		{"get", "-n", "workloads", "deployment/upstream-read", "-o", "go-template={{.metadata.name}}"},
-		{"get", "ns", "default", "kube-system", "--show-labels", "--no-headers"},
+		{"get", "ns", "default", "kube-system", "--show-labels", "--no-headers", "-o", "custom-columns=N:.metadata.name"},
 		{"get", "-n", "workloads", "deployments", "--sort-by=.metadata.name", "-o", "name"},
 		{"rollout", "history", "-n", "workloads", "deployment/upstream-read"},
 		{"api-versions"},
