@@ -213,7 +213,9 @@ func TestFieldManagerConflict(t *testing.T) {
 	cm := func(v string) []*apply.Object {
 		return parse(t, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: shared\ndata:\n  owner: "+v+"\n")
 	}
-	if res, _, errOut := run(t, a, cm("helm"), apply.ApplyOptions{Namespace: ns, FieldManager: "helm"}); res.Err() != nil {
+	// helm's own server-side apply: no last-applied annotation, whose
+	// presence makes the API server forgive manager kubectl's conflicts.
+	if res, _, errOut := run(t, a, cm("helm"), apply.ApplyOptions{Namespace: ns, FieldManager: "helm", ServerSide: true}); res.Err() != nil {
 		t.Fatal(errOut)
 	}
 	// --server-side keeps server-side apply's conflicts.

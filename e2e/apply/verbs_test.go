@@ -3,6 +3,7 @@ package apply_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -138,6 +139,12 @@ func TestDiscoveryDiskCache(t *testing.T) {
 	var cold, warm atomic.Int64
 	a := newApplier(t, countingConfig(adminConfig(t), &cold), cache)
 	ns := newNamespace(t, a)
+	// Built-in kinds at their GA versions are mapped without discovery;
+	// a Lease is not among them.
+	lease := "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: %s\n"
+	if res, _, errOut := run(t, a, parse(t, "lease.yaml", fmt.Sprintf(lease, "l1")), apply.ApplyOptions{Namespace: ns}); res.Err() != nil {
+		t.Fatal(errOut)
+	}
 	if cold.Load() == 0 {
 		t.Fatal("a cold cache made no discovery request")
 	}
@@ -151,8 +158,8 @@ func TestDiscoveryDiskCache(t *testing.T) {
 	}
 	// A new applier (a new job) reads discovery from the disk.
 	b := newApplier(t, countingConfig(adminConfig(t), &warm), cache)
-	_, out, _ := run(t, b, parse(t, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n"), apply.ApplyOptions{Namespace: ns})
-	wantLines(t, "warm apply", out, "configmap/c created")
+	_, out, _ := run(t, b, parse(t, "lease.yaml", fmt.Sprintf(lease, "l2")), apply.ApplyOptions{Namespace: ns})
+	wantLines(t, "warm apply", out, "lease.coordination.k8s.io/l2 created")
 	if warm.Load() != 0 {
 		t.Fatalf("a warm cache made %d discovery requests", warm.Load())
 	}

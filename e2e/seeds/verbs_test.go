@@ -161,7 +161,7 @@ func TestSeed001AsWritten(t *testing.T) {
 		"Kind:         Certificate",
 		"Secret Name:  traefik-cert",
 		"Message:               Certificate is up to date and has not expired",
-		"Events:                <none>")
+		"Events:                    <none>")
 	iss, err := dyn.Resource(schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "issuers"}).
 		Namespace("ingress").Get(ctx, "letsencrypt-prod", metav1.GetOptions{})
 	if err != nil {
