@@ -48,9 +48,12 @@ func newDriver(t *testing.T, env asuser.Env) (*runnerdriver.Driver, string) {
 	base := t.TempDir()
 	state := filepath.Join(base, "state")
 	d, err := runnerdriver.New(runnerdriver.Config{
-		FerryBinary:       env.Files["ferry"],
-		BaseDir:           filepath.Join(base, "runner"),
-		ExtraArgs:         []string{"--state-dir=" + state, "--grace-period=2s"},
+		FerryBinary: env.Files["ferry"],
+		BaseDir:     filepath.Join(base, "runner"),
+		// --sandbox=false: these attacks test identity and the state-dir
+		// chain checks, which must hold without the sandbox (it would stop
+		// the attacker's writes first; stages' TestIsolationAttacks covers it).
+		ExtraArgs:         []string{"--state-dir=" + state, "--grace-period=2s", "--sandbox=false"},
 		PrepareAttempts:   1,
 		PrepareRetryDelay: 50 * time.Millisecond,
 		Env:               []string{"PATH=" + os.Getenv("PATH"), "HOME=" + base, "LANG=C.UTF-8"},
