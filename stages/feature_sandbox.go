@@ -28,13 +28,12 @@ var sandboxOpts struct {
 const (
 	jobTmpDir   = "tmp"   // the job's TMPDIR
 	jobCacheDir = "cache" // the job's own discovery and HTTP caches
-	jobKubecfg  = "kube"  // kubecreds.KubeconfigPath's dir: `kubectl config use-context` writes the file and its .lock
 )
 
 // jobStateWritable are the job-state entries the job may write. A feature
 // that keeps per-job client state the job's tools must update (a Docker
 // client config, say) adds its entry with AllowJobStateWrite from init().
-var jobStateWritable = []string{jobTmpDir, jobCacheDir, jobKubecfg}
+var jobStateWritable = []string{jobTmpDir, jobCacheDir, jobstate.KubeDirName}
 
 // AllowJobStateWrite lets the job write <job state>/<name> (a file or a
 // directory hierarchy). Call it from init(): never for files that steer

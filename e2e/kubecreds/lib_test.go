@@ -18,6 +18,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/pkg/kubecreds"
 )
 
@@ -86,7 +87,7 @@ func TestSATokenKubeconfigBase64(t *testing.T) {
 	}
 	// The written kubeconfig works, with the service account's rights.
 	path := st.env["KUBECONFIG"]
-	if path != st.Path(kubecreds.KubeconfigPath) {
+	if path != st.Path(jobstate.KubeconfigFile) {
 		t.Fatalf("KUBECONFIG=%q", path)
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {

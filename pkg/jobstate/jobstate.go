@@ -24,16 +24,23 @@ import (
 
 // File names inside a job's state directory.
 const (
-	MetaFile     = "meta.json"
-	EnvFile      = "env.json"
-	SecretsFile  = "secrets.json"
-	CleanupFile  = "cleanup.json"
-	BinDirName   = "bin"
-	jobsDirName  = "jobs"
-	dirMode      = 0o700
-	fileMode     = 0o600
-	staleMargin  = time.Hour // added to a job's own timeout before its dir counts as stale
-	defaultSweep = 24 * time.Hour
+	MetaFile    = "meta.json"
+	EnvFile     = "env.json"
+	SecretsFile = "secrets.json"
+	CleanupFile = "cleanup.json"
+	BinDirName  = "bin"
+	// KubeDirName holds the job's kubeconfig, KubeconfigFile. It is a
+	// directory of its own because the job may write it (the sandbox
+	// allows it): `kubectl config use-context` rewrites the file and
+	// client-go puts a .lock file beside it. The state dir itself stays
+	// read-only to the job.
+	KubeDirName    = "kube"
+	KubeconfigFile = KubeDirName + "/kubeconfig"
+	jobsDirName    = "jobs"
+	dirMode        = 0o700
+	fileMode       = 0o600
+	staleMargin    = time.Hour // added to a job's own timeout before its dir counts as stale
+	defaultSweep   = 24 * time.Hour
 )
 
 // PlainName reports whether s is usable as a plain file name: 1 to 64 of

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // TestDetectScriptReadsFerrysFile: lines that only read the file KUBECONFIG
@@ -92,7 +94,7 @@ func TestSetupKeepsKubeconfigForReadingLine(t *testing.T) {
 	opt := DefaultOptions()
 	opt.PreflightTimeout = 200e6
 	_ = Setup(context.Background(), in, opt, st, &log, "/b/p")
-	if st.env["KUBECONFIG"] != st.Path(KubeconfigPath) {
+	if st.env["KUBECONFIG"] != st.Path(jobstate.KubeconfigFile) {
 		t.Fatalf("KUBECONFIG override %q, want ferry's file; log:\n%s", st.env["KUBECONFIG"], log.String())
 	}
 	if strings.Contains(log.String(), "decodes KUBECONFIG itself") {

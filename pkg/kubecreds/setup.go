@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // State is the part of the job state directory (jobstate.State) Setup uses.
@@ -72,7 +74,7 @@ func Setup(ctx context.Context, in Input, opt Options, st State, log Logger, pro
 		// In a dir of its own: client-go writes <kubeconfig>.lock beside it
 		// (kubectl config set-cluster, use-context), and the job sandbox
 		// lets the job write this dir, never the job state dir itself.
-		path := st.Path(KubeconfigPath)
+		path := st.Path(jobstate.KubeconfigFile)
 		if err := c.WriteFile(path); err != nil {
 			return err
 		}
@@ -146,7 +148,3 @@ func ParseSources(v string) ([]string, error) {
 	}
 	return out, nil
 }
-
-// KubeconfigPath is where, in the job state dir, the job's kubeconfig is
-// written (stages' sandbox lets the job write its directory, "kube").
-const KubeconfigPath = "kube/kubeconfig"

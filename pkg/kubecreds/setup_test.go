@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // dirState is a minimal jobstate stand-in over a real directory.
@@ -80,7 +82,7 @@ func TestSetupSeedScriptKeepsVariable(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, log.String())
 		}
 	}
-	if _, err := os.Stat(st.Path(KubeconfigPath)); err == nil {
+	if _, err := os.Stat(st.Path(jobstate.KubeconfigFile)); err == nil {
 		t.Error("wrote a kubeconfig nobody uses")
 	}
 }
@@ -95,10 +97,10 @@ func TestSetupWritesKubeconfig(t *testing.T) {
 	if err := Setup(context.Background(), in, opt, st, &log, "/b/p"); err != nil {
 		t.Fatal(err)
 	}
-	if st.env["KUBECONFIG"] != st.Path(KubeconfigPath) {
+	if st.env["KUBECONFIG"] != st.Path(jobstate.KubeconfigFile) {
 		t.Fatalf("env %v", st.env)
 	}
-	data, err := os.ReadFile(st.Path(KubeconfigPath))
+	data, err := os.ReadFile(st.Path(jobstate.KubeconfigFile))
 	if err != nil || !strings.Contains(string(data), "group/agents:staging") {
 		t.Fatalf("kubeconfig: %v\n%s", err, data)
 	}
