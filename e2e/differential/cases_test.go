@@ -2,6 +2,7 @@ package differential
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -43,6 +44,15 @@ var (
 	v2 = deploy("registry.example.com/app:2", 2, "", envB)
 	// v3: back to one env var less, replicas 3.
 	v3 = deploy("registry.example.com/app:3", 3, "", "")
+)
+
+var (
+	// noReplicas is v1 without replicas (an autoscaler's, or the default).
+	noReplicas = strings.Replace(v1, "  replicas: 2\n", "", 1)
+	// withSide is v1 with a sidecar container; v1 drops it.
+	withSide = strings.Replace(v1, "      - name: app\n", "      - name: side\n        image: side:1\n      - name: app\n", 1)
+	// teamOnly is a partial manifest another tool applies server-side.
+	teamOnly = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  labels:\n    team: blue\n"
 )
 
 const svc = `apiVersion: v1
@@ -118,6 +128,64 @@ func TestDifferential(t *testing.T) {
 			files: map[string]string{"v1.yaml": v1, "v3.yaml": v3},
 			steps: []step{job("apply", "--server-side", "-f", "{dir}/v1.yaml"), real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
 				job("apply", "--server-side", "-f", "{dir}/v3.yaml"), job("apply", "--server-side", "--force-conflicts", "-f", "{dir}/v3.yaml")},
+			objects: []string{"deployment/app"}},
+		// A field another manager took over, then dropped from the
+		// manifest: kubectl's three-way patch deletes every field of the
+		// last-applied configuration the manifest no longer has.
+		{name: "label-overwrite-then-dropped",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("label", "deployment/app", "team=red", "--overwrite", "-n", "{ns}"),
+				real("annotate", "deployment/app", "note=kept", "-n", "{ns}"), job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "scale-then-replicas-dropped",
+			files: map[string]string{"v1.yaml": v1, "norep.yaml": noReplicas},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/norep.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "edit-then-replicas-dropped",
+			files: map[string]string{"v1.yaml": v1, "norep.yaml": noReplicas},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"),
+				real("edit", "deployment/app", "-n", "{ns}").withEnv("KUBE_EDITOR=sed -i -e 's/replicas: 2/replicas: 7/'"),
+				job("apply", "-f", "{dir}/norep.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "set-env-then-env-dropped",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("set", "env", "deployment/app", "A=changed", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "set-image-then-sidecar-dropped",
+			files: map[string]string{"side.yaml": withSide, "v1.yaml": v1},
+			steps: []step{job("apply", "-f", "{dir}/side.yaml"), real("set", "image", "deployment/app", "side=side:2", "-n", "{ns}"),
+				job("apply", "-f", "{dir}/v1.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "patch-then-label-map-dropped",
+			files: map[string]string{"v1.yaml": v1, "nolabels.yaml": strings.Replace(v1, "  labels:\n    app: app\n    team: blue\n", "", 1)},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"),
+				real("patch", "deployment/app", "-n", "{ns}", "-p", `{"metadata":{"labels":{"team":"green","extra":"x"}}}`),
+				job("apply", "-f", "{dir}/nolabels.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "co-owned-after-takeover-from-csa",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2, "team.yaml": teamOnly},
+			steps: []step{real("apply", "-f", "{dir}/v1.yaml"),
+				real("apply", "--server-side", "--field-manager=helm", "-f", "{dir}/team.yaml"),
+				job("apply", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		{name: "dry-run-and-diff-show-dropped-fields",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2, "norep.yaml": noReplicas},
+			steps: []step{job("apply", "-f", "{dir}/v1.yaml"), real("label", "deployment/app", "team=red", "--overwrite", "-n", "{ns}"),
+				real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "--dry-run=server", "-o", "json", "-f", "{dir}/v2.yaml").printed(),
+				job("apply", "--dry-run=server", "-o", "json", "-f", "{dir}/norep.yaml").printed(),
+				job("diff", "-f", "{dir}/v2.yaml")},
+			objects: []string{"deployment/app"}},
+		// --server-side keeps server-side semantics: a field another
+		// manager took stays when the manifest drops it, and setting it
+		// again is a conflict.
+		{name: "server-side-keeps-taken-fields",
+			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
+			steps: []step{job("apply", "--server-side", "-f", "{dir}/v1.yaml"), real("label", "deployment/app", "team=red", "--overwrite", "-n", "{ns}"),
+				real("scale", "deployment/app", "--replicas=5", "-n", "{ns}"),
+				job("apply", "--server-side", "-f", "{dir}/v2.yaml"), job("apply", "--server-side", "-f", "{dir}/v1.yaml")},
 			objects: []string{"deployment/app"}},
 		// The same object twice in one apply: in order, the last wins.
 		{name: "same-object-twice",

@@ -70,6 +70,9 @@ type step struct {
 	job bool
 	// env is extra environment (e.g. KUBE_EDITOR for kubectl edit).
 	env []string
+	// output: the step prints one object (-o json), compared between the
+	// runs like the objects (a dry run's result).
+	output bool
 }
 
 // job is a step a job runs; real is one the real kubectl runs in both runs.
@@ -78,6 +81,7 @@ func real(args ...string) step { return step{args: args} }
 
 func (s step) withStdin(in string) step   { s.stdin = in; return s }
 func (s step) withEnv(env ...string) step { s.env = env; return s }
+func (s step) printed() step              { s.output = true; return s }
 
 // diffCase is one row of the table.
 type diffCase struct {
@@ -126,7 +130,7 @@ func runCase(t *testing.T, dc diffCase, tool string) ([]int, []string, []string)
 		}
 	}
 	var codes []int
-	var outs []string
+	var outs, objs []string
 	for _, s := range dc.steps {
 		bin := realBin
 		if s.job && tool == "ferry" {
@@ -142,9 +146,18 @@ func runCase(t *testing.T, dc diffCase, tool string) ([]int, []string, []string)
 		}
 		out, code := kubectl(t, bin, env, sub(s.stdin), args...)
 		codes = append(codes, code)
+		if s.output && code != 0 {
+			objs = append(objs, fmt.Sprintf("exit %d", code))
+		} else if s.output {
+			// The object printed, after any warning lines.
+			printed := out
+			if i := strings.Index(out, "\n{"); i >= 0 && !strings.HasPrefix(out, "{") {
+				printed = out[i+1:]
+			}
+			objs = append(objs, normalize(t, printed, map[string]string{ns2: "NS2", ns: "NS"}))
+		}
 		outs = append(outs, fmt.Sprintf("$ kubectl %s  [%s, exit %d]\n%s", strings.Join(args, " "), map[bool]string{true: "ferry", false: "real kubectl"}[bin != realBin], code, out))
 	}
-	var objs []string
 	for _, ref := range dc.objects {
 		args := append(strings.Fields(sub(ref)), "-o", "json")
 		if !strings.Contains(sub(ref), " -n ") {
@@ -271,15 +284,30 @@ func check(t *testing.T, dc diffCase) {
 		t.Logf("ferry differs on purpose: %v\n%s", dc.better, transcript)
 		return
 	}
-	for i := range dc.objects {
+	for i := range realObjs {
 		if dc.lastAppliedDiffers != "" {
 			realObjs[i], ferryObjs[i] = withoutLastApplied.ReplaceAllString(realObjs[i], ""), withoutLastApplied.ReplaceAllString(ferryObjs[i], "")
 		}
 		if realObjs[i] != ferryObjs[i] {
-			t.Errorf("%s differs:\nferry:\n%s\nkubectl:\n%s\n%s", dc.objects[i], ferryObjs[i], realObjs[i], transcript)
+			t.Errorf("%s differs:\nferry:\n%s\nkubectl:\n%s\n%s", objectName(dc, i), ferryObjs[i], realObjs[i], transcript)
 		}
 	}
 	if testing.Verbose() {
 		t.Log(transcript)
 	}
+}
+
+// objectName names the i-th compared object: the printed outputs of the
+// steps marked printed, in order, then dc.objects.
+func objectName(dc diffCase, i int) string {
+	for j, s := range dc.steps {
+		if !s.output {
+			continue
+		}
+		if i == 0 {
+			return fmt.Sprintf("the output of step %d", j)
+		}
+		i--
+	}
+	return dc.objects[i]
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 )
 
 // DryRun is kubectl's --dry-run.
@@ -457,6 +458,7 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		return
 	}
 	body := obj.Unstructured.DeepCopy()
+	var dropped *fieldpath.Set // server dry run: what the apply would delete
 	if len(o.Annotations) > 0 {
 		ann := body.GetAnnotations()
 		if ann == nil {
@@ -481,15 +483,23 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		ann[LastAppliedAnnotation] = v
 		body.SetAnnotations(ann)
 		if it.beforeMeta != nil && o.DryRun == DryRunNone {
-			// Take client-side apply's fields over first, so fields
-			// dropped from the manifest go with this apply.
-			rv, migrated, err := a.migrate(ctx, it, it.beforeMeta, o)
+			// Take client-side apply's fields over first, and the
+			// fields the manifest drops from whoever manages them, so
+			// they go with this apply (client-side apply's three-way
+			// patch deletes them). One JSON patch, only when needed.
+			rv, migrated, err := a.migrate(ctx, it, it.beforeMeta, o, body)
 			switch {
 			case err != nil:
-				warn(o.ErrOut, "Warning: failed to migrate managed fields of %s from client-side apply (retried next apply): %v", obj.Ref(), err)
+				warn(o.ErrOut, "Warning: failed to take over managed fields of %s (fields dropped from the manifest may stay; retried next apply): %v", obj.Ref(), err)
 			case migrated:
 				it.beforeRV = rv
 			}
+		}
+		if it.beforeMeta != nil && o.DryRun == DryRunServer {
+			// A dry run cannot rewrite managedFields before its apply:
+			// note what the real apply would delete, and delete it
+			// from the dry-run result below.
+			_, dropped, _, _ = takeOverDropped(it.beforeMeta.ManagedFields, it.beforeMeta.Annotations[LastAppliedAnnotation], body, o.FieldManager)
 		}
 		if it.beforeMeta != nil && it.beforeMeta.Annotations[LastAppliedAnnotation] == "" {
 			warn(o.ErrOut, "Warning: resource %s/%s is missing the %s annotation which is required by kubectl apply. kubectl apply should only be used on resources created declaratively by either kubectl create --save-config or kubectl apply. The missing annotation will be patched automatically.",
@@ -537,7 +547,7 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 		// dropped from the manifest go.
 		if err := a.saveLastApplied(ctx, it, live, o); err != nil {
 			warn(o.ErrOut, "Warning: failed to migrate kubectl.kubernetes.io/last-applied-configuration for Server-Side Apply. This is non-fatal and will be retried next time you apply. Error: %v", err)
-		} else if _, migrated, err := a.migrate(ctx, it, metaOf(live), o); err != nil {
+		} else if _, migrated, err := a.migrate(ctx, it, metaOf(live), o, nil); err != nil {
 			warn(o.ErrOut, "Warning: failed to migrate managed fields of %s from client-side apply (retried next apply): %v", obj.Ref(), err)
 		} else if migrated {
 			if again, _, err := a.patch(ctx, it, body, o, o.Force); err != nil {
@@ -546,6 +556,9 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 				live = again
 			}
 		}
+	}
+	if dropped != nil && !dropped.Empty() {
+		live = a.dryRunDrop(ctx, it, live, dropped, o)
 	}
 	r.Live = live
 	// The API server answers 201 when the apply created the object.
@@ -564,6 +577,24 @@ func (a *Applier) applyOne(ctx context.Context, it *item, o ApplyOptions, suffix
 	default:
 		r.Action = Configured
 	}
+}
+
+// dryRunDrop is the server dry run's stand-in for taking over the fields
+// the manifest drops: they are deleted from the dry-run result, which is
+// then sent as a dry-run update so that the API server defaults and
+// validates it as it would the real apply's result (a dropped replicas
+// comes back as 1). Only objects that have such fields pay that request.
+func (a *Applier) dryRunDrop(ctx context.Context, it *item, live *unstructured.Unstructured, dropped *fieldpath.Set, o ApplyOptions) *unstructured.Unstructured {
+	u := live.DeepCopy()
+	removePaths(u.Object, dropped)
+	u.SetManagedFields(nil) // nil: the update keeps the stored ones
+	res, err := a.dyn.Resource(it.mapping.Resource).Namespace(u.GetNamespace()).Update(ctx, u,
+		metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll}, FieldManager: o.FieldManager})
+	if err != nil {
+		warn(o.ErrOut, "Warning: %s: the dry run shows the fields dropped from the manifest removed, without the server's defaults: %v", it.res.Object.Ref(), err)
+		return u
+	}
+	return res
 }
 
 // isPathNotFound is a 404 that is not about an object (an apply creates

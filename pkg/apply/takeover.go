@@ -148,13 +148,25 @@ func decodeFields(e metav1.ManagedFieldsEntry, s *fieldpath.Set) error {
 // migrate rewrites the managed fields of the object (as m shows it) if
 // they need it, with kubectl's JSON patch guarded by the resourceVersion;
 // on a conflict the object is read again, up to maxPatchRetry times. It
-// returns the object's new resourceVersion when it migrated.
-func (a *Applier) migrate(ctx context.Context, it *item, m *liveMeta, o ApplyOptions) (string, bool, error) {
+// returns the object's new resourceVersion when it migrated. With a body
+// (plain apply), the fields body drops from the last-applied
+// configuration are taken over in the same patch (dropped.go).
+func (a *Applier) migrate(ctx context.Context, it *item, m *liveMeta, o ApplyOptions, body *unstructured.Unstructured) (string, bool, error) {
 	obj := it.res.Object
 	for range maxPatchRetry {
 		mf, changed, err := upgradedManagedFields(m, o.FieldManager)
-		if err != nil || !changed {
+		if err != nil {
 			return "", false, err
+		}
+		if body != nil {
+			var took bool
+			if mf, _, took, err = takeOverDropped(mf, m.Annotations[LastAppliedAnnotation], body, o.FieldManager); err != nil {
+				return "", false, err
+			}
+			changed = changed || took
+		}
+		if !changed {
+			return "", false, nil
 		}
 		patch, err := json.Marshal([]map[string]any{
 			{"op": "replace", "path": "/metadata/managedFields", "value": mf},
