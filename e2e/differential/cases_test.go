@@ -212,7 +212,9 @@ func TestDifferential(t *testing.T) {
 			files: map[string]string{"v1.yaml": v1, "v2.yaml": v2},
 			steps: []step{real("apply", "-f", "{dir}/v1.yaml"), job("apply", "--dry-run=server", "-f", "{dir}/v2.yaml"),
 				job("apply", "--dry-run=client", "-f", "{dir}/v2.yaml"), job("apply", "--server-side", "--dry-run=server", "-f", "{dir}/v2.yaml"),
-				job("apply", "--server-side", "--dry-run=client", "-f", "{dir}/v2.yaml")},
+				job("apply", "--server-side", "--dry-run=client", "-f", "{dir}/v2.yaml"),
+				// The result shows client-side apply's fields dropped, unmigrated.
+				job("apply", "--dry-run=server", "-o", "json", "-f", "{dir}/v2.yaml").printed()},
 			objects: []string{"deployment/app"}},
 		// Inputs.
 		{name: "kustomize",
