@@ -14,12 +14,12 @@ export E2E_LDFLAGS := $(if $(KUBE_VERSION),-X k8s.io/component-base/version.gitV
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
-.PHONY: all build test bench install lint demo devcluster tools help package
+.PHONY: all build test bench install lint demo devcluster tools help package compose
 
 all: build
 
 help:
-	@echo "targets: build test bench install package lint demo devcluster tools"
+	@echo "targets: build test bench install package lint demo devcluster tools compose"
 
 ## build: the ferry binary in $(BIN) (the engine embedded; scripts/build.sh), version stamped from git
 build:
@@ -66,6 +66,10 @@ demo:
 # Built, then exec'd rather than `go run`: go run dies on SIGTERM without passing it on.
 devcluster:
 	cd e2e && $(GO) build -ldflags "$(E2E_LDFLAGS)" -o ../bin/devcluster ./cmd/devcluster && exec ../bin/devcluster -dir ../.devcluster
+
+## compose: the `docker compose` v2 plugin for the Docker tests and bench, built from source (pinned in tools/compose) into bin/cli-plugins
+compose:
+	GO=$(GO) scripts/compose.sh
 
 ## tools: what the tests need on the host (kubectl for side-by-side checks)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
