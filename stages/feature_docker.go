@@ -16,6 +16,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 )
 
 // dockerFlags are the runner admin's --docker-* settings (docs/docker.md).
@@ -40,6 +41,19 @@ func init() {
 	// the sandbox lets the job write that directory (and nothing else of
 	// the holder's: its sockets are connected to, not written).
 	AllowJobStateWrite(filepath.Join(dockerDirName, holder.ConfigDir))
+	// The runner user's CLI plugins (`docker compose` v2 in
+	// ~/.docker/cli-plugins) are listed in the job's DOCKER_CONFIG
+	// (clientconfig): the job may read and run them, and nothing else of
+	// the hidden ~/.docker.
+	AllowJobRead(func(env *jobenv.Env) []string {
+		if !dockerFlags.Enabled {
+			return nil
+		}
+		if d := filepath.Join(runnerDockerConfig(env), "cli-plugins"); filepath.IsAbs(d) {
+			return []string{d}
+		}
+		return nil
+	})
 	Register(Feature{
 		Name: "docker",
 		Flags: func(fs *flag.FlagSet) {
@@ -57,6 +71,15 @@ func init() {
 	})
 }
 
+// runnerDockerConfig is the runner user's Docker client config dir: the
+// runner's DOCKER_CONFIG, else ~/.docker.
+func runnerDockerConfig(env *jobenv.Env) string {
+	if v, ok := env.LookupEnv("DOCKER_CONFIG"); ok && v != "" {
+		return v
+	}
+	return filepath.Join(env.Getenv("HOME"), ".docker")
+}
+
 func dockerPrepare(ctx context.Context, j *Job) error {
 	if !dockerFlags.Enabled {
 		return nil
@@ -72,10 +95,7 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 	// The job's own DOCKER_CONFIG, unless the job chose one itself.
 	var cc *clientconfig.Result
 	if _, own := vars["DOCKER_CONFIG"]; !own {
-		from := filepath.Join(j.Env.Getenv("HOME"), ".docker")
-		if v, ok := j.Env.LookupEnv("DOCKER_CONFIG"); ok && v != "" {
-			from = v
-		}
+		from := runnerDockerConfig(j.Env)
 		socketFor := func(hash string) string { return filepath.Join(dir, "ctx-"+hash[:12]+".sock") }
 		var err error
 		cc, err = clientconfig.Build(from, filepath.Join(dir, holder.ConfigDir), socketFor)

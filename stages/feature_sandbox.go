@@ -40,6 +40,15 @@ var jobStateWritable = []string{jobTmpDir, jobCacheDir, jobstate.KubeDirName}
 // ferry (env.json, secrets.json, cleanup.json, bin/).
 func AllowJobStateWrite(name string) { jobStateWritable = append(jobStateWritable, name) }
 
+// jobReadable give paths inside hidden ones (the runner user's secrets)
+// that a job may read: a feature adds one with AllowJobRead from init().
+var jobReadable []func(env *jobenv.Env) []string
+
+// AllowJobRead lets the job read (and execute) what paths returns, even
+// inside a hidden hierarchy. paths sees only the runner's environment,
+// never a file the job could write: only what the runner user installed.
+func AllowJobRead(paths func(env *jobenv.Env) []string) { jobReadable = append(jobReadable, paths) }
+
 // runnerSecrets are the runner user's files no job may read, relative to
 // its home directory.
 var runnerSecrets = []string{
@@ -149,6 +158,9 @@ func jobPolicy(env *jobenv.Env, o *Options, st *jobstate.State) (sandbox.Policy,
 	// it is readable like the rest of the system.
 	p.ReadOnly = append(p.ReadOnly, st.Dir(), filepath.Join(stateRoot, enginebin.DirName))
 	p.ReadOnly = append(p.ReadOnly, sandboxOpts.readable...)
+	for _, f := range jobReadable {
+		p.ReadOnly = append(p.ReadOnly, f(env)...)
+	}
 
 	for _, name := range jobStateWritable {
 		p.ReadWrite = append(p.ReadWrite, st.Path(name))

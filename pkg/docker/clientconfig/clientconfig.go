@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -31,6 +32,7 @@ type Result struct {
 	CurrentContext string    // kept from the runner user's config
 	SSHContexts    []Context // rewritten to sockets
 	DroppedAuths   int       // runner-user logins not copied into the job
+	PluginsDir     string    // the runner user's cli-plugins dir, listed in cliPluginsExtraDirs ("" if none)
 }
 
 // Build creates dir (0700) with a config.json and contexts copied from
@@ -64,6 +66,9 @@ func Build(from, dir string, socketFor func(hash string) string) (*Result, error
 	}
 	if c, ok := cfg["currentContext"]; ok {
 		_ = json.Unmarshal(c, &res.CurrentContext)
+	}
+	if err := addPluginsDir(cfg, from, res); err != nil {
+		return nil, err
 	}
 	b, _ := json.MarshalIndent(cfg, "", "\t")
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
@@ -107,6 +112,39 @@ func Build(from, dir string, socketFor func(hash string) string) (*Result, error
 		return nil, err
 	}
 	return res, nil
+}
+
+// addPluginsDir keeps the runner user's CLI plugins (`docker compose` v2,
+// buildx) working in the job: the docker CLI looks for them in
+// <DOCKER_CONFIG>/cli-plugins of the config dir it is given, then in the
+// config's cliPluginsExtraDirs, then in system dirs. The runner's dir is
+// listed there rather than copied (a plugin is ~100 MB) or symlinked (the
+// job would then write through the link into the runner user's dir); the
+// job's own cli-plugins dir, searched first, stays the job's.
+func addPluginsDir(cfg map[string]json.RawMessage, from string, res *Result) error {
+	if from == "" {
+		return nil
+	}
+	dir, err := filepath.Abs(filepath.Join(from, "cli-plugins"))
+	if err != nil {
+		return fmt.Errorf("ferry: docker config: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil
+	}
+	var extra []string
+	if raw, ok := cfg["cliPluginsExtraDirs"]; ok {
+		if err := json.Unmarshal(raw, &extra); err != nil {
+			return fmt.Errorf("ferry: docker config %s: cliPluginsExtraDirs: %w", filepath.Join(from, "config.json"), err)
+		}
+	}
+	if !slices.Contains(extra, dir) {
+		extra = append(extra, dir)
+	}
+	b, _ := json.Marshal(extra)
+	cfg["cliPluginsExtraDirs"] = b
+	res.PluginsDir = dir
+	return nil
 }
 
 // ContextHash is the directory name docker uses for a context's metadata.
