@@ -70,19 +70,7 @@ func runPipeline(t *testing.T, e *env, p runnerdriver.Pipeline) *runnerdriver.Pi
 func TestSeed000AsWritten(t *testing.T) {
 	r := need(t)
 	e := newEnv(t)
-	dockerDir := filepath.Join(e.home, ".docker")
-	sshDir := filepath.Join(e.home, ".ssh")
-	os.MkdirAll(sshDir, 0o700)
-	os.WriteFile(filepath.Join(sshDir, "id_ed25519"), r.Key, 0o600)
-	os.WriteFile(filepath.Join(sshDir, "known_hosts"), []byte(r.KnownHosts+"\n"), 0o600)
-	create := exec.Command("docker", "context", "create", "mon-serveur", "--docker", "host="+r.URL(dockertest.UserOK))
-	create.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerDir)
-	if out, err := create.CombinedOutput(); err != nil {
-		t.Fatalf("%v: %s", err, out)
-	}
-	// An admin login on the runner user: never a job's.
-	adminAuth := `{"auths":{"admin.example.com":{"auth":"YWRtaW46YWRtaW4tcGFzc3dvcmQ="}}}`
-	os.WriteFile(filepath.Join(dockerDir, "config.json"), []byte(adminAuth), 0o600)
+	dockerDir := handMade(t, e, r)
 	before := snapshot(t, dockerDir)
 
 	image := r.PushBusybox("seed000-web:1")
@@ -177,11 +165,39 @@ func TestTwoJobsNoLeaks(t *testing.T) {
 	assertNoSecrets(t, secretsOf(r, r.RegUser), []*runnerdriver.JobResult{a, b}, e.state, filepath.Join(e.base, "driver", "builds"))
 }
 
+// handMade sets the runner user up as seed 000's admin did by hand: its
+// SSH key and known_hosts in ~/.ssh, a context mon-serveur with
+// host=ssh://..., and an admin login in ~/.docker/config.json (never a
+// job's). Returns ~/.docker.
+func handMade(t *testing.T, e *env, r *dockertest.Remote) string {
+	t.Helper()
+	dockerDir := filepath.Join(e.home, ".docker")
+	sshDir := filepath.Join(e.home, ".ssh")
+	os.MkdirAll(sshDir, 0o700)
+	os.WriteFile(filepath.Join(sshDir, "id_ed25519"), r.Key, 0o600)
+	os.WriteFile(filepath.Join(sshDir, "known_hosts"), []byte(r.KnownHosts+"\n"), 0o600)
+	create := exec.Command("docker", "context", "create", "mon-serveur", "--docker", "host="+r.URL(dockertest.UserOK))
+	create.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerDir)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	os.WriteFile(filepath.Join(dockerDir, "config.json"), []byte(adminAuth), 0o600)
+	return dockerDir
+}
+
+// adminAuth is the runner user's own login (admin:admin-password).
+const adminAuth = `{"auths":{"admin.example.com":{"auth":"YWRtaW46YWRtaW4tcGFzc3dvcmQ="}}}`
+
 // snapshot is every file under dir with its content.
 func snapshot(t *testing.T, dir string) string {
 	var b strings.Builder
 	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err == nil && !info.IsDir() {
+		switch {
+		case err != nil || info.IsDir():
+		case info.Mode()&os.ModeSymlink != 0: // an installed CLI plugin, say: not its 100 MB
+			l, _ := os.Readlink(p)
+			fmt.Fprintf(&b, "%s->%s;", strings.TrimPrefix(p, dir), l)
+		default:
 			c, _ := os.ReadFile(p)
 			fmt.Fprintf(&b, "%s=%s;", strings.TrimPrefix(p, dir), c)
 		}

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -474,5 +475,66 @@ func stop(cmd *exec.Cmd, wait time.Duration) {
 	case <-time.After(wait):
 		_ = cmd.Process.Kill()
 		<-done
+	}
+}
+
+// ComposeV2Var names a prebuilt `docker compose` v2 CLI plugin to use
+// instead of the one `make compose` builds.
+const ComposeV2Var = "FERRY_COMPOSE_V2"
+
+// ComposeV2 returns the `docker compose` v2 CLI plugin the tests use: the
+// one `make compose` (scripts/compose.sh, run by .ci/run) builds into the
+// repository's bin/cli-plugins, or $FERRY_COMPOSE_V2. Debian 12 does not
+// package it. Missing, it fails the test in CI (CI=true: the build step
+// is broken, and a skip would hide it) and skips it loudly elsewhere.
+func ComposeV2(tb testing.TB) string {
+	tb.Helper()
+	p := os.Getenv(ComposeV2Var)
+	if p == "" {
+		p = filepath.Join(ferrybuild.RepoRoot(), "bin", "cli-plugins", "docker-compose")
+	}
+	fi, err := os.Stat(p)
+	if err == nil && fi.Mode()&0o111 == 0 {
+		err = fmt.Errorf("not executable")
+	}
+	if err != nil {
+		msg := fmt.Sprintf("docker compose v2 plugin %s missing (%v): build it with `make compose` (.ci/run does) or set %s", p, err, ComposeV2Var)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip("SKIPPED: " + msg)
+	}
+	return p
+}
+
+// InstallPlugin installs plugin as <dockerConfig>/cli-plugins/docker-compose,
+// where the docker CLI finds `docker compose`: a hard link, or a copy
+// across file systems, as an admin installs it (not a symlink: the job
+// would then run the file at the link's target, and a test of what the job
+// may run inside ~/.docker would prove nothing).
+func InstallPlugin(tb testing.TB, dockerConfig, plugin string) {
+	tb.Helper()
+	d := filepath.Join(dockerConfig, "cli-plugins")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	dst := filepath.Join(d, "docker-compose")
+	if err := os.Link(plugin, dst); err == nil || os.IsExist(err) {
+		return
+	}
+	in, err := os.Open(plugin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		tb.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		tb.Fatal(err)
 	}
 }
