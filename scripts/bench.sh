@@ -41,10 +41,14 @@ command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; e
 (cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" &&
   $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench '200|Discovery' -benchtime "${E2E_BENCHTIME:-2x}")
 
-section "docker: seed 000's docker-compose (v1) pull + up -d through ferry's socket vs the docker CLI's own ssh:// (target: ferry >= 3x faster), and the floor"
+section "docker: seed 000's compose pull + up -d through ferry's socket vs the docker CLI's own ssh:// (targets: v1 ferry >= 3x faster, v2 no slower), and the floor"
 # Needs root (it starts sshd and dockerd in a network namespace) and the
 # packages .ci/run installs; the benchmark says so and skips otherwise.
-$GO test -run '^$' -bench 'ComposeV1' -benchtime "${DOCKER_BENCHTIME:-5x}" ./pkg/docker/dockerjobs | tee "$out"
-awk '/^BenchmarkComposeV1\/(ferry|ssh|floor)/ { n=$1; sub(/-[0-9]+$/, "", n); sub(/.*\//, "", n); v[n]=$3 }
-  END { if (v["ferry"] && v["ssh"]) printf "compose v1 pull+up: ferry %.0f ms, ssh:// %.0f ms: ferry %.1fx faster (target 3x)\n", v["ferry"]/1e6, v["ssh"]/1e6, v["ssh"]/v["ferry"]
-    if (v["floor"]) printf "floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor\n", v["floor"]/1e6, v["ferry"]/v["floor"] }' "$out"
+# compose v2 is built from source (scripts/compose.sh; a no-op once built).
+GO=$GO scripts/compose.sh
+$GO test -run '^$' -bench 'ComposeV1|ComposeV2' -benchtime "${DOCKER_BENCHTIME:-5x}" ./pkg/docker/dockerjobs | tee "$out"
+awk '/^BenchmarkComposeV[12]\/(ferry|ssh|floor)/ { n=$1; sub(/-[0-9]+$/, "", n); sub(/^BenchmarkCompose/, "", n); v[n]=$3 }
+  END { if (v["V1/ferry"] && v["V1/ssh"]) printf "compose v1 pull+up: ferry %.0f ms, ssh:// %.0f ms: ferry %.1fx faster (target 3x)\n", v["V1/ferry"]/1e6, v["V1/ssh"]/1e6, v["V1/ssh"]/v["V1/ferry"]
+    if (v["V1/floor"]) printf "  floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor\n", v["V1/floor"]/1e6, v["V1/ferry"]/v["V1/floor"]
+    if (v["V2/ferry"] && v["V2/ssh"]) printf "compose v2 pull+up: ferry %.0f ms, ssh:// %.0f ms: ferry %.2fx as fast (goal >= 1x: no slower)\n", v["V2/ferry"]/1e6, v["V2/ssh"]/1e6, v["V2/ssh"]/v["V2/ferry"]
+    if (v["V2/floor"]) printf "  floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor, ssh:// = %.2fx\n", v["V2/floor"]/1e6, v["V2/ferry"]/v["V2/floor"], v["V2/ssh"]/v["V2/floor"] }' "$out"

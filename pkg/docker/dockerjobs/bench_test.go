@@ -78,4 +78,71 @@ func BenchmarkComposeV1(b *testing.B) {
 	})
 }
 
-var _ = dockertest.UserOK
+// BenchmarkComposeV2 is seed 000's `docker compose pull && docker compose
+// up -d` (the v2 plugin, installed in each side's DOCKER_CONFIG) side by
+// side: through ferry's socket (a `ferry run` stage of a prepared job),
+// through the docker CLI's own ssh:// (ssh processes for the plugin's
+// connections), and the floor (the daemon's socket, no SSH). Goal: ferry no
+// slower than ssh://.
+func BenchmarkComposeV2(b *testing.B) {
+	r := need(b)
+	plugin := dockertest.ComposeV2(b)
+	image := r.PushBusybox("bench2:1")
+	dir := b.TempDir()
+	proj := filepath.Join(dir, "proj")
+	os.MkdirAll(proj, 0o755)
+	os.WriteFile(filepath.Join(proj, "compose.yml"), []byte("services:\n  web:\n    image: "+image+"\n    command: [\"sleep\", \"3600\"]\n"), 0o644)
+	b.Cleanup(func() { r.Docker("rm", "-f", "bench2-web-1") })
+	compose := "cd " + proj + " && docker compose -p bench2 pull -q && docker compose -p bench2 up -d"
+	login := "docker login -u " + r.RegUser + " --password-stdin " + r.Registry + " <<< '" + r.RegPass + "' >/dev/null"
+	bash := func(b *testing.B, env []string, script string) {
+		c := exec.Command("bash", "-c", "set -e\n"+script)
+		c.Env = env
+		if out, err := c.CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+	}
+
+	b.Run("ferry", func(b *testing.B) {
+		e := &env{base: b.TempDir()}
+		e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
+		dockertest.InstallPlugin(b, filepath.Join(e.home, ".docker"), plugin)
+		j := newRawJob(nil, e, r, "9002")
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v\n%s", err, out)
+		}
+		defer j.cmd("cleanup").Run()
+		script := filepath.Join(e.base, "script")
+		os.WriteFile(script, []byte(login+"\n"), 0o700)
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			b.Fatalf("login: %v\n%s", err, out)
+		}
+		os.WriteFile(script, []byte("set -e\n"+compose+" 2>/dev/null\n"), 0o700)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+				b.Fatalf("%v\n%s", err, out)
+			}
+		}
+	})
+	b.Run("floor", func(b *testing.B) {
+		cfg := b.TempDir()
+		dockertest.InstallPlugin(b, cfg, plugin)
+		env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + b.TempDir(), "DOCKER_HOST=unix://" + r.DockerSock, "DOCKER_CONFIG=" + cfg}
+		bash(b, env, login)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			bash(b, env, compose+" 2>/dev/null")
+		}
+	})
+	b.Run("ssh", func(b *testing.B) {
+		d := b.TempDir()
+		env := sshClientEnv(b, r, d)
+		dockertest.InstallPlugin(b, filepath.Join(d, "docker-config"), plugin)
+		bash(b, env, login)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			bash(b, env, compose+" 2>/dev/null")
+		}
+	})
+}
