@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the release ferry binary: the engine (executor/engine, everything
-# that links k8s.io/client-go) first, then the small ferry binary the runner
-# calls (executor/) with the engine embedded, so a runner host installs one
-# file. Why two binaries: docs/executor.md, "Two binaries in one file".
+# that links k8s.io/client-go) and the job's small kubectl (executor/kubectl:
+# apply and diff without kubectl's command code) first, then the small ferry
+# binary the runner calls (executor/) with both embedded, so a runner host
+# installs one file. Why three binaries: docs/executor.md, "Two binaries in
+# one file", and docs/kubectl.md, "Two kubectl binaries".
 #
 #   scripts/build.sh [-o OUT] [-v VERSION] [-c]
 #
@@ -39,8 +41,11 @@ cd "$root"
 # CGO_ENABLED=0: static binaries (Go's own DNS resolver), which run on any
 # Linux host whatever its libc, and skip the dynamic loader at every start.
 CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -ldflags "$ldflags -s -w" -o "$tmp/ferry-engine" ./executor/engine
-sum=$(sha256sum "$tmp/ferry-engine" | cut -d' ' -f1)
-printf '{"Replace":{"%s":"%s"}}\n' "$root/executor/ferry-engine.bin" "$tmp/ferry-engine" >"$tmp/overlay.json"
+CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -ldflags "$ldflags -s -w" -o "$tmp/ferry-kubectl" ./executor/kubectl
+# One sum for the pair (pkg/enginebin names both files with it).
+sum=$(cat "$tmp/ferry-engine" "$tmp/ferry-kubectl" | sha256sum | cut -d' ' -f1)
+printf '{"Replace":{"%s":"%s","%s":"%s"}}\n' "$root/executor/ferry-engine.bin" "$tmp/ferry-engine" \
+  "$root/executor/ferry-kubectl.bin" "$tmp/ferry-kubectl" >"$tmp/overlay.json"
 mkdir -p "$(dirname "$out")"
 CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -tags ferry_embed -overlay "$tmp/overlay.json" \
   -ldflags "$ldflags -X gitlab.com/ferry-ci/ferry/pkg/enginebin.EmbeddedSum=$sum" -o "$out" ./executor

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -32,8 +33,8 @@ func TestPrepareUnpacksEngineForKubectl(t *testing.T) {
 		t.Fatal(err)
 	}
 	engineDir := filepath.Join(j.stateDir, enginebin.DirName)
-	if filepath.Dir(target) != engineDir || !strings.HasPrefix(filepath.Base(target), "ferry-engine-") {
-		t.Fatalf("kubectl links to %s, want the engine in %s", target, engineDir)
+	if filepath.Dir(target) != engineDir || !strings.HasPrefix(filepath.Base(target), "ferry-kubectl-") {
+		t.Fatalf("kubectl links to %s, want the small kubectl in %s", target, engineDir)
 	}
 	fi, err := os.Stat(target)
 	if err != nil || fi.Mode().Perm() != 0o700 {
@@ -52,8 +53,59 @@ func TestPrepareUnpacksEngineForKubectl(t *testing.T) {
 	if t2, _ := os.Readlink(filepath.Join(j2.state().BinDir(), "kubectl")); t2 != target {
 		t.Errorf("second job links to %s, want %s", t2, target)
 	}
-	if ents, _ := os.ReadDir(engineDir); len(ents) != 1 {
-		t.Errorf("engine dir has %d entries, want 1", len(ents))
+	if ents, _ := os.ReadDir(engineDir); len(ents) != 2 {
+		t.Errorf("engine dir has %d entries, want the engine and the small kubectl", len(ents))
+	}
+}
+
+// The job's kubectl (executor/kubectl, unpacked by prepare) links neither
+// kubectl's command code nor kustomize nor client-go's discovery: their
+// package initialisers would be paid by every apply
+// (docs/kubectl.md, "Two kubectl binaries"). Its engine links them all.
+func TestJobKubectlDoesNotLinkKubectlCode(t *testing.T) {
+	j := newJob(t, "302")
+	withShim(j)
+	j.mustPrepare()
+	target, err := os.Readlink(filepath.Join(j.state().BinDir(), "kubectl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, _ := enginebin.Partner(target)
+	modules := func(bin string) map[string]bool {
+		out, err := exec.Command("go", "version", "-m", bin).Output()
+		if err != nil {
+			t.Fatalf("go version -m %s: %v", bin, err)
+		}
+		deps := map[string]bool{}
+		for _, l := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(l); len(f) >= 2 && f[0] == "dep" {
+				deps[f[1]] = true
+			}
+		}
+		return deps
+	}
+	small, full := modules(target), modules(engine)
+	if !small["k8s.io/client-go"] {
+		t.Fatalf("no build info naming client-go in %s: not the small kubectl?", target)
+	}
+	for _, m := range []string{"k8s.io/kubectl", "k8s.io/cli-runtime", "k8s.io/component-base", "sigs.k8s.io/kustomize/api", "sigs.k8s.io/kustomize/kyaml"} {
+		if small[m] {
+			t.Errorf("the job's kubectl links %s", m)
+		}
+		if !full[m] {
+			t.Errorf("its engine does not link %s (the check would prove nothing)", m)
+		}
+	}
+	// Packages, not only modules: client-go's discovery registers every
+	// built-in type at start.
+	out, err := exec.Command("go", "list", "-deps", "../executor/kubectl").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"k8s.io/client-go/discovery", "k8s.io/client-go/kubernetes/scheme"} {
+		if slices.Contains(strings.Fields(string(out)), p) {
+			t.Errorf("executor/kubectl imports %s", p)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
+	"gitlab.com/ferry-ci/ferry/pkg/kubediscovery"
 	"k8s.io/client-go/rest"
 )
 
@@ -42,7 +43,7 @@ func adminConfig(t *testing.T) *rest.Config {
 
 func newApplier(t *testing.T, cfg *rest.Config, cacheDir string) *apply.Applier {
 	t.Helper()
-	a, err := apply.NewApplier(cfg, apply.Options{DiscoveryCacheDir: cacheDir})
+	a, err := apply.NewApplier(cfg, apply.Options{Discovery: kubediscovery.Cached(cacheDir)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,8 +9,9 @@
 // first apply and re-apply; (c) the lower bound for (b): only the SSA PATCH
 // requests, from a warm client, with ferry's concurrency.
 //
-// ferry is `ferry-engine kubectl` ($FERRY_BIN kubectl if set): the binary a
-// job's `kubectl` runs through its bin/kubectl link. Every tool keeps its
+// ferry is the binary a job's `kubectl` runs through its bin/kubectl link:
+// the small kubectl (executor/kubectl) with the engine beside it ($FERRY_BIN,
+// a kubectl, if set). Every tool keeps its
 // discovery cache warm between runs, as on a runner host.
 package bench
 
@@ -36,6 +37,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
+	"gitlab.com/ferry-ci/ferry/pkg/kubediscovery"
 )
 
 var c *cluster.Cluster
@@ -57,12 +59,11 @@ func setup(b *testing.B) {
 		if buildErr != nil {
 			return
 		}
-		ferryArgs = []string{"kubectl"}
 		if p := os.Getenv("FERRY_BIN"); p != "" {
 			ferryBin = p
 			return
 		}
-		ferryBin, buildErr = ferrybuild.BuildEngine(home)
+		ferryBin, buildErr = ferrybuild.BuildKubectl(home)
 	})
 	if buildErr != nil {
 		b.Fatal(buildErr)
@@ -269,7 +270,7 @@ func BenchmarkLowerBound200(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	a, err := apply.NewApplier(c.AdminRESTConfig(), apply.Options{DiscoveryCacheDir: filepath.Join(b.TempDir(), "discovery")})
+	a, err := apply.NewApplier(c.AdminRESTConfig(), apply.Options{Discovery: kubediscovery.Cached(filepath.Join(b.TempDir(), "discovery"))})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -388,7 +389,7 @@ func BenchmarkDiscovery(b *testing.B) {
 	cacheDir := filepath.Join(b.TempDir(), "discovery")
 	mapping := func(dir string) time.Duration {
 		t0 := time.Now()
-		a, err := apply.NewApplier(c.AdminRESTConfig(), apply.Options{DiscoveryCacheDir: dir})
+		a, err := apply.NewApplier(c.AdminRESTConfig(), apply.Options{Discovery: kubediscovery.Cached(dir)})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -414,9 +415,10 @@ func BenchmarkDiscovery(b *testing.B) {
 // testdata/manifests/seed into an existing namespace) against its physical
 // floor, each a fresh process, side by side: floor (bench/floor: load the
 // kubeconfig, send the two SSA PATCHes, nothing else), ferry's `kubectl
-// apply -f dir`, and ferry's `kubectl apply --server-side -f dir`. First
-// apply (created) and re-apply (unchanged), medians; the target is
-// ferry/floor <= 1.5x.
+// apply -f dir` and `kubectl apply --server-side -f dir` (the job's small
+// kubectl), and the real kubectl's `apply -f dir` and `apply --server-side
+// -f dir`. First apply (created) and re-apply (unchanged), medians; the
+// target is ferry/floor <= 1.5x.
 func BenchmarkSeedFloor(b *testing.B) {
 	setup(b)
 	floorBin := filepath.Join(home, "floor")
@@ -480,7 +482,8 @@ func BenchmarkSeedFloor(b *testing.B) {
 	}
 	ferry := func(extra ...string) func(string, []string) time.Duration {
 		return func(dir string, _ []string) time.Duration {
-			return timed(ferryBin, append(append([]string{"kubectl", "apply"}, extra...), "-f", dir)...)
+			args := append(append(append([]string{}, ferryArgs...), "apply"), extra...)
+			return timed(ferryBin, append(args, "-f", dir)...)
 		}
 	}
 	runs := []struct {
@@ -490,6 +493,11 @@ func BenchmarkSeedFloor(b *testing.B) {
 		{"floor", func(_ string, a []string) time.Duration { return timed(floorBin, a...) }},
 		{"ferry", ferry()},
 		{"ferry-ss", ferry("--server-side")},
+		// The real kubectl, client-side and server-side: what ferry replaces.
+		{"kubectl", func(dir string, _ []string) time.Duration { return timed("kubectl", "apply", "-f", dir) }},
+		{"kubectl-ss", func(dir string, _ []string) time.Duration {
+			return timed("kubectl", "apply", "--server-side", "-f", dir)
+		}},
 	}
 	for _, r := range runs { // warm caches (discovery, page cache)
 		dir, a := prepare()
@@ -509,7 +517,7 @@ func BenchmarkSeedFloor(b *testing.B) {
 	for what, ds := range map[string]map[string][]time.Duration{"first": first, "reapply": again} {
 		fl := median(ds["floor"])
 		b.ReportMetric(ms(fl), what+"-floor-ms")
-		for _, n := range []string{"ferry", "ferry-ss"} {
+		for _, n := range []string{"ferry", "ferry-ss", "kubectl", "kubectl-ss"} {
 			d := median(ds[n])
 			b.ReportMetric(ms(d), what+"-"+n+"-ms")
 			b.ReportMetric(float64(d)/float64(fl), what+"-"+n+"/floor")

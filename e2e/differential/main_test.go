@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	engine, err := ferrybuild.BuildEngine(dir)
+	engine, err := ferrybuild.BuildKubectl(dir) // the small kubectl, the engine beside it
 	if err != nil {
 		panic(err)
 	}

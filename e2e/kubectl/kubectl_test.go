@@ -25,9 +25,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	// A job's bin/kubectl links to the engine (ferry unpacks it from itself
-	// in prepare), so that is what runs here too.
-	ferry, err := ferrybuild.BuildEngine(dir)
+	// A job's bin/kubectl links to the small kubectl, with the engine
+	// beside it (ferry unpacks both in prepare): that is what runs here too.
+	ferry, err := ferrybuild.BuildKubectl(dir)
 	if err != nil {
 		panic(err)
 	}

@@ -71,6 +71,23 @@ func BuildEngine(dir string) (string, error) {
 	return out, nil
 }
 
+// BuildKubectl builds the job's kubectl as prepare leaves it: the small
+// kubectl (executor/kubectl) as dir/ferry-kubectl and the engine beside it
+// (dir/ferry-engine), which it execs for what it does not do itself. It
+// returns the small kubectl's path: link a `kubectl` to it.
+func BuildKubectl(dir string) (string, error) {
+	if _, err := BuildEngine(dir); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "ferry-kubectl")
+	cmd := exec.Command("go", "build", "-o", out, "./executor/kubectl")
+	cmd.Dir = RepoRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building ferry-kubectl: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
 var (
 	dirOnce   sync.Once
 	sharedDir string

@@ -1,33 +1,43 @@
 package apply
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strings"
-	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/disk"
-	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 )
+
+// Discovery maps kinds to resources through the API server's discovery:
+// custom resources, other versions, short names (the built-in kinds deploy
+// manifests are made of need none, builtinMappings). Reset forgets what
+// was discovered (after new CRDs). The engine's is client-go's cached
+// discovery (pkg/kubediscovery); the job's small kubectl (executor/kubectl)
+// has none: client-go's discovery package registers every built-in API
+// type at process start, which alone costs a fresh process about as much
+// as the seed apply's own requests.
+type Discovery = meta.ResettableRESTMapper
+
+// NewDiscovery builds the Discovery of one applier, on its configuration
+// and HTTP client.
+type NewDiscovery func(cfg *rest.Config, hc *http.Client) (Discovery, error)
+
+// ErrNoDiscovery is returned for a kind only discovery could map, by an
+// applier built without it.
+var ErrNoDiscovery = errors.New("this kubectl maps only built-in kinds (it has no discovery client)")
 
 // Options configures an Applier (shared by every call on it).
 type Options struct {
-	// DiscoveryCacheDir is the host-wide discovery cache root,
-	// "<FERRY_STATE_DIR>/cache/discovery"; each API server gets a 0700
-	// directory "<DiscoveryCacheDir>/<host_port>". Empty: in-memory only.
-	DiscoveryCacheDir string
-	// DiscoveryCacheTTL is how long cached discovery is trusted (default 6h,
-	// as kubectl); a kind missing from the cache refreshes it once anyway.
-	DiscoveryCacheTTL time.Duration
+	// Discovery builds the mapper for kinds builtinMappings does not
+	// know. Nil: built-in kinds only (Mappable tells), ErrNoDiscovery for
+	// the rest.
+	Discovery NewDiscovery
 	// QPS and Burst of the client (defaults 500 and 1000): client-go's own
 	// defaults (5/10) throttle a many-object apply.
 	QPS   float32
@@ -39,21 +49,17 @@ type Options struct {
 // Applier applies, diffs, waits for and deletes objects on one cluster.
 // It is safe for concurrent use.
 type Applier struct {
-	cfg       *rest.Config
-	opts      Options
-	rest      *rest.RESTClient
-	dyn       dynamic.Interface
-	meta      metadata.Interface
-	discovery discovery.CachedDiscoveryInterface
-	mapper    *restmapper.DeferredDiscoveryRESTMapper
+	cfg    *rest.Config
+	opts   Options
+	rest   *rest.RESTClient
+	dyn    dynamic.Interface
+	meta   metadata.Interface
+	mapper Discovery
 }
 
 // NewApplier builds the clients for cfg. It makes no request: discovery is
-// fetched (or read from the disk cache) on the first mapping.
+// fetched (or read from its disk cache) on the first mapping that needs it.
 func NewApplier(cfg *rest.Config, opts Options) (*Applier, error) {
-	if opts.DiscoveryCacheTTL == 0 {
-		opts.DiscoveryCacheTTL = 6 * time.Hour
-	}
 	if opts.QPS == 0 {
 		opts.QPS = 500
 	}
@@ -83,33 +89,82 @@ func NewApplier(cfg *rest.Config, opts Options) (*Applier, error) {
 	if a.meta, err = metadata.NewForConfigAndClient(cfg, hc); err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	if opts.DiscoveryCacheDir != "" {
-		dir, httpDir, err := cacheDirs(opts.DiscoveryCacheDir, cfg.Host)
-		if err != nil {
-			return nil, err
-		}
-		if a.discovery, err = disk.NewCachedDiscoveryClientForConfig(cfg, dir, httpDir, opts.DiscoveryCacheTTL); err != nil {
+	a.mapper = noDiscovery{}
+	if opts.Discovery != nil {
+		if a.mapper, err = opts.Discovery(cfg, hc); err != nil {
 			return nil, fmt.Errorf("discovery client: %w", err)
 		}
-	} else {
-		dc, err := discovery.NewDiscoveryClientForConfigAndClient(cfg, hc)
-		if err != nil {
-			return nil, fmt.Errorf("discovery client: %w", err)
-		}
-		a.discovery = memory.NewMemCacheClient(dc)
 	}
-	// The deferred mapper reads discovery on first use and, on a kind it
-	// does not know, invalidates a cache that was not fetched in this
-	// process and retries once: a stale host cache costs one refresh.
-	a.mapper = restmapper.NewDeferredDiscoveryRESTMapper(a.discovery)
 	return a, nil
 }
 
-// Discovery is the applier's (cached) discovery client, for the CLI's short
-// names (svc, deploy) and server version.
-func (a *Applier) Discovery() discovery.CachedDiscoveryInterface { return a.discovery }
+// noDiscovery is the mapper of an applier without discovery.
+type noDiscovery struct{}
 
-// Mapper is the applier's RESTMapper (for the CLI's get/delete by name).
+func (noDiscovery) Reset() {}
+
+func (noDiscovery) RESTMapping(gk schema.GroupKind, versions ...string) (*meta.RESTMapping, error) {
+	return nil, fmt.Errorf("resource mapping not found for kind %q in %q: %w", gk.Kind, gk.Group, ErrNoDiscovery)
+}
+
+func (noDiscovery) RESTMappings(gk schema.GroupKind, versions ...string) ([]*meta.RESTMapping, error) {
+	_, err := noDiscovery{}.RESTMapping(gk)
+	return nil, err
+}
+
+func (noDiscovery) KindFor(r schema.GroupVersionResource) (schema.GroupVersionKind, error) {
+	return schema.GroupVersionKind{}, fmt.Errorf("resource %q: %w", r.Resource, ErrNoDiscovery)
+}
+
+func (noDiscovery) KindsFor(r schema.GroupVersionResource) ([]schema.GroupVersionKind, error) {
+	return nil, fmt.Errorf("resource %q: %w", r.Resource, ErrNoDiscovery)
+}
+
+func (noDiscovery) ResourceFor(r schema.GroupVersionResource) (schema.GroupVersionResource, error) {
+	return schema.GroupVersionResource{}, fmt.Errorf("resource %q: %w", r.Resource, ErrNoDiscovery)
+}
+
+func (noDiscovery) ResourcesFor(r schema.GroupVersionResource) ([]schema.GroupVersionResource, error) {
+	return nil, fmt.Errorf("resource %q: %w", r.Resource, ErrNoDiscovery)
+}
+
+func (noDiscovery) ResourceSingularizer(resource string) (string, error) {
+	return "", fmt.Errorf("resource %q: %w", resource, ErrNoDiscovery)
+}
+
+// Mappable reports whether every object is of a kind this applier maps
+// without discovery, or the applier has discovery: a caller without it
+// hands the objects to a binary that has it before applying any.
+func (a *Applier) Mappable(objs []*Object) bool {
+	if _, none := a.mapper.(noDiscovery); !none {
+		return true
+	}
+	for _, o := range objs {
+		if _, ok := builtinMappings[o.GroupVersionKind()]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// ServerVersion is the API server's version (GET /version), without
+// discovery.
+func (a *Applier) ServerVersion(ctx context.Context) (string, error) {
+	body, err := a.rest.Get().AbsPath("/version").Do(ctx).Raw()
+	if err != nil {
+		return "", err
+	}
+	var v struct {
+		GitVersion string `json:"gitVersion"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		return "", fmt.Errorf("the server's /version: %w", err)
+	}
+	return v.GitVersion, nil
+}
+
+// Mapper is the applier's discovery RESTMapper (for the CLI's verbs that
+// name a type: short names, custom resources).
 func (a *Applier) Mapper() meta.RESTMapper { return a.mapper }
 
 // ResetMapper forgets cached discovery (after installing CRDs).
@@ -120,24 +175,3 @@ func (a *Applier) Dynamic() dynamic.Interface { return a.dyn }
 
 // HTTPClient is for callers that need more requests on the same connection.
 func (a *Applier) HTTPClient() (*http.Client, error) { return rest.HTTPClientFor(a.cfg) }
-
-var unsafeHostChars = regexp.MustCompile(`[^(\w/.)]`)
-
-// cacheDirs makes "<root>/<host>" for discovery and "<root>/../http/<host>"
-// for client-go's HTTP cache, private (0700) because they live on a shared
-// host; client-go creates what is below them 0750/0660.
-func cacheDirs(root, host string) (string, string, error) {
-	h := strings.TrimPrefix(strings.TrimPrefix(host, "https://"), "http://")
-	h = strings.ReplaceAll(unsafeHostChars.ReplaceAllString(h, "_"), "/", "_")
-	dir := filepath.Join(root, h)
-	httpDir := filepath.Join(filepath.Dir(root), "http", h)
-	for _, d := range []string{filepath.Dir(root), root, dir, filepath.Dir(httpDir), httpDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return "", "", fmt.Errorf("discovery cache: %w", err)
-		}
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return "", "", fmt.Errorf("discovery cache: %w", err)
-	}
-	return dir, httpDir, nil
-}

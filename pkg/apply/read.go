@@ -18,8 +18,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
@@ -29,8 +27,10 @@ type ReadOptions struct {
 	Filenames []string
 	// Recursive descends into subdirectories of directories (kubectl -R).
 	Recursive bool
-	// Kustomize are kustomization directories built with krusty (kubectl -k).
-	Kustomize []string
+	// Kustomize are kustomization directories (kubectl -k), built by
+	// Kustomizer (pkg/apply/kustomize.Build: krusty, kubectl's own).
+	Kustomize  []string
+	Kustomizer func(dir string) ([]byte, error)
 	// Stdin is read for "-".
 	Stdin io.Reader
 	// Envsubst, when set, replaces ${NAME} in every manifest before parsing
@@ -108,7 +108,11 @@ func ReadManifests(opts ReadOptions) ([]*Object, error) {
 		}
 	}
 	for _, dir := range opts.Kustomize {
-		data, err := kustomize(dir)
+		if opts.Kustomizer == nil {
+			errs = append(errs, fmt.Errorf("kustomize %s: no kustomize in this build", dir))
+			continue
+		}
+		data, err := opts.Kustomizer(dir)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -197,20 +201,6 @@ func expand(name string, recursive bool) ([]string, error) {
 		return nil, fmt.Errorf("reading directory %s: %w", name, err)
 	}
 	return files, nil
-}
-
-// kustomize builds a kustomization directory from the disk, as kubectl -k.
-func kustomize(dir string) ([]byte, error) {
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		return nil, fmt.Errorf("kustomize %s: %w", dir, err)
-	}
-	data, err := m.AsYaml()
-	if err != nil {
-		return nil, fmt.Errorf("kustomize %s: %w", dir, err)
-	}
-	return data, nil
 }
 
 // Parse reads the objects of one manifest: a YAML stream of documents

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gitlab.com/ferry-ci/ferry/pkg/apply/kustomize"
 )
 
 const manifests = "../../testdata/manifests"
@@ -132,7 +134,7 @@ func TestMissingPath(t *testing.T) {
 }
 
 func TestKustomize(t *testing.T) {
-	objs, err := ReadManifests(ReadOptions{Kustomize: []string{filepath.Join(manifests, "kustomize")}})
+	objs, err := ReadManifests(ReadOptions{Kustomize: []string{filepath.Join(manifests, "kustomize")}, Kustomizer: kustomize.Build})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,9 +96,12 @@ func (a *Applier) Wait(ctx context.Context, objs []*Object, timeout time.Duratio
 // statusOf reads one object and computes its kstatus.
 func (a *Applier) statusOf(ctx context.Context, obj *Object) *status.Result {
 	gvk := obj.GroupVersionKind()
-	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return &status.Result{Status: status.UnknownStatus, Message: err.Error()}
+	m, ok := builtinMappings[gvk]
+	if !ok {
+		var err error
+		if m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			return &status.Result{Status: status.UnknownStatus, Message: err.Error()}
+		}
 	}
 	u, err := a.dyn.Resource(m.Resource).Namespace(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

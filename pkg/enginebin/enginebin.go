@@ -7,6 +7,10 @@
 // A release build (scripts/build.sh, `make build`) embeds the engine in the
 // ferry binary, so a runner host still installs one file; the first call
 // that needs it unpacks it into <state-dir>/engine/, once per engine build.
+// With it comes the job's small kubectl (executor/kubectl, ferry-kubectl),
+// which execs the engine for what it does not do itself: both are unpacked
+// side by side under one sum, ferry-engine-SUM and ferry-kubectl-SUM, so
+// each finds the other by name (Partner).
 package enginebin
 
 import (
@@ -42,16 +46,18 @@ const DirName = "engine"
 const KeepUnused = 7 * 24 * time.Hour
 
 var (
-	embedded string
-	// EmbeddedSum is the embedded engine's sha256 (hex), stamped by
-	// scripts/build.sh with -ldflags -X so that no call has to hash ~60 MB;
-	// computed on first unpack when a build did not stamp it.
+	embedded, embeddedKubectl string
+	// EmbeddedSum is the sha256 (hex) of the embedded engine followed by
+	// the embedded kubectl, stamped by scripts/build.sh with -ldflags -X so
+	// that no call has to hash ~80 MB; computed on first unpack when a
+	// build did not stamp it.
 	EmbeddedSum string
 )
 
-// SetEmbedded registers the engine compiled into this binary (called from
-// the executor's init in builds with the ferry_embed tag).
-func SetEmbedded(blob string) { embedded = blob }
+// SetEmbedded registers the engine and the small kubectl compiled into this
+// binary (called from the executor's init in builds with the ferry_embed
+// tag). kubectl may be empty: jobs' kubectl is then the engine itself.
+func SetEmbedded(engine, kubectl string) { embedded, embeddedKubectl = engine, kubectl }
 
 // Embedded reports the size of the engine compiled into this binary (0:
 // none).
@@ -108,21 +114,23 @@ func checkExecutable(p string) error {
 	return nil
 }
 
-// unpack writes the embedded engine to stateRoot/engine/ferry-engine-<sum>
-// unless it is there already, byte for byte. The directory is private (0700,
-// owned by ferry's user) like the job state beside it, and the file appears
-// under its final name only complete (rename), so concurrent jobs of one host
-// can unpack at once and a killed unpack leaves no half binary to run.
+// unpack writes the embedded engine to stateRoot/engine/ferry-engine-<sum>,
+// and the small kubectl to ferry-kubectl-<sum> beside it, unless they are
+// there already, byte for byte. The directory is private (0700, owned by
+// ferry's user) like the job state beside it, and each file appears under
+// its final name only complete (rename), so concurrent jobs of one host can
+// unpack at once and a killed unpack leaves no half binary to run. The
+// kubectl comes first: a job links to it only after the engine is there.
 //
-// Jobs run as ferry's user and could rewrite the file; an engine modified by
-// one job must not run the next job's prepare with that job's credentials.
-// So every call compares the file with the engine ferry carries (~31 MB from
-// the page cache: a few milliseconds, cheaper than hashing it) and unpacks
-// it again when they differ.
+// Jobs run as ferry's user and could rewrite the files; a binary modified
+// by one job must not run the next job's prepare or kubectl with that
+// job's credentials. So every call compares the files with the ones ferry
+// carries (~80 MB from the page cache: a few milliseconds, cheaper than
+// hashing them) and unpacks them again when they differ.
 func unpack(stateRoot string, warn func(string)) (string, error) {
 	sum := EmbeddedSum
 	if sum == "" {
-		h := sha256.Sum256([]byte(embedded))
+		h := sha256.Sum256([]byte(embedded + embeddedKubectl))
 		sum = hex.EncodeToString(h[:])
 	}
 	if len(sum) > 16 {
@@ -135,16 +143,37 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 	if err := privateDir(dir, "engine dir"); err != nil {
 		return "", err
 	}
-	name := "ferry-engine-" + sum
+	wrote := false
+	if embeddedKubectl != "" {
+		w, err := unpackFile(dir, KubectlName+"-"+sum, embeddedKubectl, warn)
+		if err != nil {
+			return "", err
+		}
+		wrote = wrote || w
+	}
+	name := SiblingName + "-" + sum
+	w, err := unpackFile(dir, name, embedded, warn)
+	if err != nil {
+		return "", err
+	}
+	if wrote || w {
+		sweep(dir, sum, inUse(stateRoot), time.Now())
+	}
+	return filepath.Join(dir, name), nil
+}
+
+// unpackFile makes dir/name hold exactly blob (see unpack); wrote reports
+// whether it had to write it.
+func unpackFile(dir, name, blob string, warn func(string)) (wrote bool, err error) {
 	p := filepath.Join(dir, name)
 	if fi, err := os.Lstat(p); err == nil {
-		if fi.Mode().IsRegular() && fi.Size() == int64(len(embedded)) && sameAsEmbedded(p) {
+		if fi.Mode().IsRegular() && fi.Size() == int64(len(blob)) && sameAs(p, blob) {
 			// Used now: the sweep of unused engines must not take it.
 			if time.Since(fi.ModTime()) > time.Hour {
 				now := time.Now()
 				_ = os.Chtimes(p, now, now)
 			}
-			return p, nil
+			return false, nil
 		}
 		if warn != nil {
 			warn(fmt.Sprintf("ferry: the unpacked engine %s is not the one this ferry carries (modified since it was unpacked?): unpacking it again", p))
@@ -152,15 +181,15 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 	}
 	f, err := os.CreateTemp(dir, ".unpack-*")
 	if err != nil {
-		return "", fmt.Errorf("ferry: unpacking the engine: %w", err)
+		return false, fmt.Errorf("ferry: unpacking the engine: %w", err)
 	}
 	tmp := f.Name()
-	fail := func(err error) (string, error) {
+	fail := func(err error) (bool, error) {
 		f.Close()
 		os.Remove(tmp)
-		return "", fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
+		return false, fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
 	}
-	if _, err := f.WriteString(embedded); err != nil {
+	if _, err := f.WriteString(blob); err != nil {
 		return fail(err)
 	}
 	if err := f.Chmod(0o700); err != nil {
@@ -176,16 +205,15 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		os.Remove(tmp)
-		return "", fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
+		return false, fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
 	}
-	sweep(dir, name, inUse(stateRoot), time.Now())
-	return p, nil
+	return true, nil
 }
 
-// sameAsEmbedded reports whether the file at p holds exactly the embedded
-// engine. The comparison runs on up to four cores: it sits on every
-// prepare's path, and reading 31 MB is memory-bound work that splits well.
-func sameAsEmbedded(p string) bool {
+// sameAs reports whether the file at p holds exactly blob. The comparison
+// runs on up to four cores: it sits on every prepare's path, and reading
+// 60 MB is memory-bound work that splits well.
+func sameAs(p, embedded string) bool {
 	f, err := os.Open(p)
 	if err != nil {
 		return false
@@ -248,10 +276,11 @@ func privateDir(dir, what string) error {
 // root (pkg/jobstate's layout): their bin/ links name the engines in use.
 const JobsDirName = "jobs"
 
-// inUse returns the names of the engines that a job's bin/ links to (its
-// kubectl): a job keeps the engine it was prepared with until it ends, even
-// when ferry is upgraded while it runs. Jobs end by cleanup or by the stale
-// sweep, which never takes the dir of a job younger than its timeout.
+// inUse returns the sums of the engines that a job's bin/ links to (its
+// kubectl, the small one or the engine): a job keeps the binaries it was
+// prepared with until it ends, even when ferry is upgraded while it runs.
+// Jobs end by cleanup or by the stale sweep, which never takes the dir of
+// a job younger than its timeout.
 func inUse(stateRoot string) map[string]bool {
 	used := map[string]bool{}
 	jobs, err := os.ReadDir(filepath.Join(stateRoot, JobsDirName))
@@ -268,19 +297,33 @@ func inUse(stateRoot string) map[string]bool {
 			if l.Type()&os.ModeSymlink == 0 {
 				continue
 			}
-			// Engine names are unique (their sum): the name is enough,
-			// however the state root was spelled when the link was made.
-			if t, err := os.Readlink(filepath.Join(bin, l.Name())); err == nil && strings.HasPrefix(filepath.Base(t), "ferry-engine-") {
-				used[filepath.Base(t)] = true
+			// Names are unique (their sum): the name is enough, however
+			// the state root was spelled when the link was made.
+			if t, err := os.Readlink(filepath.Join(bin, l.Name())); err == nil {
+				if sum, ok := sumOf(filepath.Base(t)); ok {
+					used[sum] = true
+				}
 			}
 		}
 	}
 	return used
 }
 
-// sweep removes engines other than keep that have not been used for
-// KeepUnused and that no job links to, and unpack leftovers older than an
-// hour. Best effort: a failure costs disk space, not the job.
+// sumOf is the sum in an unpacked binary's name (ferry-engine-SUM,
+// ferry-kubectl-SUM).
+func sumOf(name string) (string, bool) {
+	for _, prefix := range []string{SiblingName + "-", KubectlName + "-"} {
+		if strings.HasPrefix(name, prefix) {
+			return strings.TrimPrefix(name, prefix), true
+		}
+	}
+	return "", false
+}
+
+// sweep removes the binaries of sums other than keep whose engine has not
+// been used for KeepUnused (each call that needs the engine touches it) and
+// that no job links to, and unpack leftovers older than an hour. Best
+// effort: a failure costs disk space, not the job.
 func sweep(dir, keep string, used map[string]bool, now time.Time) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -288,16 +331,73 @@ func sweep(dir, keep string, used map[string]bool, now time.Time) {
 	}
 	for _, e := range ents {
 		n := e.Name()
-		if n == keep || used[n] {
-			continue
-		}
 		fi, err := e.Info()
 		if err != nil {
 			continue
 		}
-		age := now.Sub(fi.ModTime())
-		if (strings.HasPrefix(n, "ferry-engine-") && age > KeepUnused) || (strings.HasPrefix(n, ".unpack-") && age > time.Hour) {
+		if strings.HasPrefix(n, ".unpack-") {
+			if now.Sub(fi.ModTime()) > time.Hour {
+				os.Remove(filepath.Join(dir, n))
+			}
+			continue
+		}
+		sum, ok := sumOf(n)
+		if !ok || sum == keep || used[sum] {
+			continue
+		}
+		// A kubectl's age is its engine's, while there is one.
+		if efi, err := os.Stat(filepath.Join(dir, SiblingName+"-"+sum)); err == nil {
+			fi = efi
+		}
+		if now.Sub(fi.ModTime()) > KeepUnused {
 			os.Remove(filepath.Join(dir, n))
 		}
 	}
+}
+
+// KubectlName is the small kubectl's file name (executor/kubectl) when it is
+// installed beside the engine rather than unpacked; unpacked, both carry
+// the same sum: ferry-engine-SUM and ferry-kubectl-SUM.
+const KubectlName = "ferry-kubectl"
+
+// Partner returns the path of the binary that belongs with the one at p:
+// the engine for the small kubectl and the other way round, in the same
+// directory, with the same suffix (ferry-engine-SUM <-> ferry-kubectl-SUM,
+// ferry-engine <-> ferry-kubectl). ok is false when p's name is neither.
+func Partner(p string) (string, bool) {
+	dir, name := filepath.Split(p)
+	switch {
+	case name == SiblingName || strings.HasPrefix(name, SiblingName+"-"):
+		return filepath.Join(dir, KubectlName+strings.TrimPrefix(name, SiblingName)), true
+	case name == KubectlName || strings.HasPrefix(name, KubectlName+"-"):
+		return filepath.Join(dir, SiblingName+strings.TrimPrefix(name, KubectlName)), true
+	}
+	return "", false
+}
+
+// KubectlFor returns the small kubectl that belongs with the engine at
+// engine, or engine itself when there is none (an engine installed alone,
+// FERRY_ENGINE): the binary a job's bin/kubectl links to.
+func KubectlFor(engine string) string {
+	if p, ok := Partner(engine); ok && checkExecutable(p) == nil {
+		return p
+	}
+	return engine
+}
+
+// ExecPartner replaces the running small kubectl with its engine (Partner of
+// the running executable) running argv. It returns only on failure.
+func ExecPartner(argv []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("locating this kubectl: %w", err)
+	}
+	p, ok := Partner(self)
+	if !ok {
+		return fmt.Errorf("this command runs in ferry's engine, and %s is not named %s-SUM, beside which the engine would be", self, KubectlName)
+	}
+	if err := checkExecutable(p); err != nil {
+		return fmt.Errorf("this command runs in ferry's engine, which is missing: %w", err)
+	}
+	return Exec(p, argv)
 }

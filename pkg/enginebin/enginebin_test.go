@@ -282,3 +282,83 @@ func TestModifiedEngineIsUnpackedAgain(t *testing.T) {
 		}
 	}
 }
+
+// The small kubectl is unpacked beside the engine under the same sum; each
+// finds the other by name; a job linking to the kubectl keeps the pair
+// from the sweep; a modified kubectl is unpacked again like the engine.
+func TestUnpacksKubectlBesideEngine(t *testing.T) {
+	const fakeKubectl = "#!/bin/sh\necho \"kubectl $0 $*\"\n"
+	withEmbedded(t, fakeEngine, "")
+	embeddedKubectl = fakeKubectl
+	t.Cleanup(func() { embeddedKubectl = "" })
+	root := t.TempDir()
+	engine, err := Locate(root, noEnv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256([]byte(fakeEngine + fakeKubectl))
+	sum := hex.EncodeToString(h[:])[:16]
+	dir := filepath.Join(root, DirName)
+	if engine != filepath.Join(dir, "ferry-engine-"+sum) {
+		t.Fatalf("engine %s, want ferry-engine-%s (the pair's sum)", engine, sum)
+	}
+	kubectl := KubectlFor(engine)
+	if kubectl != filepath.Join(dir, "ferry-kubectl-"+sum) {
+		t.Fatalf("KubectlFor = %s", kubectl)
+	}
+	if b, err := os.ReadFile(kubectl); err != nil || string(b) != fakeKubectl {
+		t.Fatalf("kubectl content %q %v", b, err)
+	}
+	if p, ok := Partner(kubectl); !ok || p != engine {
+		t.Errorf("Partner(kubectl) = %s %v", p, ok)
+	}
+	// Without a kubectl beside it, jobs get the engine itself.
+	lone := filepath.Join(t.TempDir(), "ferry-engine")
+	os.WriteFile(lone, []byte(fakeEngine), 0o700)
+	if got := KubectlFor(lone); got != lone {
+		t.Errorf("KubectlFor(lone engine) = %s", got)
+	}
+
+	// Tampered kubectl: unpacked again, with a warning naming it.
+	os.WriteFile(kubectl, []byte("#!/bin/sh\ncurl evil\n"), 0o700)
+	var warned []string
+	if _, err := Locate(root, noEnv, func(m string) { warned = append(warned, m) }); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(kubectl); string(b) != fakeKubectl || len(warned) != 1 || !strings.Contains(warned[0], kubectl) {
+		t.Errorf("tampered kubectl: now %q, warnings %q", b, warned)
+	}
+
+	// An upgrade: a running job's link to the old kubectl keeps the old
+	// pair, however old; once the job is gone the pair is swept.
+	bin := filepath.Join(root, JobsDirName, "abcd1234-7", "bin")
+	os.MkdirAll(bin, 0o700)
+	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-KeepUnused - time.Hour)
+	os.Chtimes(engine, long, long)
+	os.Chtimes(kubectl, long, long)
+	embedded = fakeEngine + "#v2\n"
+	if _, err := Locate(root, noEnv, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{engine, kubectl} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s of a running job swept: %v", filepath.Base(p), err)
+		}
+	}
+	os.RemoveAll(filepath.Join(root, JobsDirName))
+	embedded = fakeEngine + "#v3\n"
+	if _, err := Locate(root, noEnv, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{engine, kubectl} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s of no job, unused for longer than KeepUnused, kept", filepath.Base(p))
+		}
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 4 {
+		t.Errorf("engine dir: %d entries, want the v2 and v3 pairs", len(ents))
+	}
+}

@@ -37,7 +37,10 @@ func (e *env) read(s *source) ([]*apply.Object, error) {
 	if len(s.files) == 0 && len(s.kustomize) == 0 {
 		return nil, errors.New("must specify one of -f and -k")
 	}
-	opts := apply.ReadOptions{Filenames: s.files, Kustomize: s.kustomize, Recursive: s.recursive, Stdin: e.stdin}
+	if len(s.kustomize) > 0 && e.rt.Kustomize == nil {
+		return nil, errNeedsEngine
+	}
+	opts := apply.ReadOptions{Filenames: s.files, Kustomize: s.kustomize, Kustomizer: e.rt.Kustomize, Recursive: s.recursive, Stdin: e.stdin}
 	if s.envsubst {
 		opts.Envsubst = os.LookupEnv
 	}
@@ -178,6 +181,10 @@ func (e *env) apply(ctx context.Context, args []string) error {
 		return err
 	}
 	a := t.applier
+	if !a.Mappable(objs) || (prune && e.rt.Discovery == nil) {
+		// The small kubectl, before any request: the engine has discovery.
+		return errNeedsEngine
+	}
 	opts := apply.ApplyOptions{
 		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,
 		DryRun: dr, ServerSide: serverSide, Annotations: t.annotations, FieldValidation: fv, ErrOut: e.stderr,
@@ -307,12 +314,18 @@ func (e *env) diff(ctx context.Context, args []string) error {
 		return err
 	}
 	objs, err := e.read(&src)
+	if errors.Is(err, errNeedsEngine) {
+		return err
+	}
 	if err != nil {
 		return exitError{2}
 	}
 	t, err := e.writeTarget()
 	if err != nil {
 		return err
+	}
+	if !t.applier.Mappable(objs) {
+		return errNeedsEngine
 	}
 	res, err := t.applier.Diff(ctx, objs, apply.DiffOptions{Namespace: t.ns, NamespaceExplicit: t.explicit,
 		FieldManager: manager, Force: force, ServerSide: serverSide, Annotations: t.annotations, Out: e.stdout, ErrOut: e.stderr})

@@ -28,7 +28,7 @@ func seed003(ca string) [][]string {
 func runFerry(t *testing.T, kubeconfig string, args ...string) (string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := Main(append([]string{"--kubeconfig", kubeconfig}, args...), strings.NewReader(""), &out, &errb)
+	code := Main(append([]string{"--kubeconfig", kubeconfig}, args...), strings.NewReader(""), &out, &errb, engine)
 	return out.String() + errb.String(), code
 }
 

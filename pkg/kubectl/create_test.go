@@ -116,7 +116,7 @@ func TestCreateDryRunClientMatchesKubectl(t *testing.T) {
 		var out, errb bytes.Buffer
 		old, _ := os.Getwd()
 		os.Chdir(dir)
-		code := Main(full, strings.NewReader(""), &out, &errb)
+		code := Main(full, strings.NewReader(""), &out, &errb, engine)
 		os.Chdir(old)
 		want, wantCode := realKubectl(t, dir, full...)
 		got := out.String() + errb.String()
@@ -146,12 +146,12 @@ func TestCreateFileDryRunClientOffline(t *testing.T) {
 	os.WriteFile(f, []byte("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: b\n"), 0o600)
 	var out, errb bytes.Buffer
 	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
-	code := Main([]string{"create", "-f", f, "--dry-run=client"}, strings.NewReader(""), &out, &errb)
+	code := Main([]string{"create", "-f", f, "--dry-run=client"}, strings.NewReader(""), &out, &errb, engine)
 	if code != 0 || out.String() != "namespace/a created (dry run)\ndeployment.apps/b created (dry run)\n" {
 		t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())
 	}
 	out.Reset()
-	code = Main([]string{"create", "-f", f, "--dry-run=client", "-o", "yaml"}, strings.NewReader(""), &out, &errb)
+	code = Main([]string{"create", "-f", f, "--dry-run=client", "-o", "yaml"}, strings.NewReader(""), &out, &errb, engine)
 	want := "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: b\n"
 	if code != 0 || out.String() != want {
 		t.Errorf("exit %d\n%s%s", code, out.String(), errb.String())

@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/util/jsonpath"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
@@ -38,7 +37,7 @@ var allResources = []string{"pods", "services", "daemonsets.apps", "deployments.
 // resolveType maps a resource argument ("deploy", "deployments.apps", "svc",
 // "Deployment") to its mapping through discovery, short names included.
 func resolveType(a *apply.Applier, arg string) (*meta.RESTMapping, error) {
-	m := restmapper.NewShortcutExpander(a.Mapper(), a.Discovery(), func(string) {})
+	m := a.Mapper() // discovery with kubectl's short names
 	gr := schema.ParseGroupResource(strings.ToLower(arg))
 	gvr, err := m.ResourceFor(gr.WithVersion(""))
 	if err != nil {

@@ -13,6 +13,7 @@
 package kubectl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +31,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
-	"gitlab.com/ferry-ci/ferry/pkg/kubectl/upstream"
 	"gitlab.com/ferry-ci/ferry/pkg/stallguard"
 )
 
@@ -64,12 +64,39 @@ type env struct {
 
 	loader  clientcmd.ClientConfig
 	applier *apply.Applier
+	rt      Runtime
+}
+
+// Other runs a whole kubectl command (args without the program name) and
+// returns its exit status: in the engine kubectl's own code
+// (pkg/kubectl/upstream.Main, in process); in the job's small kubectl
+// (executor/kubectl) an exec of the engine with the same arguments.
+type Other func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
+
+// Runtime is what the binary running ferry's kubectl links besides ferry's
+// own verbs (docs/kubectl.md, "Two kubectl binaries").
+type Runtime struct {
+	// Other runs what ferry does not do itself.
+	Other Other
+	// Discovery maps kinds and type arguments through the API server's
+	// discovery (pkg/kubediscovery.Cached; the argument is the cache
+	// directory). Nil in the small kubectl: then Other is the engine, and
+	// every command that needs discovery goes there, before anything is
+	// printed or sent.
+	Discovery func(cacheDir string) apply.NewDiscovery
+	// Kustomize builds a kustomization directory (kubectl -k); nil in the
+	// small kubectl, which hands -k to the engine.
+	Kustomize func(dir string) ([]byte, error)
 }
 
 // Main runs `kubectl args...` and returns the exit status (0 ok, 1 error,
 // like kubectl; diff returns 1 when there are differences and 2 on error).
-func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+// Every verb and flag ferry does not implement itself goes to rt.Other,
+// before anything is printed or sent to the API server.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, rt Runtime) int {
+	in := &recorder{r: stdin}
+	e := &env{stdin: in, stdout: stdout, stderr: stderr, rt: rt}
+	other := rt.Other
 	if _, err := stallguard.FromEnv(); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
@@ -77,7 +104,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	verb, rest, err := e.splitGlobals(args)
 	if err != nil {
 		// A global flag ferry does not know (--as, --cache-dir, ...).
-		return upstream.Main(args, stdin, stdout, stderr)
+		return other(args, stdin, stdout, stderr)
+	}
+	if rt.Discovery == nil && verb != "apply" && verb != "diff" && verb != "version" {
+		// The small kubectl: every other verb names a type, which takes
+		// discovery, or is kubectl's own; the engine has both.
+		return other(args, stdin, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -96,13 +128,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		run = e.get
 	case "rollout":
 		if len(rest) == 0 || (rest[0] != "status" && rest[0] != "restart") {
-			return upstream.Main(args, stdin, stdout, stderr)
+			return other(args, stdin, stdout, stderr)
 		}
 		run = e.rollout
 	case "set":
 		// Only set image is ferry's; set env, resources, ... are kubectl's.
 		if len(rest) == 0 || rest[0] != "image" {
-			return upstream.Main(args, stdin, stdout, stderr)
+			return other(args, stdin, stdout, stderr)
 		}
 		run = e.setImage
 	case "wait":
@@ -111,7 +143,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		run = e.version
 	default:
 		// describe, logs, exec, patch, label, help, ...: kubectl's own code.
-		return upstream.Main(args, stdin, stdout, stderr)
+		return other(args, stdin, stdout, stderr)
 	}
 	err = run(ctx, rest)
 	var ee exitError
@@ -121,13 +153,44 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUpstream):
 		// Nothing was printed or sent yet: kubectl's code redoes it all.
 		stop()
-		return upstream.Main(args, stdin, stdout, stderr)
+		return other(args, stdin, stdout, stderr)
+	case errors.Is(err, errNeedsEngine) && rt.Discovery == nil:
+		// The small kubectl: the engine redoes it all, with what this
+		// command read from stdin.
+		stop()
+		return other(args, in.replay(), stdout, stderr)
 	case errors.As(err, &ee):
 		return ee.code
 	default:
 		fmt.Fprintln(stderr, formatError(err))
 		return 1
 	}
+}
+
+// errNeedsEngine is returned by apply and diff, before they have printed
+// or sent anything, in the small kubectl for what only the engine links:
+// a kind that needs discovery, kustomize, prune.
+var errNeedsEngine = errors.New("needs ferry's engine")
+
+// recorder keeps what a command read from stdin, for a hand-over to the
+// engine after apply -f - found a kind that needs discovery.
+type recorder struct {
+	r   io.Reader
+	buf bytes.Buffer
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.buf.Write(p[:n])
+	return n, err
+}
+
+// replay is stdin as it was before this command read from it.
+func (r *recorder) replay() io.Reader {
+	if r.buf.Len() == 0 {
+		return r.r
+	}
+	return io.MultiReader(bytes.NewReader(r.buf.Bytes()), r.r)
 }
 
 // errUpstream is returned by a verb, before it has printed or sent
@@ -276,12 +339,16 @@ func (e *env) getApplier() (*apply.Applier, error) {
 		return nil, err
 	}
 	opts := apply.Options{}
-	if dir := os.Getenv("FERRY_DISCOVERY_CACHE_DIR"); dir != "" {
-		// The job's own cache (ferry's sandbox: a shared one a job can
-		// write would let it poison every later job's kubectl).
-		opts.DiscoveryCacheDir = dir
-	} else if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
-		opts.DiscoveryCacheDir = filepath.Join(root, "cache", "discovery")
+	if e.rt.Discovery != nil {
+		dir := ""
+		if d := os.Getenv("FERRY_DISCOVERY_CACHE_DIR"); d != "" {
+			// The job's own cache (ferry's sandbox: a shared one a job can
+			// write would let it poison every later job's kubectl).
+			dir = d
+		} else if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
+			dir = filepath.Join(root, "cache", "discovery")
+		}
+		opts.Discovery = e.rt.Discovery(dir)
 	}
 	e.applier, err = apply.NewApplier(cfg, opts)
 	return e.applier, err

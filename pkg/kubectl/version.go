@@ -10,7 +10,7 @@ import (
 // version is ferry's own: kubectl's would print the version of the
 // k8s.io/kubectl module ferry links, and scripts that log
 // `kubectl version` should see that ferry ran.
-func (e *env) version(_ context.Context, args []string) error {
+func (e *env) version(ctx context.Context, args []string) error {
 	fs := e.flags("version")
 	var client bool
 	fs.BoolVar(&client, "client", false, "client version only")
@@ -26,10 +26,10 @@ func (e *env) version(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	v, err := a.Discovery().ServerVersion()
+	v, err := a.ServerVersion(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "Server Version: %s\n", v.GitVersion)
+	fmt.Fprintf(e.stdout, "Server Version: %s\n", v)
 	return nil
 }

@@ -88,7 +88,7 @@ func TestWaitArgumentErrors(t *testing.T) {
 		{[]string{"rollout", "restart", "deployment/web", "-o", "wide"}, "error: stat " + kc + ": no such file or directory"},
 	} {
 		var out bytes.Buffer
-		code := Main(append([]string{"--kubeconfig", kc}, tc.args...), strings.NewReader(""), &out, &out)
+		code := Main(append([]string{"--kubeconfig", kc}, tc.args...), strings.NewReader(""), &out, &out, engine)
 		if code != 1 || !strings.HasPrefix(out.String(), tc.want) {
 			t.Errorf("%v: exit %d %q, want %q", tc.args, code, out.String(), tc.want)
 		}
@@ -114,7 +114,7 @@ func TestOtherVerbsAreKubectls(t *testing.T) {
 		{[]string{"create", "job", "once", "--image=busybox", "--dry-run=client", "-o", "jsonpath={.spec.template.spec.restartPolicy}"}, "", "Never"},
 	} {
 		var out, errOut bytes.Buffer
-		code := Main(tc.args, strings.NewReader(tc.stdin), &out, &errOut)
+		code := Main(tc.args, strings.NewReader(tc.stdin), &out, &errOut, engine)
 		if code != 0 || out.String() != tc.want {
 			t.Errorf("%v: exit %d %q (stderr %q), want %q", tc.args, code, out.String(), errOut.String(), tc.want)
 		}
