@@ -38,8 +38,15 @@ command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; e
 # The seed case takes ~1 s an iteration and two of them were too noisy to
 # judge a 5x target (4.5x to 5.9x between runs); the 200-object cases take
 # ~20 s an iteration.
-(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" &&
+(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" | tee "$out" &&
   $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench '200|Discovery' -benchtime "${E2E_BENCHTIME:-2x}")
+# The seed apply against its physical floor (BenchmarkSeedFloor: a fresh
+# process that loads the kubeconfig and sends the two SSA PATCHes).
+awk '/^BenchmarkSeedFloor/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
+  END { split("first reapply", ws, " ")
+    for (k = 1; k <= 2; k++) { w = ws[k]; if (!v[w "-floor-ms"]) continue
+      printf "seed %s: floor %.1f ms; ferry %.2fx (target <= 1.5x), ferry --server-side %.2fx; kubectl %.2fx, kubectl --server-side %.2fx the floor\n", w,
+        v[w "-floor-ms"], v[w "-ferry/floor"], v[w "-ferry-ss/floor"], v[w "-kubectl/floor"], v[w "-kubectl-ss/floor"] } }' "$out"
 
 section "docker: seed 000's compose pull + up -d through ferry's socket vs the docker CLI's own ssh:// (targets: v1 ferry >= 3x faster, v2 no slower), and the floor"
 # Needs root (it starts sshd and dockerd in a network namespace) and the

@@ -131,10 +131,14 @@ spec:
 	}
 	out, code := kubectl(t, "", dep("ready", "")+"---\n"+dep("stuck", cluster.NeverReadyAnnotation+`: "true"`), "apply", "-f", "-")
 	want(t, out, code, 0, "deployment.apps/ready created", "deployment.apps/stuck created")
+	// kubectl's own rollout status (ferry's was deleted: docs/kubectl.md),
+	// through the job's small kubectl and its engine.
 	out, code = kubectl(t, "", "", "rollout", "status", "deployment/ready", "--timeout=30s")
 	want(t, out, code, 0, `deployment "ready" successfully rolled out`)
-	out, code = kubectl(t, "", "", "rollout", "status", "deployment/stuck", "--timeout=2s")
-	want(t, out, code, 1, "deployment.apps/stuck")
+	out = same(t, "rollout", "status", "deployment/stuck", "--timeout=2s")
+	if !strings.HasSuffix(out, "error: timed out waiting for the condition\n") {
+		t.Errorf("stuck rollout: %q", out)
+	}
 }
 
 func TestConfigViewRedacts(t *testing.T) {

@@ -106,6 +106,12 @@ func TestBuiltinKindsNeedNoEngine(t *testing.T) {
 	if code != 1 || strings.Contains(out, "engine") || !strings.Contains(out, "127.0.0.1:1") {
 		t.Errorf("apply of a ConfigMap without the engine: exit %d:\n%s", code, out)
 	}
+	// create's generators need no server with --dry-run=client (GitLab's
+	// registry secret recipe pipes this into apply).
+	out, code = run(t, "", "create", "secret", "generic", "s", "--from-literal=a=b", "--dry-run=client", "-o", "name")
+	if code != 0 || out != "secret/s\n" {
+		t.Errorf("create secret --dry-run=client without the engine: exit %d %q", code, out)
+	}
 	out, code = run(t, "", "version", "--client")
 	if code != 0 || !strings.Contains(out, "Client Version: ferry") {
 		t.Errorf("version --client: exit %d %q", code, out)

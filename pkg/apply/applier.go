@@ -147,6 +147,15 @@ func (a *Applier) Mappable(objs []*Object) bool {
 	return true
 }
 
+// Mapping is the REST mapping of gvk: a built-in kind's without discovery,
+// any other through it.
+func (a *Applier) Mapping(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
+	if m, ok := builtinMappings[gvk]; ok {
+		return m, nil
+	}
+	return a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+}
+
 // ServerVersion is the API server's version (GET /version), without
 // discovery.
 func (a *Applier) ServerVersion(ctx context.Context) (string, error) {

@@ -17,7 +17,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
 )
 
-// source holds the manifest flags shared by apply, diff, create and delete.
+// source holds the manifest flags shared by apply, diff and create.
 type source struct {
 	files     []string
 	kustomize []string
@@ -337,58 +337,6 @@ func (e *env) diff(ctx context.Context, args []string) error {
 		return exitError{2}
 	}
 	if res.Changed {
-		return exitError{1}
-	}
-	return nil
-}
-
-func (e *env) delete(ctx context.Context, args []string) error {
-	fs := e.flags("delete")
-	var (
-		src            source
-		ignoreNotFound bool
-		dryRun         string
-		wait           bool
-	)
-	src.register(fs)
-	fs.BoolVar(&ignoreNotFound, "ignore-not-found", false, "treat a missing object as deleted")
-	fs.StringVar(&dryRun, "dry-run", "none", "none or server")
-	fs.BoolVar(&wait, "wait", false, "accepted for compatibility; ferry does not wait for finalizers")
-	if err := e.parse(fs, args); err != nil {
-		return err
-	}
-	ns, explicit, err := e.resolvedNamespace()
-	if err != nil {
-		return err
-	}
-	a, err := e.getApplier()
-	if err != nil {
-		return err
-	}
-	var objs []*apply.Object
-	if len(src.files) > 0 || len(src.kustomize) > 0 {
-		if objs, err = e.read(&src); err != nil {
-			return err
-		}
-	} else {
-		// delete <kind> <name>... or <kind>/<name>...
-		refs, err := e.resolveRefs(a, fs.Args())
-		if err != nil {
-			return err
-		}
-		for _, r := range refs {
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(r.gvk)
-			u.SetName(r.name)
-			objs = append(objs, &apply.Object{Unstructured: u, Source: "command line"})
-		}
-	}
-	res, err := a.Delete(ctx, objs, apply.DeleteOptions{Namespace: ns, NamespaceExplicit: explicit,
-		IgnoreNotFound: ignoreNotFound, DryRunServer: dryRun == "server", Out: e.stdout, ErrOut: e.stderr})
-	if err != nil {
-		return err
-	}
-	if res.Err() != nil {
 		return exitError{1}
 	}
 	return nil

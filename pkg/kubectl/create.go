@@ -126,6 +126,10 @@ func (e *env) create(ctx context.Context, args []string) error {
 		if a, err = e.getApplier(); err != nil {
 			return err
 		}
+		if !a.Mappable(objs) {
+			// The small kubectl, before any request: the engine has discovery.
+			return errNeedsEngine
+		}
 	}
 	failed := 0
 	for i, o := range objs {
@@ -149,7 +153,7 @@ func (e *env) create(ctx context.Context, args []string) error {
 // object is an error) and prints kubectl's line for it.
 func (e *env) createOne(ctx context.Context, a *apply.Applier, o *apply.Object, ns string, explicit bool, dr apply.DryRun, output string, i int) error {
 	gvk := o.GroupVersionKind()
-	m, err := a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	m, err := a.Mapping(gvk)
 	if err != nil {
 		// A CRD created a moment ago (seed 001: CRDs, then `create -f
 		// issuer.yml`) is not in the cached discovery yet.
@@ -353,8 +357,7 @@ func (e *env) createGenerated(ctx context.Context, what string, args []string) e
 	if err != nil {
 		return err
 	}
-	gvk := u.GroupVersionKind()
-	mapping, err := a.Mapper().RESTMapping(gvk.GroupKind(), gvk.Version)
+	mapping, err := a.Mapping(u.GroupVersionKind()) // built in: no discovery
 	if err != nil {
 		return err
 	}

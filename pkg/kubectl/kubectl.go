@@ -1,11 +1,11 @@
 // Package kubectl is the kubectl that deploy jobs find on their PATH when
-// they run through ferry: the verbs deploy scripts use most (apply, diff,
-// create, delete, get, rollout status|restart, set image, wait, config,
-// version) implemented on client-go and ferry's server-side apply engine
-// (pkg/apply), with kubectl's flags, output and exit codes. Every other verb,
-// and every flag of those verbs that ferry does not implement itself, runs
-// kubectl's own command code (pkg/kubectl/upstream), linked in: no kubectl
-// is needed on the host.
+// they run through ferry: the verbs where ferry is measurably faster or
+// safer than kubectl's own code (apply, diff, create, wait, version;
+// docs/kubectl.md, "Which verbs are ferry's and why") implemented on
+// client-go and ferry's server-side apply engine (pkg/apply), with
+// kubectl's flags, output and exit codes. Every other verb, and every flag
+// of those verbs that ferry does not implement itself, runs kubectl's own
+// command code (Runtime.Other): no kubectl is needed on the host.
 //
 // It runs inside the job script, so it reads KUBECONFIG (ferry's private
 // per-job kubeconfig, or whatever the script exported) and the job's
@@ -35,7 +35,7 @@ import (
 )
 
 // Supported lists the verbs ferry implements itself, for version's line.
-const Supported = "apply, diff, create (namespace, configmap, secret, -f), delete (-f, <kind> <name>), get, rollout (status, restart), set image, wait, config (view, current-context, use-context, get-contexts, set-context, set-cluster, set-credentials), version"
+const Supported = "apply, diff, create (namespace, configmap, secret, -f), wait, version"
 
 // exitError carries kubectl's exit status for an error already printed.
 type exitError struct{ code int }
@@ -106,9 +106,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, rt Runtime) 
 		// A global flag ferry does not know (--as, --cache-dir, ...).
 		return other(args, stdin, stdout, stderr)
 	}
-	if rt.Discovery == nil && verb != "apply" && verb != "diff" && verb != "version" {
-		// The small kubectl: every other verb names a type, which takes
-		// discovery, or is kubectl's own; the engine has both.
+	if rt.Discovery == nil && verb != "apply" && verb != "diff" && verb != "create" && verb != "version" {
+		// The small kubectl: wait names a type, which takes discovery;
+		// every other verb is kubectl's own. The engine has both.
 		return other(args, stdin, stdout, stderr)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -122,27 +122,14 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, rt Runtime) 
 		run, e.upstream = e.diff, false
 	case "create":
 		run = e.create
-	case "delete":
-		run = e.delete
-	case "get":
-		run = e.get
-	case "rollout":
-		if len(rest) == 0 || (rest[0] != "status" && rest[0] != "restart") {
-			return other(args, stdin, stdout, stderr)
-		}
-		run = e.rollout
-	case "set":
-		// Only set image is ferry's; set env, resources, ... are kubectl's.
-		if len(rest) == 0 || rest[0] != "image" {
-			return other(args, stdin, stdout, stderr)
-		}
-		run = e.setImage
 	case "wait":
 		run = e.wait
 	case "version":
 		run = e.version
 	default:
-		// describe, logs, exec, patch, label, help, ...: kubectl's own code.
+		// get, delete, rollout, set, describe, logs, exec, patch, label,
+		// help, ...: kubectl's own code (docs/kubectl.md, "Which verbs are
+		// ferry's and why").
 		return other(args, stdin, stdout, stderr)
 	}
 	err = run(ctx, rest)
