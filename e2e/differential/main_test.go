@@ -13,12 +13,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -218,8 +220,12 @@ var applysetID = regexp.MustCompile(`applyset-[A-Za-z0-9_-]+-v1`)
 
 func normalize(t *testing.T, data string, names map[string]string) string {
 	t.Helper()
-	for from, to := range names {
-		data = strings.ReplaceAll(data, from, to)
+	// Longest first: the second namespace's name extends the first's
+	// (ns-b), and a map's order is random.
+	froms := slices.Collect(maps.Keys(names))
+	slices.SortFunc(froms, func(a, b string) int { return len(b) - len(a) })
+	for _, from := range froms {
+		data = strings.ReplaceAll(data, from, names[from])
 	}
 	// An ApplySet's id hashes its parent's namespace, which differs per run.
 	data = applysetID.ReplaceAllString(data, "applyset-ID-v1")
