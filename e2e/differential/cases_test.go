@@ -55,6 +55,49 @@ var (
 	teamOnly = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  labels:\n    team: blue\n"
 )
 
+// widgetCRD defines Widget, a custom resource with a nested object and a
+// keyed list (client-side apply sends custom resources JSON merge patches).
+const widgetCRD = `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.dropped.ferry.test
+spec:
+  group: dropped.ferry.test
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              a: {type: integer}
+              b:
+                type: object
+                properties:
+                  x: {type: integer}
+                  y: {type: integer}
+              items:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name]
+                items:
+                  type: object
+                  required: [name]
+                  properties:
+                    name: {type: string}
+                    v: {type: string}
+`
+
+func widget(spec string) string {
+	return "apiVersion: dropped.ferry.test/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n" + spec
+}
+
 const svc = `apiVersion: v1
 kind: Service
 metadata:
@@ -178,6 +221,24 @@ func TestDifferential(t *testing.T) {
 				job("apply", "--dry-run=server", "-o", "json", "-f", "{dir}/norep.yaml").printed(),
 				job("diff", "-f", "{dir}/v2.yaml")},
 			objects: []string{"deployment/app"}},
+		{name: "custom-resource-patch-then-dropped",
+			files: map[string]string{"crd.yaml": widgetCRD,
+				"w1.yaml": widget("  a: 1\n  b: {x: 1, y: 1}\n  items: [{name: one, v: '1'}, {name: two, v: '2'}]\n"),
+				"w2.yaml": widget("  b: {x: 1}\n  items: [{name: one, v: '1'}]\n")},
+			steps: []step{real("apply", "-f", "{dir}/crd.yaml"),
+				real("wait", "--for=condition=Established", "customresourcedefinition/widgets.dropped.ferry.test"),
+				job("apply", "-f", "{dir}/w1.yaml"),
+				real("patch", "widget/w", "-n", "{ns}", "--type=merge", "-p", `{"spec":{"a":7,"b":{"y":5}}}`),
+				job("apply", "-f", "{dir}/w2.yaml")},
+			objects: []string{"widget/w"}},
+		{name: "custom-resource-list-item-added-by-other",
+			files: map[string]string{"crd.yaml": widgetCRD, "w.yaml": widget("  items: [{name: one, v: '1'}]\n")},
+			steps: []step{real("apply", "-f", "{dir}/crd.yaml"),
+				real("wait", "--for=condition=Established", "customresourcedefinition/widgets.dropped.ferry.test"),
+				job("apply", "-f", "{dir}/w.yaml"),
+				real("patch", "widget/w", "-n", "{ns}", "--type=json", "-p", `[{"op":"add","path":"/spec/items/-","value":{"name":"three","v":"3"}}]`),
+				job("apply", "-f", "{dir}/w.yaml")},
+			objects: []string{"widget/w"}},
 		// --server-side keeps server-side semantics: a field another
 		// manager took stays when the manifest drops it, and setting it
 		// again is a conflict.

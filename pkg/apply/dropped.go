@@ -33,33 +33,57 @@ import (
 // A field the annotation does not list (an annotation added by
 // `kubectl annotate`) is never taken: kubectl keeps it too.
 
+// nativeGroups are the API groups the API server serves from built-in
+// types, which take strategic merge patches: kubectl's scheme (a test
+// keeps the list in step with it) and the two groups served by the API
+// server's own extension servers. Any other group is served by a CRD:
+// kubectl's client-side apply sends its objects a JSON merge patch.
+var nativeGroups = map[string]bool{
+	"": true, "admissionregistration.k8s.io": true, "apps": true, "authentication.k8s.io": true,
+	"authorization.k8s.io": true, "autoscaling": true, "batch": true, "certificates.k8s.io": true,
+	"coordination.k8s.io": true, "discovery.k8s.io": true, "events.k8s.io": true, "extensions": true,
+	"flowcontrol.apiserver.k8s.io": true, "internal.apiserver.k8s.io": true, "lifecycle.k8s.io": true,
+	"meta.k8s.io": true, "networking.k8s.io": true, "node.k8s.io": true, "policy": true,
+	"rbac.authorization.k8s.io": true, "resource.k8s.io": true, "scheduling.k8s.io": true,
+	"storage.k8s.io": true, "storagemigration.k8s.io": true,
+	"apiextensions.k8s.io": true, "apiregistration.k8s.io": true,
+}
+
 // droppedFields returns the members of owned (one manager's fields) that
 // client-side apply's three-way patch would delete: those with a prefix
-// present in lastApplied and absent from manifest. prefixes holds those
+// present in lastApplied and absent from manifest. With replaceLists (a
+// custom resource: kubectl sends a JSON merge patch, which replaces a
+// list whole whenever the live one differs) also those inside a list the
+// manifest has, absent from the manifest's list: another manager's item,
+// or its field in an item the manifest keeps. prefixes holds those
 // prefixes, each the shortest one of its member (what the patch deletes,
 // all of it). Paths under .status are left alone (a main-resource apply
 // cannot change them) and so are paths by list index (an atomic list is
 // replaced whole by the apply anyway).
-func droppedFields(lastApplied, manifest map[string]any, owned *fieldpath.Set) (take, prefixes *fieldpath.Set) {
+func droppedFields(lastApplied, manifest map[string]any, owned *fieldpath.Set, replaceLists bool) (take, prefixes *fieldpath.Set) {
 	take, prefixes = fieldpath.NewSet(), fieldpath.NewSet()
 	owned.Iterate(func(p fieldpath.Path) {
 		if len(p) == 0 || (p[0].FieldName != nil && *p[0].FieldName == "status") {
 			return
 		}
 		// The shortest prefix the manifest lacks: everything below it
-		// goes if lastApplied has it.
+		// goes if lastApplied has it, or if it sits in a list the
+		// manifest replaces.
 		var cur any = manifest
+		inList := false
 		for i, pe := range p {
+			isItem := pe.Key != nil || pe.Value != nil
 			next, ok := child(cur, pe)
 			if ok {
 				cur = next
+				inList = inList || isItem
 				continue
 			}
 			if pe.Index != nil {
 				return
 			}
 			q := p[:i+1]
-			if has(lastApplied, q) {
+			if has(lastApplied, q) || (replaceLists && (inList || isItem)) {
 				take.Insert(p)
 				prefixes.Insert(q.Copy())
 			}
@@ -187,7 +211,7 @@ func takeOverDropped(mf []metav1.ManagedFieldsEntry, lastApplied string, body *u
 		if err := decodeFields(e, &s); err != nil {
 			return nil, nil, false, err
 		}
-		take, pre := droppedFields(la, body.Object, &s)
+		take, pre := droppedFields(la, body.Object, &s, !nativeGroups[body.GroupVersionKind().Group])
 		if take.Empty() {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	kubectlscheme "k8s.io/kubectl/pkg/scheme"
 	"sigs.k8s.io/structured-merge-diff/v6/fieldpath"
 	"sigs.k8s.io/yaml"
 )
@@ -53,6 +54,7 @@ func TestDroppedFields(t *testing.T) {
 		lastApplied, manif  string
 		owned               string
 		wantTake, wantPrefs []string
+		replaceLists        bool // a custom resource (JSON merge patch)
 	}{
 		{name: "label taken by kubectl label --overwrite, then dropped",
 			lastApplied: deployHead + "  labels: {app: app, team: blue}\n",
@@ -120,13 +122,24 @@ func TestDroppedFields(t *testing.T) {
 			lastApplied: deployHead + "spec:\n  x: [1, 2]\nstatus:\n  replicas: 1\n",
 			manif:       deployHead + "spec:\n  x: [1]\n",
 			owned:       `{"f:status":{"f:replicas":{}},"f:spec":{"f:x":{"i:1":{}}}}`},
+		{name: "custom resource: another manager's item and field in a list the manifest keeps",
+			lastApplied:  "apiVersion: x.test/v1\nkind: W\nmetadata:\n  name: w\nspec:\n  items: [{name: one, v: '1'}]\n  m: {a: 1}\n",
+			manif:        "apiVersion: x.test/v1\nkind: W\nmetadata:\n  name: w\nspec:\n  items: [{name: one, v: '1'}]\n  m: {a: 1}\n",
+			owned:        `{"f:spec":{"f:items":{"k:{\"name\":\"one\"}":{"f:extra":{}},"k:{\"name\":\"three\"}":{".":{},"f:name":{}}},"f:m":{"f:b":{}}}}`,
+			replaceLists: true,
+			wantTake:     []string{`.spec.items[name="one"].extra`, `.spec.items[name="three"]`, `.spec.items[name="three"].name`},
+			wantPrefs:    []string{`.spec.items[name="one"].extra`, `.spec.items[name="three"]`}},
+		{name: "built-in kind: another manager's item in a merged list stays (strategic merge patch)",
+			lastApplied: deployHead + "spec:\n  template:\n    spec:\n      containers: [{name: app}]\n",
+			manif:       deployHead + "spec:\n  template:\n    spec:\n      containers: [{name: app}]\n",
+			owned:       `{"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"app\"}":{"f:extra":{}},"k:{\"name\":\"debug\"}":{".":{},"f:name":{}}}}}}}`},
 		{name: "not in the last-applied configuration at all: kept",
 			lastApplied: deployHead + "spec:\n  replicas: 2\n",
 			manif:       deployHead + "spec:\n  replicas: 2\n",
 			owned:       `{"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"injected\"}":{".":{},"f:name":{}}}}}}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			take, prefs := droppedFields(doc(t, tc.lastApplied), doc(t, tc.manif), fields(t, tc.owned))
+			take, prefs := droppedFields(doc(t, tc.lastApplied), doc(t, tc.manif), fields(t, tc.owned), tc.replaceLists)
 			if got := paths(take); strings.Join(got, " ") != strings.Join(tc.wantTake, " ") {
 				t.Errorf("take = %q\nwant   %q", got, tc.wantTake)
 			}
@@ -253,5 +266,20 @@ spec:
 `
 	if string(got) != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestNativeGroups: every group of kubectl's scheme (whose kinds kubectl
+// patches with a strategic merge patch) is native; a CRD's group is not.
+func TestNativeGroups(t *testing.T) {
+	for gvk := range kubectlscheme.Scheme.AllKnownTypes() {
+		if !nativeGroups[gvk.Group] {
+			t.Errorf("group %q of kubectl's scheme (%s) is missing from nativeGroups", gvk.Group, gvk.Kind)
+		}
+	}
+	for _, g := range []string{"cert-manager.io", "kustomize.toolkit.fluxcd.io", "gateway.networking.k8s.io"} {
+		if nativeGroups[g] {
+			t.Errorf("%s is a CRD's group", g)
+		}
 	}
 }
