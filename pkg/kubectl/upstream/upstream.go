@@ -7,10 +7,10 @@
 //
 // Two things differ from a stock kubectl, both for jobs on a shared runner:
 // every request gets ferry's bound on a stalled API server
-// (pkg/stallguard), and discovery is cached under ferry's state root
-// ($FERRY_STATE_DIR/cache, next to the cache ferry's own verbs use) rather
-// than in the runner user's ~/.kube/cache, unless KUBECACHEDIR or
-// --cache-dir says otherwise.
+// (pkg/stallguard), and discovery is cached where ferry's own verbs cache
+// it (the job's own cache under ferry's sandbox, FERRY_DISCOVERY_CACHE_DIR;
+// else $FERRY_STATE_DIR/cache) rather than in the runner user's
+// ~/.kube/cache, unless KUBECACHEDIR or --cache-dir says otherwise.
 package upstream
 
 import (
@@ -45,9 +45,20 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	streams := genericiooptions.IOStreams{In: stdin, Out: stdout, ErrOut: stderr}
 	flags := genericclioptions.NewConfigFlags(true).WithDeprecatedPasswordFlag().
 		WithDiscoveryBurst(300).WithDiscoveryQPS(50.0).WithWarningPrinter(streams)
-	if root := os.Getenv("FERRY_STATE_DIR"); root != "" && os.Getenv("KUBECACHEDIR") == "" {
-		dir := filepath.Join(root, "cache")
-		flags.CacheDir = &dir
+	if os.Getenv("KUBECACHEDIR") == "" {
+		// The cache ferry's own verbs use: the job's own under ferry's
+		// sandbox (FERRY_DISCOVERY_CACHE_DIR, <job>/cache/discovery; the
+		// host-wide one is hidden there), else the host-wide one. kubectl
+		// adds discovery/ and http/ to it as ferry does.
+		dir := ""
+		if d := os.Getenv("FERRY_DISCOVERY_CACHE_DIR"); d != "" {
+			dir = filepath.Dir(d)
+		} else if root := os.Getenv("FERRY_STATE_DIR"); root != "" {
+			dir = filepath.Join(root, "cache")
+		}
+		if dir != "" {
+			flags.CacheDir = &dir
+		}
 	}
 	flags.WrapConfigFn = func(c *rest.Config) *rest.Config { return stallguard.Guard(c, 0) }
 
