@@ -184,12 +184,6 @@ func takeOverDropped(mf []metav1.ManagedFieldsEntry, lastApplied string, body *u
 	if lastApplied == "" {
 		return mf, nil, false, nil
 	}
-	var la map[string]any
-	if err := utiljson.Unmarshal([]byte(lastApplied), &la); err != nil || la == nil {
-		// kubectl would refuse the object; ferry's apply does not need
-		// the annotation, so it applies without removing anything.
-		return mf, nil, false, nil
-	}
 	version := body.GetAPIVersion()
 	own := -1
 	for i, e := range mf {
@@ -200,11 +194,29 @@ func takeOverDropped(mf []metav1.ManagedFieldsEntry, lastApplied string, body *u
 	if own >= 0 && mf[own].APIVersion != version {
 		return mf, nil, false, nil
 	}
+	candidate := func(i int, e metav1.ManagedFieldsEntry) bool {
+		return i != own && e.Subresource != "status" && e.APIVersion == version && e.FieldsV1 != nil
+	}
+	others := false
+	for i, e := range mf {
+		others = others || candidate(i, e)
+	}
+	if !others {
+		// The common case (ferry's entry, the status writers): nothing
+		// to decode.
+		return mf, nil, false, nil
+	}
+	var la map[string]any
+	if err := utiljson.Unmarshal([]byte(lastApplied), &la); err != nil || la == nil {
+		// kubectl would refuse the object; ferry's apply does not need
+		// the annotation, so it applies without removing anything.
+		return mf, nil, false, nil
+	}
 	out := append([]metav1.ManagedFieldsEntry(nil), mf...)
 	taken, prefixes := fieldpath.NewSet(), fieldpath.NewSet()
 	var drop []int
 	for i, e := range out {
-		if i == own || e.Subresource == "status" || e.APIVersion != version || e.FieldsV1 == nil {
+		if !candidate(i, e) {
 			continue
 		}
 		var s fieldpath.Set
