@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
+	"gitlab.com/ferry-ci/ferry/pkg/apply/kustomize"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/clientcmd"
@@ -104,7 +105,7 @@ func TestRecursiveDirectoryAndStdin(t *testing.T) {
 func TestKustomize(t *testing.T) {
 	a := newApplier(t, adminConfig(t), "")
 	ns := newNamespace(t, a)
-	objs := read(t, apply.ReadOptions{Kustomize: []string{filepath.Join(manifests, "kustomize")}})
+	objs := read(t, apply.ReadOptions{Kustomize: []string{filepath.Join(manifests, "kustomize")}, Kustomizer: kustomize.Build})
 	_, out, _ := run(t, a, objs, apply.ApplyOptions{Namespace: ns})
 	if !strings.Contains(out, "configmap/kz-plain created") || !strings.Contains(out, "configmap/kz-generated-") {
 		t.Fatalf("apply -k:\n%s", out)
