@@ -27,7 +27,8 @@
 // # Applying
 //
 //	a, err := apply.NewApplier(restConfig, apply.Options{
-//		DiscoveryCacheDir: filepath.Join(stateRoot, "cache", "discovery"),
+//		// nil: built-in kinds only (the job's small kubectl)
+//		Discovery: kubediscovery.Cached(filepath.Join(stateRoot, "cache", "discovery")),
 //	})
 //	res, err := a.Apply(ctx, objs, apply.ApplyOptions{
 //		Namespace: ns, NamespaceExplicit: nsFlagGiven,
@@ -65,9 +66,12 @@
 //	dr, err := a.Diff(ctx, objs, apply.DiffOptions{Out: stdout, ErrOut: stderr}) // dr.Changed -> exit 1
 //	res, err = a.Delete(ctx, objs, apply.DeleteOptions{Out: stdout, ErrOut: stderr}) // `deployment.apps "x" deleted`
 //
-// Discovery is cached on disk per API server under DiscoveryCacheDir (0700,
-// TTL 6h); a kind it does not know refreshes it once. Mapper() and
-// Dynamic() expose the clients for the CLI's other verbs.
+// The ~28 built-in kinds deploy manifests are made of are mapped without
+// discovery (builtinMappings); any other kind goes through Options.Discovery
+// (pkg/kubediscovery: cached on disk per API server, 0700, TTL 6h; a kind it
+// does not know refreshes it once), and without one Mappable reports false.
+// Mapper(), Mapping() and Dynamic() expose the clients for the CLI's other
+// verbs.
 //
 // See docs/apply.md for the behaviour in full and the differences from kubectl.
 package apply
