@@ -286,6 +286,15 @@ func TestDifferential(t *testing.T) {
 		{name: "stdin",
 			steps:   []step{job("apply", "-f", "-").withStdin(cm("from-stdin", "  k: v")), job("apply", "-n", "{ns}", "-f", "-").withStdin(svc)},
 			objects: []string{"configmap/from-stdin", "service/app"}},
+		// A custom resource from stdin: the job's small kubectl reads it,
+		// finds a kind only discovery maps and hands the command, with what
+		// it read, to the engine (docs/kubectl.md, "Two kubectl binaries").
+		{name: "stdin-custom-resource",
+			files: map[string]string{"crd.yaml": widgetCRD},
+			steps: []step{real("apply", "-f", "{dir}/crd.yaml"),
+				real("wait", "--for=condition=Established", "customresourcedefinition/widgets.dropped.ferry.test"),
+				job("apply", "-f", "-").withStdin(cm("before-widget", "  k: v") + "---\n" + widget("  a: 1\n"))},
+			objects: []string{"configmap/before-widget", "widget/w"}},
 		{name: "list-kinds",
 			files: map[string]string{"list.yaml": "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l1}\n  data: {k: v}\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: l2}\n  data: {k: w}\n",
 				"cmlist.json": `{"apiVersion":"v1","kind":"ConfigMapList","items":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"l3"},"data":{"k":"x"}}]}`},
