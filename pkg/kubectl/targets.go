@@ -127,21 +127,6 @@ type liveObj struct {
 	err     error
 }
 
-// found splits targets into the objects fetched and the errors of those
-// that were not.
-func found(objs []liveObj) ([]liveObj, []error) {
-	var ok []liveObj
-	var errs []error
-	for _, o := range objs {
-		if o.err != nil {
-			errs = append(errs, o.err)
-		} else {
-			ok = append(ok, o)
-		}
-	}
-	return ok, errs
-}
-
 // resourceName is kubectl's info.ObjectName(): "deployments/web", the
 // resource without its group, used in wait's and set's messages.
 func (t liveObj) resourceName() string { return t.mapping.Resource.Resource + "/" + t.obj.GetName() }
