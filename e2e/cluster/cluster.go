@@ -59,6 +59,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -408,6 +409,9 @@ func (c *Cluster) ServiceAccountCredentials(ctx context.Context, namespace, name
 	if _, err := c.client.RbacV1().RoleBindings(namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("cluster: create rolebinding %s/%s: %w", namespace, rb.Name, err)
 	}
+	if err := c.waitBound(ctx, namespace, name, role); err != nil {
+		return nil, err
+	}
 	seconds := int64(2 * 60 * 60)
 	tr, err := c.client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name,
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &seconds}}, metav1.CreateOptions{})
@@ -448,4 +452,39 @@ func (c *Cluster) Stop() error {
 		c.stopErr = os.RemoveAll(c.Dir)
 	})
 	return c.stopErr
+}
+
+// waitBound waits until the API server's authorizer has seen the binding:
+// RBAC reads bindings from an informer, so for a moment after the create
+// the ServiceAccount is still refused what the role allows (a test that
+// applies at once saw "forbidden" in its own namespace). It asks with a
+// SubjectAccessReview for the first thing the role grants.
+func (c *Cluster) waitBound(ctx context.Context, namespace, name, role string) error {
+	cr, err := c.client.RbacV1().ClusterRoles().Get(ctx, role, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("cluster: clusterrole %s: %w", role, err)
+	}
+	attrs := authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get", Resource: "pods"}
+	for _, r := range cr.Rules {
+		if len(r.Verbs) > 0 && len(r.Resources) > 0 && len(r.APIGroups) > 0 {
+			attrs.Verb, attrs.Resource, attrs.Group = r.Verbs[0], r.Resources[0], r.APIGroups[0]
+			break
+		}
+	}
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:               "system:serviceaccount:" + namespace + ":" + name,
+		Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+		ResourceAttributes: &attrs,
+	}}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := c.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err == nil && res.Status.Allowed {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster: %s/%s still may not %s %s 10 s after its binding to %s (%v)", namespace, name, attrs.Verb, attrs.Resource, role, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
