@@ -15,6 +15,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/internal/asuser"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
@@ -156,13 +157,7 @@ func run(t testing.TB, c *exec.Cmd) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
-	err := c.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %v: %v", c.Args, err)
-	}
+	code := proctest.ExitCode(t, c.Run())
 	return result{out.String(), errb.String(), code}
 }
 

@@ -29,6 +29,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 var (
@@ -43,18 +44,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	engine, err := ferrybuild.BuildKubectl(dir) // the small kubectl, the engine beside it
-	if err != nil {
+	if binDir, err = ferrybuild.KubectlBinDir(dir); err != nil {
 		panic(err)
 	}
-	binDir = filepath.Join(dir, "bin")
 	stateDir = filepath.Join(dir, "state")
-	for _, d := range []string{binDir, stateDir} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			panic(err)
-		}
-	}
-	if err := os.Symlink(engine, filepath.Join(binDir, "kubectl")); err != nil {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		panic(err)
 	}
 	realBin = "/usr/bin/kubectl"
@@ -191,13 +185,7 @@ func kubectl(t *testing.T, bin string, env []string, stdin string, args ...strin
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "FERRY_STATE_DIR=" + stateDir, "KUBECTL_APPLYSET=true"}, env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
+	return string(out), proctest.ExitCode(t, err)
 }
 
 // normalize makes a `kubectl get -o json` comparable between the runs:

@@ -12,6 +12,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 var (
@@ -27,15 +28,7 @@ func TestMain(m *testing.M) {
 	}
 	// A job's bin/kubectl links to the small kubectl, with the engine
 	// beside it (ferry unpacks both in prepare): that is what runs here too.
-	ferry, err := ferrybuild.BuildKubectl(dir)
-	if err != nil {
-		panic(err)
-	}
-	binDir = filepath.Join(dir, "bin")
-	if err := os.MkdirAll(binDir, 0o755); err != nil {
-		panic(err)
-	}
-	if err := os.Symlink(ferry, filepath.Join(binDir, "kubectl")); err != nil {
+	if binDir, err = ferrybuild.KubectlBinDir(dir); err != nil {
 		panic(err)
 	}
 	cluster.Main(m, &c, cluster.Options{SimulateRollouts: true, RolloutDelay: 100 * time.Millisecond})
@@ -54,13 +47,7 @@ func run(t *testing.T, cmd *exec.Cmd, stdin string) (string, int) {
 	t.Helper()
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
+	return string(out), proctest.ExitCode(t, err)
 }
 
 func want(t *testing.T, out string, code, wantCode int, parts ...string) {

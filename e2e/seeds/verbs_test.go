@@ -3,7 +3,6 @@ package seeds_test
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"gitlab.com/ferry-ci/ferry/e2e/seeds"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 )
 
@@ -268,13 +268,5 @@ func kubectlAdmin(t *testing.T, args ...string) (string, int) {
 	cmd := exec.Command(ferry, append([]string{"kubectl", "--kubeconfig", c.AdminKubeconfigPath}, args...)...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "FERRY_STATE_DIR=" + filepath.Join(home, "state")}
 	out, err := cmd.CombinedOutput()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &ee):
-		return string(out), ee.ExitCode()
-	}
-	t.Fatal(err)
-	return "", 0
+	return string(out), proctest.ExitCode(t, err)
 }

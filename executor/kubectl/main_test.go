@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 // binDir holds kubectl -> ferry-kubectl, with ferry-engine beside the
@@ -20,15 +23,7 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		defer os.RemoveAll(dir)
 		engineDir = filepath.Join(dir, "engine")
-		binDir = filepath.Join(dir, "bin")
-		for _, b := range [][2]string{{"ferry-kubectl", "."}, {"ferry-engine", "../engine"}} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(engineDir, b[0]), b[1])
-			if out, err := cmd.CombinedOutput(); err != nil {
-				panic(string(out))
-			}
-		}
-		os.MkdirAll(binDir, 0o700)
-		if err := os.Symlink(filepath.Join(engineDir, "ferry-kubectl"), filepath.Join(binDir, "kubectl")); err != nil {
+		if binDir, err = ferrybuild.KubectlBinDir(engineDir); err != nil {
 			panic(err)
 		}
 		return m.Run()
@@ -54,13 +49,7 @@ func run(t *testing.T, stdin string, args ...string) (string, int) {
 	cmd.Env = []string{"PATH=" + binDir + ":/nonexistent", "HOME=" + t.TempDir(), "KUBECONFIG=" + kubeconfig(t)}
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
+	return string(out), proctest.ExitCode(t, err)
 }
 
 // Verbs ferry does not write run kubectl's own code in the engine, with the

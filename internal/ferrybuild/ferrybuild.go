@@ -4,7 +4,9 @@
 package ferrybuild
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,4 +129,23 @@ func RemoveShared() {
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)
 	}
+}
+
+// KubectlBinDir builds the job's kubectl into dir (BuildKubectl) and
+// returns dir/bin, which holds only `kubectl`, linked to it as prepare
+// links a job's bin/kubectl: put it first on a test's PATH.
+func KubectlBinDir(dir string) (string, error) {
+	kubectl, err := BuildKubectl(dir)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o700); err != nil {
+		return "", fmt.Errorf("kubectl bin dir: %w", err)
+	}
+	link := filepath.Join(bin, "kubectl")
+	if err := os.Symlink(kubectl, link); err != nil && !errors.Is(err, fs.ErrExist) {
+		return "", fmt.Errorf("kubectl bin dir: %w", err)
+	}
+	return bin, nil
 }

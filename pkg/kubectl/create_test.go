@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 // realKubectl runs /usr/bin/kubectl (or the first on PATH) with no
@@ -31,14 +33,7 @@ func realKubectl(t *testing.T, dir string, args ...string) (string, int) {
 	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "FROM_ENV=from the environment"}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	code := 0
-	if err := cmd.Run(); err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatal(err)
-		}
-		code = ee.ExitCode()
-	}
+	code := proctest.ExitCode(t, cmd.Run())
 	return out.String(), code
 }
 

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 func needLandlock(t testing.TB) int {
@@ -41,13 +43,7 @@ func run(t *testing.T, r *Ruleset, script string) (string, int) {
 	var out bytes.Buffer
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := OnThread(r, func() error { return cmd.Run() })
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %q: %v", script, err)
-	}
+	code := proctest.ExitCode(t, OnThread(r, func() error { return cmd.Run() }))
 	return out.String(), code
 }
 
