@@ -342,20 +342,40 @@ func (b *builder) rule(path string, access uint64) error {
 // SysProcAttr.Pdeathsig inside fn gets its signal only when ferry dies.
 func OnThread(r *Ruleset, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if r == nil {
-			defer runtime.UnlockOSThread()
-		}
-		if r != nil {
-			if err := r.restrictThread(); err != nil {
-				errc <- err
-				return // the thread may be half restricted: it dies with us
-			}
-		}
-		errc <- fn()
-	}()
+	go onThread(r, fn, errc)
 	return <-errc
+}
+
+// onThread is OnThread's goroutine. It never restricts the main thread: that
+// is the thread group leader, and the kernel checks signals and ptrace aimed
+// at ferry's pid (`kill $PPID` from the job, /proc/<ferry>/mem) against the
+// leader's Landlock domain; a restricted leader would put ferry inside the
+// job's sandbox. A new goroutine may well be scheduled there (the Go
+// runtime runs goroutines on the main thread like on any other), so when it
+// is, the goroutine keeps the main thread locked, which no other goroutine
+// can then use, and hands the work to one that thus runs elsewhere.
+func onThread(r *Ruleset, fn func() error, errc chan<- error) {
+	runtime.LockOSThread()
+	if r != nil && unix.Gettid() == unix.Getpid() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			onThread(r, fn, errc)
+		}()
+		<-done
+		runtime.UnlockOSThread()
+		return
+	}
+	if r == nil {
+		defer runtime.UnlockOSThread()
+	}
+	if r != nil {
+		if err := r.restrictThread(); err != nil {
+			errc <- err
+			return // the thread may be half restricted: it dies with us
+		}
+	}
+	errc <- fn()
 }
 
 // restrictThread sets no_new_privs and enforces the ruleset on the calling
