@@ -25,27 +25,8 @@ func BenchmarkComposeV1(b *testing.B) {
 	compose := "cd " + proj + " && docker-compose -p bench pull -q && docker-compose -p bench up -d"
 
 	b.Run("ferry", func(b *testing.B) {
-		e := &env{base: b.TempDir()}
-		e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
-		os.MkdirAll(e.home, 0o700)
-		j := newRawJob(nil, e, r, "9001")
-		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
-			b.Fatalf("prepare: %v\n%s", err, out)
-		}
-		defer j.cmd("cleanup").Run()
 		// Log in once, as the seed's before_script does.
-		script := filepath.Join(e.base, "script")
-		os.WriteFile(script, []byte("docker login -u "+r.RegUser+" --password-stdin "+r.Registry+" <<< '"+r.RegPass+"' >/dev/null\n"), 0o700)
-		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
-			b.Fatalf("login: %v\n%s", err, out)
-		}
-		os.WriteFile(script, []byte("set -e\n"+compose+" 2>/dev/null\n"), 0o700)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
-				b.Fatalf("%v\n%s", err, out)
-			}
-		}
+		benchThroughFerry(b, r, "9001", nil, "docker login -u "+r.RegUser+" --password-stdin "+r.Registry+" <<< '"+r.RegPass+"' >/dev/null", compose)
 	})
 	// The floor: compose straight on the daemon's socket, no SSH at all.
 	b.Run("floor", func(b *testing.B) {
@@ -104,26 +85,9 @@ func BenchmarkComposeV2(b *testing.B) {
 	}
 
 	b.Run("ferry", func(b *testing.B) {
-		e := &env{base: b.TempDir()}
-		e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
-		dockertest.InstallPlugin(b, filepath.Join(e.home, ".docker"), plugin)
-		j := newRawJob(nil, e, r, "9002")
-		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
-			b.Fatalf("prepare: %v\n%s", err, out)
-		}
-		defer j.cmd("cleanup").Run()
-		script := filepath.Join(e.base, "script")
-		os.WriteFile(script, []byte(login+"\n"), 0o700)
-		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
-			b.Fatalf("login: %v\n%s", err, out)
-		}
-		os.WriteFile(script, []byte("set -e\n"+compose+" 2>/dev/null\n"), 0o700)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
-				b.Fatalf("%v\n%s", err, out)
-			}
-		}
+		benchThroughFerry(b, r, "9002", func(home string) {
+			dockertest.InstallPlugin(b, filepath.Join(home, ".docker"), plugin)
+		}, login, compose)
 	})
 	b.Run("floor", func(b *testing.B) {
 		cfg := b.TempDir()
@@ -145,4 +109,33 @@ func BenchmarkComposeV2(b *testing.B) {
 			bash(b, env, compose+" 2>/dev/null")
 		}
 	})
+}
+
+// benchThroughFerry times compose as a job runs it: `ferry run` stages of a
+// job prepared once (id), after one stage that runs login. setupHome, if
+// set, prepares the runner user's home first.
+func benchThroughFerry(b *testing.B, r *dockertest.Remote, id string, setupHome func(home string), login, compose string) {
+	e := &env{base: b.TempDir()}
+	e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
+	os.MkdirAll(e.home, 0o700)
+	if setupHome != nil {
+		setupHome(e.home)
+	}
+	j := newRawJob(nil, e, r, id)
+	if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+		b.Fatalf("prepare: %v\n%s", err, out)
+	}
+	defer j.cmd("cleanup").Run()
+	script := filepath.Join(e.base, "script")
+	os.WriteFile(script, []byte(login+"\n"), 0o700)
+	if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+		b.Fatalf("login: %v\n%s", err, out)
+	}
+	os.WriteFile(script, []byte("set -e\n"+compose+" 2>/dev/null\n"), 0o700)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+	}
 }
