@@ -27,6 +27,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // EnvVar names an engine binary to use instead of the embedded one (an
@@ -137,10 +139,10 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 		sum = sum[:16]
 	}
 	dir := filepath.Join(stateRoot, DirName)
-	if err := privateDir(stateRoot, "state dir"); err != nil {
+	if err := jobstate.EnsureDir(stateRoot, false); err != nil {
 		return "", err
 	}
-	if err := privateDir(dir, "engine dir"); err != nil {
+	if err := jobstate.EnsureDir(dir, false); err != nil {
 		return "", err
 	}
 	wrote := false
@@ -249,33 +251,6 @@ func sameAs(p, embedded string) bool {
 	return !differ.Load()
 }
 
-// privateDir creates dir (named what in errors) 0700 if missing and refuses a symlink, a
-// non-directory, another user's directory, or one others may write to:
-// whoever can write there could swap the engine ferry runs.
-func privateDir(dir, what string) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("ferry: cannot create %s %s: %w", what, dir, err)
-	}
-	fi, err := os.Lstat(dir)
-	if err != nil {
-		return fmt.Errorf("ferry: %s %s: %w", what, dir, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("ferry: %s %s exists and is not a directory", what, dir)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return fmt.Errorf("ferry: %s %s is owned by uid %d, not by ferry's uid %d", what, dir, st.Uid, os.Getuid())
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("ferry: %s %s is writable by group or others (mode %v): refusing to run an engine from it", what, dir, fi.Mode().Perm())
-	}
-	return nil
-}
-
-// JobsDirName is the directory of the per-job state dirs inside the state
-// root (pkg/jobstate's layout): their bin/ links name the engines in use.
-const JobsDirName = "jobs"
-
 // inUse returns the sums of the engines that a job's bin/ links to (its
 // kubectl, the small one or the engine): a job keeps the binaries it was
 // prepared with until it ends, even when ferry is upgraded while it runs.
@@ -283,12 +258,12 @@ const JobsDirName = "jobs"
 // a job younger than its timeout.
 func inUse(stateRoot string) map[string]bool {
 	used := map[string]bool{}
-	jobs, err := os.ReadDir(filepath.Join(stateRoot, JobsDirName))
+	jobs, err := os.ReadDir(filepath.Join(stateRoot, jobstate.JobsDirName))
 	if err != nil {
 		return used
 	}
 	for _, j := range jobs {
-		bin := filepath.Join(stateRoot, JobsDirName, j.Name(), "bin")
+		bin := filepath.Join(stateRoot, jobstate.JobsDirName, j.Name(), jobstate.BinDirName)
 		links, err := os.ReadDir(bin)
 		if err != nil {
 			continue

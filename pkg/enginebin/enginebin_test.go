@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // fakeEngine is a real executable: what the tests embed instead of ~60 MB.
@@ -104,7 +106,7 @@ func TestUpgradeKeepsRecentEnginesAndSweepsOld(t *testing.T) {
 func TestSweepKeepsEnginesOfRunningJobs(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, DirName)
-	bin := filepath.Join(root, JobsDirName, "abcd1234-42", "bin")
+	bin := filepath.Join(root, jobstate.JobsDirName, "abcd1234-42", "bin")
 	for _, d := range []string{dir, bin} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -133,7 +135,7 @@ func TestSweepKeepsEnginesOfRunningJobs(t *testing.T) {
 		t.Error("an old engine no job uses was kept")
 	}
 	// The job ends; the next unpack (another upgrade) sweeps its engine.
-	if err := os.RemoveAll(filepath.Join(root, JobsDirName)); err != nil {
+	if err := os.RemoveAll(filepath.Join(root, jobstate.JobsDirName)); err != nil {
 		t.Fatal(err)
 	}
 	withEmbedded(t, fakeEngine+"#", "6666666666666666")
@@ -185,7 +187,7 @@ func TestRefusesUnsafeEngineDir(t *testing.T) {
 		os.Mkdir(dir, 0o700)
 		os.Chmod(dir, 0o770)
 		_, err := Locate(root, noEnv, nil)
-		if err == nil || !strings.Contains(err.Error(), "writable by group or others") || !strings.Contains(err.Error(), dir) {
+		if err == nil || !strings.Contains(err.Error(), "group or others could change what is in it") || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("got %v", err)
 		}
 	})
@@ -194,7 +196,7 @@ func TestRefusesUnsafeEngineDir(t *testing.T) {
 		other := t.TempDir()
 		os.Symlink(other, filepath.Join(root, DirName))
 		_, err := Locate(root, noEnv, nil)
-		if err == nil || !strings.Contains(err.Error(), "not a directory") {
+		if err == nil || !strings.Contains(err.Error(), "is a symlink: refused") {
 			t.Fatalf("got %v", err)
 		}
 		if ents, _ := os.ReadDir(other); len(ents) != 0 {
@@ -331,7 +333,7 @@ func TestUnpacksKubectlBesideEngine(t *testing.T) {
 
 	// An upgrade: a running job's link to the old kubectl keeps the old
 	// pair, however old; once the job is gone the pair is swept.
-	bin := filepath.Join(root, JobsDirName, "abcd1234-7", "bin")
+	bin := filepath.Join(root, jobstate.JobsDirName, "abcd1234-7", "bin")
 	os.MkdirAll(bin, 0o700)
 	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
 		t.Fatal(err)
@@ -348,7 +350,7 @@ func TestUnpacksKubectlBesideEngine(t *testing.T) {
 			t.Errorf("%s of a running job swept: %v", filepath.Base(p), err)
 		}
 	}
-	os.RemoveAll(filepath.Join(root, JobsDirName))
+	os.RemoveAll(filepath.Join(root, jobstate.JobsDirName))
 	embedded = fakeEngine + "#v3\n"
 	if _, err := Locate(root, noEnv, nil); err != nil {
 		t.Fatal(err)

@@ -88,8 +88,8 @@ func (s *State) UseLegacyDir(ciServerURL string) bool {
 		return false
 	}
 	name := Key(ciServerURL, s.jobID)
-	dir := filepath.Join(s.root, jobsDirName, name)
-	if dir == s.dir || CheckChain(s.root, jobsDirName, name) != nil {
+	dir := filepath.Join(s.root, JobsDirName, name)
+	if dir == s.dir || CheckChain(s.root, JobsDirName, name) != nil {
 		return false
 	}
 	var m Meta

@@ -36,7 +36,7 @@ const (
 	// read-only to the job.
 	KubeDirName    = "kube"
 	KubeconfigFile = KubeDirName + "/kubeconfig"
-	jobsDirName    = "jobs"
+	JobsDirName    = "jobs"
 	dirMode        = 0o700
 	fileMode       = 0o600
 	staleMargin    = time.Hour // added to a job's own timeout before its dir counts as stale
@@ -122,7 +122,7 @@ func Open(root string, id jobenv.Identity) (*State, error) {
 	}
 	return &State{
 		root:      abs,
-		dir:       filepath.Join(abs, jobsDirName, Key(id.ServerURL, id.IDString())),
+		dir:       filepath.Join(abs, JobsDirName, Key(id.ServerURL, id.IDString())),
 		jobID:     id.IDString(),
 		tokenHash: TokenHash(id.Token),
 		ident:     id,
@@ -162,10 +162,10 @@ func (s *State) Exists() bool {
 // directory from an earlier attempt of the same job is reused, provided it
 // is a real directory owned by this user and made for this job's token.
 func (s *State) Create() error {
-	if err := ensureDir(s.root, false); err != nil {
+	if err := EnsureDir(s.root, false); err != nil {
 		return err
 	}
-	if err := ensureDir(filepath.Join(s.root, jobsDirName), true); err != nil {
+	if err := EnsureDir(filepath.Join(s.root, JobsDirName), true); err != nil {
 		return err
 	}
 	if err := os.Mkdir(s.dir, dirMode); err != nil {
@@ -206,7 +206,7 @@ var ErrOtherJob = errors.New("belongs to another job")
 // user, private (CheckChain), and meta.json names this job's token. A dir
 // that does not exist gives an error wrapping fs.ErrNotExist.
 func (s *State) Check() error {
-	if err := CheckChain(s.root, jobsDirName, filepath.Base(s.dir)); err != nil {
+	if err := CheckChain(s.root, JobsDirName, filepath.Base(s.dir)); err != nil {
 		return err
 	}
 	return s.checkToken()
@@ -256,9 +256,11 @@ func CheckChain(root string, sub ...string) error {
 	return nil
 }
 
-// ensureDir creates dir (0700, parents too) when missing, then checks it
-// like CheckChain.
-func ensureDir(dir string, private bool) error {
+// EnsureDir creates dir (0700, parents too) when missing, then checks it
+// like CheckChain: a real directory, not a symlink, ferry's own, not
+// writable by group or others (private: not reachable by them at all).
+// Every directory ferry keeps state in goes through it (enginebin's too).
+func EnsureDir(dir string, private bool) error {
 	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("ferry: cannot create state dir %s: %w", dir, err)
@@ -448,7 +450,7 @@ func (s *State) strings(name string) ([]string, error) {
 // (CheckChain): RemoveAll through a symlinked <state>/jobs would delete
 // inside whatever it points to.
 func (s *State) Remove() error {
-	if err := CheckChain(s.root, jobsDirName); err != nil {
+	if err := CheckChain(s.root, JobsDirName); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -536,8 +538,8 @@ func SweepStale(root string, olderThan time.Duration) ([]string, error) {
 	if olderThan <= 0 {
 		olderThan = defaultSweep
 	}
-	jobs := filepath.Join(root, jobsDirName)
-	if err := CheckChain(root, jobsDirName); err != nil {
+	jobs := filepath.Join(root, JobsDirName)
+	if err := CheckChain(root, JobsDirName); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
