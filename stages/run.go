@@ -733,29 +733,20 @@ func statOf(pid int) (ppid int, state byte, ok bool) {
 // --grace-period). It returns how many it killed.
 func killMarked(key string) int {
 	mark := []byte("\x00" + JobMarkVar + "=" + key + "\x00")
-	self := os.Getpid()
-	killed := 0
-	for round := 0; round < 10; round++ {
-		n := 0
+	return jobproc.KillFound(func() []int {
+		var pids []int
 		ents, _ := os.ReadDir("/proc")
 		for _, e := range ents {
 			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == self {
+			if err != nil {
 				continue
 			}
 			b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
 			if err != nil || !bytes.Contains(append([]byte{0}, b...), mark) || isZombie(pid) {
 				continue
 			}
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				n++
-			}
+			pids = append(pids, pid)
 		}
-		killed += n
-		if n == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return killed
+		return pids
+	})
 }

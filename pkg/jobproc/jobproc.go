@@ -165,11 +165,18 @@ func WatchParent(parent context.Context) (context.Context, func() bool) {
 // round after round until none is left, and returns how many it killed.
 // self is never killed.
 func KillHolders(path string) int {
+	return KillFound(func() []int { return Holders(path) })
+}
+
+// KillFound SIGKILLs the processes find lists (never ferry itself), round
+// after round, since a process may fork while its siblings die, until a
+// round kills none (at most 10 rounds), and returns how many it killed.
+func KillFound(find func() []int) int {
 	self := os.Getpid()
 	killed := 0
 	for round := 0; round < 10; round++ {
 		n := 0
-		for _, pid := range Holders(path) {
+		for _, pid := range find() {
 			if pid != self && syscall.Kill(pid, syscall.SIGKILL) == nil {
 				n++
 			}
