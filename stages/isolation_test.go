@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 )
@@ -81,9 +82,9 @@ func setupIsolation(t *testing.T) *isoSetup {
 	}
 	t.Cleanup(func() { os.RemoveAll(s.dir) })
 	os.Chmod(s.dir, 0o755)
-	copyExe(t, ferryBin, filepath.Join(s.dir, "ferry"))
+	proctest.CopyExecutable(t, ferryBin, filepath.Join(s.dir, "ferry"))
 	self, _ := os.Executable()
-	copyExe(t, self, filepath.Join(s.dir, "stages.test"))
+	proctest.CopyExecutable(t, self, filepath.Join(s.dir, "stages.test"))
 	shim := exec.Command("go", "build", "-o", filepath.Join(s.dir, "glshim"), "./pkg/runnerdriver/internal/glshim")
 	shim.Dir = ferrybuild.RepoRoot()
 	if out, err := shim.CombinedOutput(); err != nil {
@@ -112,17 +113,6 @@ func setupIsolation(t *testing.T) *isoSetup {
 		os.Chown(p, s.uid, s.gid)
 	}
 	return s
-}
-
-func copyExe(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // helper starts this test binary as the runner user in role.

@@ -14,7 +14,6 @@ package asuser
 import (
 	"bytes"
 
-	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
 const (
@@ -96,7 +97,7 @@ func Run(t *testing.T, spec Spec, body func(t *testing.T, env Env)) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "test.bin")
-	copyFile(t, exe, bin)
+	proctest.CopyExecutable(t, exe, bin)
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + dir,
@@ -106,7 +107,7 @@ func Run(t *testing.T, spec Spec, body func(t *testing.T, env Env)) {
 	}
 	for k, p := range spec.Files {
 		dst := filepath.Join(dir, "f-"+k)
-		copyFile(t, p, dst)
+		proctest.CopyExecutable(t, p, dst)
 		env = append(env, filePfx+k+"="+dst)
 	}
 	for k, v := range spec.Values {
@@ -190,28 +191,6 @@ func shareDir(t *testing.T, uid int) string {
 		t.Fatal(err)
 	}
 	return dir
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	in, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		t.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func indent(s string) string {

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/proctest"
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
@@ -522,19 +523,5 @@ func InstallPlugin(tb testing.TB, dockerConfig, plugin string) {
 	if err := os.Link(plugin, dst); err == nil || os.IsExist(err) {
 		return
 	}
-	in, err := os.Open(plugin)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		tb.Fatal(err)
-	}
-	if err := out.Close(); err != nil {
-		tb.Fatal(err)
-	}
+	proctest.CopyExecutable(tb, plugin, dst)
 }
