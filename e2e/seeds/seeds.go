@@ -112,6 +112,13 @@ func BuildFerry(dir string) (string, error) { return ferrybuild.Build(dir) }
 // NewDriver is a runner-faithful driver whose ferry keeps its state (job
 // dirs, dotenv store, discovery cache) under base/state.
 func NewDriver(ferry, base string) (*rd.Driver, error) {
+	// The host's PATH: ferry puts the job's bin dir (kubectl -> ferry)
+	// in front of it, so `kubectl` in a script is ferry's.
+	return NewDriverPath(ferry, base, os.Getenv("PATH"))
+}
+
+// NewDriverPath is NewDriver with path as the runner's PATH.
+func NewDriverPath(ferry, base, path string) (*rd.Driver, error) {
 	home := filepath.Join(base, "home")
 	if err := os.MkdirAll(home, 0o755); err != nil {
 		return nil, err
@@ -120,9 +127,7 @@ func NewDriver(ferry, base string) (*rd.Driver, error) {
 		FerryBinary: ferry,
 		BaseDir:     base,
 		ExtraArgs:   []string{"--state-dir=" + StateDir(base)},
-		// The host's PATH: ferry puts the job's bin dir (kubectl -> ferry)
-		// in front of it, so `kubectl` in a script is ferry's.
-		Env: []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
+		Env:         []string{"PATH=" + path, "HOME=" + home, "LANG=C.UTF-8"},
 	})
 }
 

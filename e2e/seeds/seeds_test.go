@@ -340,10 +340,7 @@ func TestSeed003FerryWay(t *testing.T) {
 // Seed 001: a custom resource before its CRD and namespace, RBAC and an app
 // across namespaces, in one `kubectl apply -f dir` with admin credentials.
 func TestSeed001(t *testing.T) {
-	admin, err := os.ReadFile(c.AdminKubeconfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, adminB64 := adminKubeconfig(t)
 	var adminToken string
 	for _, line := range strings.Split(string(admin), "\n") {
 		if s := strings.TrimSpace(line); strings.HasPrefix(s, "token: ") {
@@ -353,7 +350,6 @@ func TestSeed001(t *testing.T) {
 	if adminToken == "" {
 		t.Fatal("no token in the admin kubeconfig")
 	}
-	adminB64 := base64.StdEncoding.EncodeToString(admin)
 	p, err := seeds.Seed001(adminB64)
 	pr, base := run(t, p, err)
 	j := pr.Jobs["install"]

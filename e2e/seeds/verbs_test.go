@@ -36,14 +36,7 @@ func runNoKubectl(t *testing.T, p rd.Pipeline, err error) (*rd.PipelineResult, s
 	called := filepath.Join(base, "trap-called")
 	os.MkdirAll(trap, 0o755)
 	os.WriteFile(filepath.Join(trap, "kubectl"), []byte("#!/bin/sh\necho \"$@\" >> "+called+"\necho 'a real kubectl was called' >&2\nexit 99\n"), 0o755)
-	home := filepath.Join(base, "home")
-	os.MkdirAll(home, 0o755)
-	d, err := rd.New(rd.Config{
-		FerryBinary: ferry,
-		BaseDir:     base,
-		ExtraArgs:   []string{"--state-dir=" + seeds.StateDir(base)},
-		Env:         []string{"PATH=" + trap + ":" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
-	})
+	d, err := seeds.NewDriverPath(ferry, base, trap+":"+os.Getenv("PATH"))
 	if err != nil {
 		t.Fatal(err)
 	}
