@@ -52,29 +52,6 @@ func TestDiff(t *testing.T) {
 	}
 }
 
-func TestDelete(t *testing.T) {
-	a := newApplier(t, adminConfig(t), "")
-	ns := newNamespace(t, a)
-	objs := read(t, apply.ReadOptions{Filenames: []string{filepath.Join(manifests, "seed")}})
-	run(t, a, objs, apply.ApplyOptions{Namespace: ns})
-	var out, errOut bytes.Buffer
-	res, err := a.Delete(context.Background(), objs, apply.DeleteOptions{Namespace: ns, Out: &out, ErrOut: &errOut})
-	if err != nil || res.Err() != nil {
-		t.Fatalf("%v %v %s", err, res.Err(), errOut.String())
-	}
-	wantLines(t, "delete", out.String(), `deployment.apps "shark-app" deleted`, `service "shark-app" deleted`)
-	out.Reset()
-	res, _ = a.Delete(context.Background(), objs, apply.DeleteOptions{Namespace: ns, Out: &out, ErrOut: &errOut})
-	if res.Failed != 2 || !strings.Contains(errOut.String(), `Error from server (NotFound): error when deleting "`) || !strings.Contains(errOut.String(), `deployments.apps "shark-app" not found`) {
-		t.Fatalf("second delete: %d\n%s", res.Failed, errOut.String())
-	}
-	errOut.Reset()
-	res, _ = a.Delete(context.Background(), objs, apply.DeleteOptions{Namespace: ns, IgnoreNotFound: true, Out: &out, ErrOut: &errOut})
-	if res.Failed != 0 || errOut.Len() != 0 || out.Len() != 0 {
-		t.Fatalf("--ignore-not-found: %q %q", out.String(), errOut.String())
-	}
-}
-
 func TestWaitReadyAndTimeout(t *testing.T) {
 	a := newApplier(t, adminConfig(t), "")
 	ns := newNamespace(t, a)

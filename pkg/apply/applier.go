@@ -181,6 +181,3 @@ func (a *Applier) ResetMapper() { a.mapper.Reset() }
 
 // Dynamic is the applier's dynamic client.
 func (a *Applier) Dynamic() dynamic.Interface { return a.dyn }
-
-// HTTPClient is for callers that need more requests on the same connection.
-func (a *Applier) HTTPClient() (*http.Client, error) { return rest.HTTPClientFor(a.cfg) }

@@ -60,11 +60,10 @@
 // installed first", the namespace mismatch refusal, conflicts with who owns
 // which field and the --force-conflicts / --field-manager way out).
 //
-// # Waiting, diffing, deleting
+// # Waiting, diffing
 //
 //	err = a.Wait(ctx, objs, 5*time.Minute, stdout)  // kstatus; timeout names object and message
 //	dr, err := a.Diff(ctx, objs, apply.DiffOptions{Out: stdout, ErrOut: stderr}) // dr.Changed -> exit 1
-//	res, err = a.Delete(ctx, objs, apply.DeleteOptions{Out: stdout, ErrOut: stderr}) // `deployment.apps "x" deleted`
 //
 // The ~28 built-in kinds deploy manifests are made of are mapped without
 // discovery (builtinMappings); any other kind goes through Options.Discovery
