@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 const (

@@ -53,7 +53,7 @@ section "docker: seed 000's compose pull + up -d through ferry's socket vs the d
 # packages .ci/run installs; the benchmark says so and skips otherwise.
 # compose v2 is built from source (scripts/compose.sh; a no-op once built).
 GO=$GO scripts/compose.sh
-$GO test -run '^$' -bench 'ComposeV1|ComposeV2' -benchtime "${DOCKER_BENCHTIME:-5x}" ./pkg/docker/dockerjobs | tee "$out"
+$GO test -run '^$' -bench 'ComposeV1|ComposeV2' -benchtime "${DOCKER_BENCHTIME:-5x}" ./internal/docker/dockerjobs | tee "$out"
 awk '/^BenchmarkComposeV[12]\/(ferry|ssh|floor)/ { n=$1; sub(/-[0-9]+$/, "", n); sub(/^BenchmarkCompose/, "", n); v[n]=$3 }
   END { if (v["V1/ferry"] && v["V1/ssh"]) printf "compose v1 pull+up: ferry %.0f ms, ssh:// %.0f ms: ferry %.1fx faster (target 3x)\n", v["V1/ferry"]/1e6, v["V1/ssh"]/1e6, v["V1/ssh"]/v["V1/ferry"]
     if (v["V1/floor"]) printf "  floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor\n", v["V1/floor"]/1e6, v["V1/ferry"]/v["V1/floor"]

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/asuser"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // attackDriver is a runner as an unprivileged user (asuser) would run it:

@@ -27,7 +27,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 )
 
@@ -85,7 +85,7 @@ func setupIsolation(t *testing.T) *isoSetup {
 	proctest.CopyExecutable(t, ferryBin, filepath.Join(s.dir, "ferry"))
 	self, _ := os.Executable()
 	proctest.CopyExecutable(t, self, filepath.Join(s.dir, "stages.test"))
-	shim := exec.Command("go", "build", "-o", filepath.Join(s.dir, "glshim"), "./pkg/runnerdriver/internal/glshim")
+	shim := exec.Command("go", "build", "-o", filepath.Join(s.dir, "glshim"), "./internal/runnerdriver/internal/glshim")
 	shim.Dir = ferrybuild.RepoRoot()
 	if out, err := shim.CombinedOutput(); err != nil {
 		t.Fatalf("building the gitlab-runner shim: %v %s", err, out)

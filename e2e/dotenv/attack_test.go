@@ -13,7 +13,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // TestKubeStoreTamperedReportRefused: with the Kubernetes store, a job that

@@ -18,7 +18,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 func ctxT(t *testing.T) context.Context {

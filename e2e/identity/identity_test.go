@@ -11,7 +11,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/internal/asuser"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 const runnerUser = "ferry-ident-1"

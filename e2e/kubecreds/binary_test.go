@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // ferryBinary builds ferry once for the test binary (scripts/build.sh, the

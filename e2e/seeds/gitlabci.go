@@ -12,7 +12,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	rd "gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // The subset of .gitlab-ci.yml the seed pipelines use. The tests run the

@@ -15,7 +15,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	rd "gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // Dir is a seed project under testdata/seeds: "000-kube/before",

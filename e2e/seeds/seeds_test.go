@@ -21,7 +21,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
 	"gitlab.com/ferry-ci/ferry/e2e/seeds"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	rd "gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 var (

@@ -20,7 +20,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/e2e/seeds"
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
-	rd "gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	rd "gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // runNoKubectl runs a pipeline like run, with a trap first on the host's

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 )
 

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 )
 

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // sshClientEnv is the docker CLI's own ssh:// set up as a careful admin

@@ -117,7 +117,7 @@ type Config struct {
 	FirstJobID, FirstPipelineID int
 
 	// ShimBinary is a prebuilt gitlab-runner shim
-	// (./pkg/runnerdriver/internal/glshim); empty builds it with `go build`.
+	// (./internal/runnerdriver/internal/glshim); empty builds it with `go build`.
 	// A driver running as a user without the Go toolchain's caches (the
 	// sandbox tests' unprivileged runner user) needs it.
 	ShimBinary string

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 var (

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // TestFerryWayFileVariableWithPassphrase: the key as a File variable (the

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // TestSeed002StackDeploy: seed 002's swarm stack from a private registry on

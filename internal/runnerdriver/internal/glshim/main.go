@@ -14,7 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver/internal/gitlabdotenv"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver/internal/gitlabdotenv"
 )
 
 // Config is written by the driver next to the shim.

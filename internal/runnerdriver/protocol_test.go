@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver/internal/gitlabdotenv"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver/internal/gitlabdotenv"
 )
 
 // TestShellEscapeRoundTrip feeds every byte through real bash.

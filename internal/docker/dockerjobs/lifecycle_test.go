@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/asuser"
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
-	"gitlab.com/ferry-ci/ferry/pkg/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // TestSocketServesOnlyItsJobAsUser plays the hostile job, with the runner,

@@ -56,7 +56,7 @@ func buildShim() (string, error) {
 		// -buildvcs=false: a test may build it as another user than the
 		// checkout's owner, and git then refuses the VCS stamp (CI clones
 		// as root, the isolation tests run the driver as a runner user).
-		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", tmp, "./pkg/runnerdriver/internal/glshim")
+		cmd := exec.Command("go", "build", "-buildvcs=false", "-o", tmp, "./internal/runnerdriver/internal/glshim")
 		cmd.Dir = root
 		if b, err := cmd.CombinedOutput(); err != nil {
 			os.Remove(tmp)

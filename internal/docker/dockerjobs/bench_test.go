@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"gitlab.com/ferry-ci/ferry/pkg/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 )
 
 // BenchmarkComposeV1 is seed 000's `docker-compose pull && docker-compose
