@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
-	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // Bad input and the guards against hostile jobs, through the real ferry

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
-	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // replaceFile puts src at dst the way dpkg and install do: a new file

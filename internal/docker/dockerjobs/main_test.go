@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
