@@ -11,9 +11,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
-	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 // TestKubeStoreTamperedReportRefused: with the Kubernetes store, a job that

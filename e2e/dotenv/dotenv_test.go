@@ -15,10 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenv"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
-	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 func ctxT(t *testing.T) context.Context {
