@@ -67,7 +67,7 @@ func Cleanup(ctx context.Context, env *jobenv.Env, o *Options, stderr io.Writer)
 	// Processes of the job still alive now escaped a killed `ferry run`.
 	// By the mark descriptor first (env -i cannot drop it), then by the
 	// environment mark.
-	if n := jobproc.KillHolders(st.Path(jobproc.MarkFile)) + killMarked(filepath.Base(st.Dir())); n > 0 {
+	if n := jobproc.KillHolders(st.Path(jobproc.MarkFile)) + jobproc.KillMarked(JobMarkVar, filepath.Base(st.Dir())); n > 0 {
 		log.Warnf("ferry: killed %d leftover process(es) of job %s", n, filepath.Base(st.Dir()))
 	}
 	paths, err := st.CleanupPaths()

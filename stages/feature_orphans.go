@@ -39,7 +39,7 @@ func orphansPrepare(_ context.Context, j *Job) error {
 		if err != nil || !gone {
 			continue
 		}
-		killed += jobproc.KillHolders(filepath.Join(dir, jobproc.MarkFile)) + killMarked(e.Name())
+		killed += jobproc.KillHolders(filepath.Join(dir, jobproc.MarkFile)) + jobproc.KillMarked(JobMarkVar, e.Name())
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, err)
 			continue

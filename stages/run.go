@@ -1,8 +1,6 @@
 package stages
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -43,20 +41,6 @@ func neverPassed(k string) bool {
 	return strings.HasPrefix(k, "CUSTOM_ENV_") || strings.HasPrefix(k, "BUILD_") ||
 		k == "JOB_RESPONSE_FILE" || k == "SYSTEM_FAILURE_EXIT_CODE"
 }
-
-// gitlabEnvSafe is what a value must look like to go into GITLAB_ENV: it
-// means the same whether the runner sources the file as shell or exports each
-// line as is ([A-Za-z0-9_./:@%+,=-]*). Not a regexp: ferry starts once per
-// stage, and compiling regexps at init was a measurable part of that.
-func gitlabEnvSafe(s string) bool {
-	return strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_./:@%+,=-", r))
-	}) < 0
-}
-
-// gitlabEnvRecord (in the state dir) holds the lines ferry wrote into
-// GITLAB_ENV, so later stages neither duplicate them nor touch the user's.
-const gitlabEnvRecord = "gitlab_env.lines"
 
 // JobMarkVar is set to the job key in the environment of every job script.
 const JobMarkVar = "FERRY_JOB_KEY"
@@ -253,181 +237,6 @@ func ChildEnv(env *jobenv.Env, o *Options, st *jobstate.State, overrides []jobst
 	return out
 }
 
-// GitlabEnvPath is the file the runner's stage scripts source:
-// <CI_PROJECT_DIR>.tmp/gitlab_runner_env (the runner's TmpProjectDir).
-func GitlabEnvPath(env *jobenv.Env) string {
-	pd, _ := env.JobVar("CI_PROJECT_DIR")
-	if pd == "" {
-		return ""
-	}
-	return filepath.Join(filepath.Clean(pd)+".tmp", "gitlab_runner_env")
-}
-
-// gitlabEnvLines are the KEY=value lines for overrides whose key is also a
-// job variable (the stage script's export would hide the process
-// environment's value). PATH gets the per-job bin dir in front.
-func gitlabEnvLines(env *jobenv.Env, st *jobstate.State, overrides []jobstate.EnvVar, log *joblog.Logger) []string {
-	vars := env.JobVars()
-	var lines []string
-	for _, e := range overrides {
-		if _, isJobVar := vars[e.Key]; !isJobVar || e.Key == "PATH" {
-			continue
-		}
-		switch {
-		case e.Secret:
-			log.Warnf("ferry: %s is a job variable and a secret: its ferry value is not written to GITLAB_ENV; the job's own value wins", e.Key)
-		case !gitlabEnvSafe(e.Value):
-			log.Warnf("ferry: %s: value has characters not safe in GITLAB_ENV: the job's own value wins", e.Key)
-		default:
-			lines = append(lines, e.Key+"="+e.Value)
-		}
-	}
-	if p, ok := vars["PATH"]; ok {
-		// The job defines PATH itself: keep the per-job bin dir in front of it.
-		path := st.BinDir() + ":" + p
-		for _, e := range overrides {
-			if e.Key == "PATH" {
-				path = st.BinDir() + ":" + e.Value
-			}
-		}
-		if gitlabEnvSafe(path) {
-			lines = append(lines, "PATH="+path)
-		} else {
-			log.Warnf("ferry: PATH job variable has characters not safe in GITLAB_ENV: %s is not on the job's PATH", st.BinDir())
-		}
-	}
-	return lines
-}
-
-// writeGitlabEnv makes GITLAB_ENV hold ferry's lines exactly once. Lines
-// already there are left where they are (a line the user added after ours
-// keeps winning); lines ferry wrote earlier that changed are replaced; the
-// user's own lines are never touched.
-func writeGitlabEnv(env *jobenv.Env, st *jobstate.State, overrides []jobstate.EnvVar, log *joblog.Logger) error {
-	want := gitlabEnvLines(env, st, overrides, log)
-	path := GitlabEnvPath(env)
-	if path == "" {
-		if len(want) > 0 {
-			return fmt.Errorf("ferry: CUSTOM_ENV_CI_PROJECT_DIR is not set: cannot write GITLAB_ENV")
-		}
-		return nil
-	}
-	prev, err := readLines(st.Path(gitlabEnvRecord))
-	if err != nil {
-		return err
-	}
-	if len(want) == 0 && len(prev) == 0 {
-		return nil
-	}
-	cur, err := readLines(path)
-	if err != nil {
-		return err
-	}
-	next := reconcile(cur, prev, want)
-	if !equalLines(cur, next) {
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return fmt.Errorf("ferry: GITLAB_ENV %s: %w", path, err)
-		}
-		if err := jobstate.WriteFileAtomic(path, joinLines(next)); err != nil {
-			return err
-		}
-	}
-	if !equalLines(prev, want) {
-		return jobstate.WriteFileAtomic(st.Path(gitlabEnvRecord), joinLines(want))
-	}
-	return nil
-}
-
-// removeGitlabEnv takes ferry's lines out of GITLAB_ENV (cleanup): the file
-// may outlive the job in the build directory.
-func removeGitlabEnv(env *jobenv.Env, st *jobstate.State) error {
-	path := GitlabEnvPath(env)
-	prev, err := readLines(st.Path(gitlabEnvRecord))
-	if err != nil || path == "" || len(prev) == 0 {
-		return err
-	}
-	cur, err := readLines(path)
-	if err != nil || len(cur) == 0 {
-		return err
-	}
-	next := reconcile(cur, prev, nil)
-	if equalLines(cur, next) {
-		return nil
-	}
-	return jobstate.WriteFileAtomic(path, joinLines(next))
-}
-
-// reconcile returns cur with the lines of prev that are not in want removed
-// (one occurrence each) and the lines of want that are missing appended.
-func reconcile(cur, prev, want []string) []string {
-	wanted := map[string]bool{}
-	for _, l := range want {
-		wanted[l] = true
-	}
-	drop := map[string]int{}
-	for _, l := range prev {
-		if !wanted[l] {
-			drop[l]++
-		}
-	}
-	present := map[string]bool{}
-	next := make([]string, 0, len(cur)+len(want))
-	for _, l := range cur {
-		if drop[l] > 0 {
-			drop[l]--
-			continue
-		}
-		present[l] = true
-		next = append(next, l)
-	}
-	for _, l := range want {
-		if !present[l] {
-			next = append(next, l)
-			present[l] = true
-		}
-	}
-	return next
-}
-
-func readLines(path string) ([]string, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ferry: read %s: %w", path, err)
-	}
-	var lines []string
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("ferry: read %s: %w", path, err)
-	}
-	return lines, nil
-}
-
-func joinLines(lines []string) []byte {
-	if len(lines) == 0 {
-		return nil
-	}
-	return []byte(strings.Join(lines, "\n") + "\n")
-}
-
-func equalLines(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // subreaperOnce makes ferry the reaper of every orphan of the job: a
 // daemonized or setsid'd grandchild is reparented to ferry instead of init,
 // so ferry can still find it in /proc and kill it.
@@ -515,13 +324,13 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 		termMu.Lock()
 		termAt = time.Now()
 		termMu.Unlock()
-		signalJob(pgid, syscall.SIGTERM)
+		jobproc.SignalJob(pgid, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
 		case <-done:
 		case <-t.C:
-			signalJob(pgid, syscall.SIGKILL)
+			jobproc.SignalJob(pgid, syscall.SIGKILL)
 		}
 	}()
 	werr := <-waited
@@ -536,7 +345,7 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 	if !cancelled {
 		deadline = time.Now().Add(grace)
 	}
-	reapJob(pgid, deadline, !cancelled)
+	jobproc.ReapJob(pgid, deadline, !cancelled)
 
 	// All writers are gone: the copies end at EOF. If something we could not
 	// kill still holds a pipe, stop waiting after a moment.
@@ -563,190 +372,4 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 		return ee.ExitCode(), nil
 	}
 	return 0, fmt.Errorf("ferry: wait for bash %s: %w", script, werr)
-}
-
-// signalJob signals the script's process group and every other descendant
-// of ferry (setsid'd or daemonized processes have left the group).
-func signalJob(pgid int, sig syscall.Signal) {
-	_ = syscall.Kill(-pgid, sig)
-	for _, pid := range descendants(os.Getpid()) {
-		_ = syscall.Kill(pid, sig)
-	}
-}
-
-// reapJob ends every process the script left behind: SIGTERM (unless they
-// got it already), up to the deadline to exit, then SIGKILL. Zombies
-// reparented to ferry are reaped.
-func reapJob(pgid int, deadline time.Time, sendTerm bool) {
-	left := func() bool {
-		// With ferry a child subreaper, every orphan of the job is ferry's
-		// child: no children at all (ECHILD) means no descendants, and the
-		// /proc walk is skipped in the common case.
-		haveChildren := reapZombies()
-		if syscall.Kill(-pgid, 0) == nil {
-			return true
-		}
-		return haveChildren && len(descendants(os.Getpid())) > 0
-	}
-	if !left() {
-		return
-	}
-	if sendTerm {
-		signalJob(pgid, syscall.SIGTERM)
-	}
-	for time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-		if !left() {
-			return
-		}
-	}
-	// SIGKILL until nothing is left: a killed parent's children are
-	// reparented to ferry and show up in the next round.
-	for i := 0; i < 100 && left(); i++ {
-		signalJob(pgid, syscall.SIGKILL)
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// reapZombies collects exited children without blocking and reports whether
-// ferry still has children (false only on ECHILD: none at all).
-func reapZombies() bool {
-	for {
-		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-		if errors.Is(err, unix.ECHILD) {
-			return false
-		}
-		if pid <= 0 || err != nil {
-			return true
-		}
-	}
-}
-
-// descendants lists the live (not zombie) descendants of pid, read from
-// /proc/<pid>/task/*/children, falling back to a scan of /proc/*/stat.
-func descendants(pid int) []int {
-	var out []int
-	queue := []int{pid}
-	seen := map[int]bool{pid: true}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		kids, ok := childrenOf(p)
-		if !ok {
-			return scanDescendants(pid)
-		}
-		for _, k := range kids {
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
-			queue = append(queue, k)
-			if !isZombie(k) {
-				out = append(out, k)
-			}
-		}
-	}
-	return out
-}
-
-func childrenOf(pid int) ([]int, bool) {
-	tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		return nil, !errors.Is(err, os.ErrNotExist) || pid != os.Getpid()
-	}
-	var kids []int
-	for _, t := range tasks {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + t.Name() + "/children")
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && pid == os.Getpid() {
-				return nil, false // kernel without CONFIG_PROC_CHILDREN
-			}
-			continue
-		}
-		for _, f := range strings.Fields(string(b)) {
-			if k, err := strconv.Atoi(f); err == nil {
-				kids = append(kids, k)
-			}
-		}
-	}
-	return kids, true
-}
-
-// scanDescendants walks every process's parent link.
-func scanDescendants(root int) []int {
-	ents, _ := os.ReadDir("/proc")
-	parent := map[int]int{}
-	zombie := map[int]bool{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		ppid, state, ok := statOf(pid)
-		if ok {
-			parent[pid] = ppid
-			zombie[pid] = state == 'Z'
-		}
-	}
-	var out []int
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
-			if p == root {
-				if !zombie[pid] {
-					out = append(out, pid)
-				}
-				break
-			}
-		}
-	}
-	return out
-}
-
-func isZombie(pid int) bool {
-	_, state, ok := statOf(pid)
-	return !ok || state == 'Z' || state == 'X'
-}
-
-// statOf reads the parent pid and state of pid from /proc/<pid>/stat.
-func statOf(pid int) (ppid int, state byte, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name is in parentheses and may hold spaces: parse after it.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 2 {
-		return 0, 0, false
-	}
-	ppid, err = strconv.Atoi(f[1])
-	return ppid, f[0][0], err == nil
-}
-
-// killMarked SIGKILLs every process of ferry's user whose environment holds
-// FERRY_JOB_KEY=<key>: what is left of a job whose `ferry run` was itself
-// SIGKILLed (the runner's graceful_kill_timeout shorter than
-// --grace-period). It returns how many it killed.
-func killMarked(key string) int {
-	mark := []byte("\x00" + JobMarkVar + "=" + key + "\x00")
-	return jobproc.KillFound(func() []int {
-		var pids []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil {
-				continue
-			}
-			b, err := os.ReadFile("/proc/" + e.Name() + "/environ")
-			if err != nil || !bytes.Contains(append([]byte{0}, b...), mark) || isZombie(pid) {
-				continue
-			}
-			pids = append(pids, pid)
-		}
-		return pids
-	})
 }
