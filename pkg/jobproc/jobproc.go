@@ -14,14 +14,12 @@
 package jobproc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -68,16 +66,11 @@ func (o Owner) Alive() bool {
 // startTime reads field 22 of /proc/<pid>/stat; a zombie is reported as an
 // error.
 func startTime(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := statFields(pid)
 	if err != nil {
 		return 0, err
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("jobproc: /proc/%d/stat: malformed", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); field 22 is f[19].
+	// field 22 is f[19].
 	if len(f) < 20 {
 		return 0, fmt.Errorf("jobproc: /proc/%d/stat: malformed", pid)
 	}

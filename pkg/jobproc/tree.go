@@ -7,6 +7,7 @@ package jobproc
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -161,21 +162,27 @@ func isZombie(pid int) bool {
 
 // statOf reads the parent pid and state of pid from /proc/<pid>/stat.
 func statOf(pid int) (ppid int, state byte, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, false
-	}
-	// The command name is in parentheses and may hold spaces: parse after it.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 2 {
+	f, err := statFields(pid)
+	if err != nil || len(f) < 2 {
 		return 0, 0, false
 	}
 	ppid, err = strconv.Atoi(f[1])
 	return ppid, f[0][0], err == nil
+}
+
+// statFields are the fields of /proc/<pid>/stat after the command name
+// (f[0] is field 3, the state). The name is in parentheses and may hold
+// spaces and parentheses itself: parse after the last ')'.
+func statFields(pid int) ([]string, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return nil, fmt.Errorf("jobproc: /proc/%d/stat: malformed", pid)
+	}
+	return strings.Fields(string(b[i+2:])), nil
 }
 
 // KillMarked SIGKILLs every process of ferry's user whose environment holds
