@@ -13,6 +13,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/docker/holder"
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/jobhome"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
@@ -69,6 +70,10 @@ func usage(w io.Writer) {
 func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) int {
 	if len(argv) > 0 && filepath.Base(argv[0]) == "kubectl" {
 		return b.kubectl(argv[1:], stdin, stdout, stderr)
+	}
+	if len(argv) > 0 && jobhome.IsSSHShim(argv[0]) {
+		// The job's bin/ssh, scp, sftp (docs/home.md).
+		return jobhome.SSHShim(argv, stderr)
 	}
 	if len(argv) < 2 {
 		usage(stderr)

@@ -49,6 +49,17 @@ var jobReadable []func(env *jobenv.Env) []string
 // never a file the job could write: only what the runner user installed.
 func AllowJobRead(paths func(env *jobenv.Env) []string) { jobReadable = append(jobReadable, paths) }
 
+// jobWritable give more paths a job may write (its home, say), computed
+// per job: a feature adds one with AllowJobWrite from init(). paths must
+// only come from what ferry recorded (the job state), never from a file
+// the job could write.
+var jobWritable []func(env *jobenv.Env, o *Options, st *jobstate.State) []string
+
+// AllowJobWrite lets the job write (and read) what paths returns.
+func AllowJobWrite(paths func(env *jobenv.Env, o *Options, st *jobstate.State) []string) {
+	jobWritable = append(jobWritable, paths)
+}
+
 // runnerSecrets are the runner user's files no job may read, relative to
 // its home directory.
 var runnerSecrets = []string{
@@ -167,6 +178,9 @@ func jobPolicy(env *jobenv.Env, o *Options, st *jobstate.State) (sandbox.Policy,
 	}
 	p.ReadWrite = append(p.ReadWrite, jobBuildDirs(env, o)...)
 	p.ReadWrite = append(p.ReadWrite, sandboxOpts.writable...)
+	for _, f := range jobWritable {
+		p.ReadWrite = append(p.ReadWrite, f(env, o, st)...)
+	}
 	p.Devices = []string{"/dev"}
 	return p, nil
 }

@@ -221,7 +221,11 @@ var attacks = [][2]string{
 	{"write-own-cleanup-json", `echo '["/"]' > "$FERRY_STATE_DIR/jobs/$FERRY_JOB_KEY/cleanup.json"`},
 	{"write-own-bin", `echo x > "$FERRY_STATE_DIR/jobs/$FERRY_JOB_KEY/bin/evil"`},
 	{"write-own-payload", `echo '{}' > "$(dirname "$(dirname "$0")")/response.json"`},
-	{"write-runner-home", `echo x > "$HOME/.bashrc-planted"`},
+	{"write-runner-home", `echo x > "$RUNNER_HOME/.bashrc-planted"`},
+	{"read-a-home", `cat "$A_HOME/.gitconfig"`},
+	{"list-a-home", `ls "$A_HOME"`},
+	{"write-a-home", `echo x > "$A_HOME/.cache/planted"`},
+	{"list-homes", `ls "$(dirname "$HOME")"`},
 }
 
 // controls are B's ordinary work; each must succeed.
@@ -245,6 +249,7 @@ echo "$FERRY_STATE_DIR/jobs/$FERRY_JOB_KEY" > "$RV/b.state"
 for i in $(seq 600); do [ -e "$RV/a.ready" ] && [ -e "$RV/kube.planted" ] && break; sleep 0.1; done
 A_STATE=$(cat "$RV/a.state"); A_PROJ=$(cat "$RV/a.projdir"); A_SCRIPT=$(cat "$RV/a.script")
 A_PID=$(cat "$RV/a.pid"); A_SLEEP=$(cat "$RV/a.sleep.pid"); A_TMP=$(dirname "$(dirname "$A_SCRIPT")")
+A_HOME=$(cat "$RV/a.home"); RUNNER_HOME=$(dirname "$RV")/home
 try() { if ( eval "$2" ) >/dev/null 2>&1; then echo "ATTACK-WORKED $1"; else echo "ATTACK-DENIED $1"; fi; }
 control() { if ( eval "$2" ) >/dev/null 2>&1; then echo "CONTROL-OK $1"; else echo "CONTROL-FAILED $1"; ( eval "$2" ) 2>&1 | head -5 || true; fi; }
 `, rv)
@@ -252,7 +257,7 @@ control() { if ( eval "$2" ) >/dev/null 2>&1; then echo "CONTROL-OK $1"; else ec
 		fmt.Fprintf(&b, "try %s %s\n", a[0], shellQuote(a[1]))
 	}
 	for _, f := range runnerHomeSecrets {
-		fmt.Fprintf(&b, "try home-%s %s\n", f, shellQuote(`cat "$HOME/`+f+`"`))
+		fmt.Fprintf(&b, "try home-%s %s\n", f, shellQuote(`cat "$RUNNER_HOME/`+f+`"`))
 	}
 	for _, c := range controls {
 		fmt.Fprintf(&b, "control %s %s\n", c[0], shellQuote(c[1]))
@@ -274,6 +279,7 @@ echo $$ > "$RV/a.pid"
 echo "$CI_PROJECT_DIR" > "$RV/a.projdir"
 echo "$FERRY_STATE_DIR/jobs/$FERRY_JOB_KEY" > "$RV/a.state"
 echo "$0" > "$RV/a.script"
+git config --global user.email a@example.com && mkdir -p ~/.cache && echo "$HOME" > "$RV/a.home"
 touch "$RV/a.ready"
 for i in $(seq 900); do [ -e "$RV/b.done" ] && break; sleep 0.1; done
 [ -e "$RV/b.done" ] || { echo "B never finished"; exit 1; }
@@ -367,6 +373,8 @@ touch "$RV/ready"
 sleep 3100`, rv)
 		d.RunJob(ctx, runnerdriver.Job{Name: "bg", Script: []string{script}})
 		t.Fatal("the runner was meant to be killed mid-job")
+	case "home":
+		homeHelper(t, ctx, dir, rv)
 	case "next":
 		d := newDriver(filepath.Join(os.Getenv("HOME"), "driver2"))
 		r := d.RunJob(ctx, runnerdriver.Job{Name: "next", Script: []string{"echo next-job-ran"}})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"gitlab.com/ferry-ci/ferry/pkg/jobhome"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -289,4 +290,15 @@ func noexec(dir string) bool {
 func within(p, dir string) bool {
 	rel, err := filepath.Rel(dir, p)
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel)
+}
+
+// homes reports the job homes kept under a state dir (pkg/jobhome): how
+// many projects have one and their size on disk.
+func (c *checker) homes(subject, dir string) {
+	n, size, err := jobhome.Usage(dir)
+	if err != nil {
+		c.r.Warn(subject, "job homes: %v", err)
+		return
+	}
+	c.r.OK(subject, "%d project home(s) in %s, %.1f MB on disk (--job-home, --home-stale-after: docs/home.md)", n, filepath.Join(dir, jobhome.DirName), float64(size)/1e6)
 }

@@ -234,6 +234,7 @@ func Main(args []string, stdout, stderr io.Writer, h Hooks) int {
 				engineRoot = dir
 			}
 		}
+		c.homes(subject, dir)
 	}
 	c.engine(engineRoot)
 	c.sandbox()

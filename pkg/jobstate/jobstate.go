@@ -14,9 +14,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
@@ -456,10 +459,57 @@ func (s *State) Remove() error {
 		}
 		return err
 	}
-	if err := os.RemoveAll(s.dir); err != nil {
+	if err := RemoveTree(s.dir); err != nil {
 		return fmt.Errorf("ferry: remove state dir %s: %w", s.dir, err)
 	}
 	return nil
+}
+
+// RemoveTree removes a directory tree a job wrote: like os.RemoveAll
+// (symlinks are removed, never followed), but directories the job made
+// read-only (Go's module cache makes them 0555) are made writable first.
+// Modes are changed through O_PATH descriptors opened without following
+// symlinks, so a job swapping a directory for a symlink meanwhile cannot
+// make ferry chmod anything outside the tree.
+func RemoveTree(dir string) error {
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		makeWritable(fd, 0)
+		unix.Close(fd)
+	}
+	return os.RemoveAll(dir)
+}
+
+// makeWritable gives the directory at the O_PATH descriptor fd, and every
+// directory below it, mode 0700.
+func makeWritable(fd, depth int) {
+	if depth > 256 {
+		return
+	}
+	if err := os.Chmod("/proc/self/fd/"+strconv.Itoa(fd), 0o700); err != nil {
+		return
+	}
+	rd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	f := os.NewFile(uintptr(rd), "dir")
+	defer f.Close()
+	ents, _ := f.ReadDir(-1)
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		sub, err := unix.Openat(rd, e.Name(), unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		makeWritable(sub, depth+1)
+		unix.Close(sub)
+	}
 }
 
 func (s *State) writeJSON(name string, v any) error {

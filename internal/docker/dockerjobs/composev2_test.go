@@ -35,8 +35,11 @@ var composeV2Version = regexp.MustCompile(`(?m)^Docker Compose version v2\.\d+\.
 
 // runnerConfigHidden is a script line printing whether the job can read the
 // runner user's ~/.docker/config.json (the marker is computed by the shell:
-// the log echoes each command line).
-const runnerConfigHidden = `echo "runner-docker-config-readable=$(cat "$HOME/.docker/config.json" >/dev/null 2>&1 && echo yes || echo no)"`
+// the log echoes each command line). The job's $HOME is its project's home
+// (docs/home.md), so the runner user's is named.
+func runnerConfigHidden(runnerHome string) string {
+	return `echo "runner-docker-config-readable=$(cat "` + runnerHome + `/.docker/config.json" >/dev/null 2>&1 && echo yes || echo no)"`
+}
 
 // checkV2Job asserts what both seed 000 v2 tests expect of the job's log.
 func checkV2Job(t *testing.T, r *dockertest.Remote, res *runnerdriver.JobResult, image string) {
@@ -75,7 +78,7 @@ func TestSeed000ComposeV2FerryWay(t *testing.T) {
 
 	image := r.PushBusybox("seed000-v2:1")
 	job := composeV2(seed000DockerJob(ferryVars(r, dockertest.UserOK), false))
-	job.Script = append(job.Script, runnerConfigHidden,
+	job.Script = append(job.Script, runnerConfigHidden(e.home),
 		"docker compose ps --format '{{.Service}} {{.State}}'",
 		`! grep -rl "PRIVATE KEY-----" "$FERRY_STATE_DIR" "$CI_PROJECT_DIR" "$CI_PROJECT_DIR.tmp" 2>/dev/null`)
 	pr := runPipeline(t, e, seed000Pipeline(r, image, job))
@@ -109,7 +112,7 @@ func TestSeed000ComposeV2AsWritten(t *testing.T) {
 
 	image := r.PushBusybox("seed000-v2-ctx:1")
 	job := composeV2(seed000DockerJob(nil, true))
-	job.Script = append(job.Script, runnerConfigHidden,
+	job.Script = append(job.Script, runnerConfigHidden(e.home),
 		`docker context inspect mon-serveur --format '{{.Endpoints.docker.Host}}' | grep '^unix://'`)
 	pr := runPipeline(t, e, seed000Pipeline(r, image, job))
 	mustSucceed(t, pr.Jobs["kaniko"])
