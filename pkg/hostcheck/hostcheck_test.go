@@ -124,6 +124,16 @@ func TestCheckGoodRunner(t *testing.T) {
 	cfg := "concurrent = 4\n" + h.runner("ferry-good", nil) +
 		"  [runners.cache]\n    [runners.cache.s3]\n      AccessKey = \"x\"\n      SecretKey = \"" + planted[2] + "\"\n" +
 		"[[runners]]\n  name = \"plain-shell\"\n  token = \"" + planted[1] + "\"\n  executor = \"shell\"\n"
+	// Two projects' homes, 300 kB and 200 kB of cache.
+	for i, n := range []int{300_000, 200_000} {
+		d := filepath.Join(h.state, "homes", fmt.Sprintf("abcd1234-%d", i+1), ".cache")
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "blob"), bytes.Repeat([]byte("x"), n), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out, code := h.check(t, cfg)
 	if code != 0 {
 		t.Fatalf("exit %d for a good runner:\n%s", code, out)
@@ -133,6 +143,7 @@ func TestCheckGoodRunner(t *testing.T) {
 		`ok    runner "plain-shell": executor shell, not ferry: not checked`,
 		`ok    state dir `+h.state+` (runner "ferry-good"): owner`,
 		`ok    engine: unpacks into the state dir `+h.state,
+		`ok    state dir `+h.state+` (runner "ferry-good"): 2 project home(s) in `+filepath.Join(h.state, "homes")+`, 0.5 MB on disk`,
 		"ferry check: passed")
 	if strings.Contains(out, "FAIL") || strings.Contains(out, "server-url") {
 		t.Errorf("a FAIL or --server-url line for a good setup:\n%s", out)

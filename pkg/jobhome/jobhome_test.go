@@ -122,6 +122,14 @@ func TestSync(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(home, ".ssh/config")); err == nil {
 		t.Error(".ssh/config still there")
 	}
+	// A project that deletes its copy gets the admin's version again.
+	plan.Entries = []string{".gitconfig", ".ssh/config"}
+	os.Remove(filepath.Join(home, ".gitconfig"))
+	res, _ = Sync(home, &rec, plan)
+	if read(t, filepath.Join(home, ".gitconfig")) != "admin v2\n" || len(res.Copied) != 2 {
+		t.Errorf("after the project deleted its copy: %q, copied %v", read(t, filepath.Join(home, ".gitconfig")), res.Copied)
+	}
+	write(t, filepath.Join(home, ".gitconfig"), "project's own\n")
 	plan.Entries = nil
 	Sync(home, &rec, plan)
 	if read(t, filepath.Join(home, ".gitconfig")) != "project's own\n" {

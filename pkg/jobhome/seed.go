@@ -92,10 +92,11 @@ func (p SeedPlan) expand() (map[string]string, error) {
 }
 
 // Sync brings home (its record rec, updated in place) up to date with the
-// plan. A file the project never had is copied; a copy the project has not
+// plan. A file missing from the home is copied (new, or deleted by the
+// project to take the admin's version again); a copy the project has not
 // edited follows the runner user's file (changed: re-copied; gone or no
 // longer listed: removed); a file the project edited, or had before ferry
-// seeded it, is the project's and is never touched again.
+// seeded it, is the project's and is left as it is.
 func Sync(home string, rec *Record, p SeedPlan) (SyncResult, error) {
 	var res SyncResult
 	want, err := p.expand()
@@ -126,6 +127,15 @@ func Sync(home string, rec *Record, p SeedPlan) (SyncResult, error) {
 		fr, had := rec.Files[rel]
 		switch {
 		case !had && errors.Is(curErr, fs.ErrNotExist):
+			if err := writeBeneath(root, rel, data); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", rel, err))
+				continue
+			}
+			rec.Files[rel] = FileRecord{Source: sh, Copy: sh}
+			res.Copied = append(res.Copied, rel)
+		case errors.Is(curErr, fs.ErrNotExist):
+			// Deleted by the project: the admin's version again (an
+			// empty file is how a project opts out of one).
 			if err := writeBeneath(root, rel, data); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", rel, err))
 				continue
