@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"gitlab.com/ferry-ci/ferry/pkg/deploylock/lockclient"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/holder"
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
@@ -94,6 +95,13 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 	case holder.Subcommand:
 		// Hidden: the Docker connection holder prepare starts (pkg/docker/holder).
 		return holder.Main(stdin, os.Stdout, stderr)
+	case lockclient.Subcommand:
+		// Hidden: the deploy lock holder prepare starts (pkg/deploylock).
+		if engine == nil || engine.DeployLockHolder == nil {
+			fmt.Fprintln(stderr, errNoEngine)
+			return 1
+		}
+		return engine.DeployLockHolder(stdin, stderr)
 	case "config", "prepare", "run", "cleanup":
 	default:
 		fmt.Fprintf(stderr, "ferry: unknown command %q (try: ferry help)\n", sub)

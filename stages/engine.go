@@ -3,6 +3,7 @@ package stages
 import (
 	"context"
 	"errors"
+	"io"
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
@@ -22,6 +23,9 @@ type Engine struct {
 	// DotenvKubeStore opens the Kubernetes Secrets store of dotenv reports
 	// (pkg/dotenvstore/kubestore); kubeconfig "" means in-cluster.
 	DotenvKubeStore func(kubeconfig, namespace string) (dotenvstore.Store, error)
+	// DeployLockHolder runs the job's deploy lock holder process
+	// (pkg/deploylock.Main) that prepare starts.
+	DeployLockHolder func(stdin io.Reader, stderr io.Writer) int
 }
 
 // KubeSettings are the runner admin's --kube-* flags.

@@ -185,6 +185,11 @@ func (e *env) apply(ctx context.Context, args []string) error {
 		// The small kubectl, before any request: the engine has discovery.
 		return errNeedsEngine
 	}
+	if dr == apply.DryRunNone {
+		if err := e.takeLock(ctx, t.ns, "apply"); err != nil {
+			return err
+		}
+	}
 	opts := apply.ApplyOptions{
 		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,
 		DryRun: dr, ServerSide: serverSide, Annotations: t.annotations, FieldValidation: fv, ErrOut: e.stderr,

@@ -131,6 +131,11 @@ func (e *env) create(ctx context.Context, args []string) error {
 			return errNeedsEngine
 		}
 	}
+	if dr == apply.DryRunNone {
+		if err := e.takeLock(ctx, ns, "create"); err != nil {
+			return err
+		}
+	}
 	failed := 0
 	for i, o := range objs {
 		if dr == apply.DryRunClient {
@@ -360,6 +365,11 @@ func (e *env) createGenerated(ctx context.Context, what string, args []string) e
 	mapping, err := a.Mapping(u.GroupVersionKind()) // built in: no discovery
 	if err != nil {
 		return err
+	}
+	if dr == apply.DryRunNone {
+		if err := e.takeLock(ctx, ns, "create "+what); err != nil {
+			return err
+		}
 	}
 	opts := metav1.CreateOptions{FieldManager: createFieldManager}
 	if dr == apply.DryRunServer {

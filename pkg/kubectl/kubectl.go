@@ -96,7 +96,9 @@ type Runtime struct {
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer, rt Runtime) int {
 	in := &recorder{r: stdin}
 	e := &env{stdin: in, stdout: stdout, stderr: stderr, rt: rt}
-	other := rt.Other
+	// In the engine, a mutating call to kubectl's own code takes the
+	// deploy lock first (lock.go).
+	other := e.lockedOther(rt.Other)
 	if _, err := stallguard.FromEnv(); err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1

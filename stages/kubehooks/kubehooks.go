@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 
+	"gitlab.com/ferry-ci/ferry/pkg/deploylock"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore"
 	"gitlab.com/ferry-ci/ferry/pkg/dotenvstore/kubestore"
 	"gitlab.com/ferry-ci/ferry/pkg/kubecreds"
@@ -19,8 +20,9 @@ import (
 // Engine returns the functions stages.InstallEngine needs.
 func Engine() *stages.Engine {
 	return &stages.Engine{
-		KubePrepare:     kubePrepare,
-		DotenvKubeStore: dotenvKubeStore,
+		KubePrepare:      kubePrepare,
+		DotenvKubeStore:  dotenvKubeStore,
+		DeployLockHolder: deploylock.Main,
 	}
 }
 

@@ -67,6 +67,14 @@ func Listen(path string, p Policy, onRefuse func(Refusal)) (net.Listener, error)
 	return &listener{UnixListener: l, p: p, onRefuse: onRefuse}, nil
 }
 
+// Wrap applies the policy to a listener made elsewhere: a socket another
+// process created and handed over (the deploy lock's holder gets its
+// listening socket from prepare, so that the socket exists before the
+// holder has started).
+func Wrap(l *net.UnixListener, p Policy, onRefuse func(Refusal)) net.Listener {
+	return &listener{UnixListener: l, p: p, onRefuse: onRefuse}
+}
+
 type listener struct {
 	*net.UnixListener
 	p        Policy

@@ -1,0 +1,259 @@
+// Package lockclient is the half of the deploy lock (docs/deploy-safety.md)
+// that links no Kubernetes code: the wire protocol between the job's kubectl
+// and the job's lock holder, the kubectl's side of it (Acquire), and the
+// holder's start and stop for prepare and cleanup. The holder itself, which
+// talks to the API server, is pkg/deploylock (engine only).
+//
+// The holder is a per-job process started by prepare outside the job
+// script (in its own session, not marked as a process of the job), so that
+// it outlives every stage script and renews the lock until cleanup. prepare
+// creates its listening socket before starting it: the socket exists from
+// the first stage on, whether or not the holder has finished starting.
+package lockclient
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Subcommand is the hidden engine subcommand that runs the holder.
+const Subcommand = "deploy-lock-holder"
+
+// SocketEnv names the job-script variable that carries the holder's socket.
+// Without it (the lock is off, or the job has no Kubernetes credentials of
+// ferry's) the job's kubectl takes no lock.
+const SocketEnv = "FERRY_DEPLOY_LOCK_SOCKET"
+
+// Files in the holder's directory (<job state>/lock/).
+const (
+	SocketFile = "lock.sock"
+	PIDFile    = "holder.pid"
+	LogFile    = "holder.log"
+)
+
+// Creds are the credentials the kubectl's call uses, resolved (file
+// contents, not paths: the holder runs outside the job's sandbox and never
+// reads a file the job names).
+type Creds struct {
+	Server        string `json:"server"`
+	Token         string `json:"token,omitempty"`
+	CAData        []byte `json:"ca,omitempty"`
+	CertData      []byte `json:"cert,omitempty"`
+	KeyData       []byte `json:"key,omitempty"`
+	TLSServerName string `json:"tls_server_name,omitempty"`
+	Insecure      bool   `json:"insecure,omitempty"`
+	Username      string `json:"username,omitempty"`
+	Password      string `json:"password,omitempty"`
+}
+
+// Request asks the holder for the lock of the job's target in Namespace.
+// UseJobKubeconfig: the call's credentials cannot be handed over (an exec
+// plugin): the holder uses the job's kubeconfig that prepare wrote.
+type Request struct {
+	Namespace        string `json:"namespace"`
+	Creds            Creds  `json:"creds"`
+	UseJobKubeconfig bool   `json:"use_job_kubeconfig,omitempty"`
+	Verb             string `json:"verb,omitempty"` // for the holder's log only
+}
+
+// Reply is one line from the holder: Wait (a line for the job log, the job
+// must wait), then OK or Error.
+type Reply struct {
+	Wait  string `json:"wait,omitempty"`
+	OK    bool   `json:"ok,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Acquire asks the holder at socket for the lock and returns once the job
+// holds it. Lines the holder sends while the job waits go to log. The
+// error is one line for the job log. Cancelling ctx (or this process
+// dying) drops the connection, and the holder then removes the job from
+// the lock's queue.
+func Acquire(ctx context.Context, socket string, req Request, log io.Writer) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: cannot reach this job's lock holder (%s): %v", socket, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return fmt.Errorf("ferry: deploy lock: talking to this job's lock holder: %v", err)
+	}
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadBytes('\n')
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("ferry: deploy lock: this job's lock holder ended without an answer: %v", err)
+		}
+		var rep Reply
+		if err := json.Unmarshal(line, &rep); err != nil {
+			return fmt.Errorf("ferry: deploy lock: bad answer from this job's lock holder: %v", err)
+		}
+		switch {
+		case rep.Error != "":
+			return errors.New(rep.Error)
+		case rep.OK:
+			return nil
+		case rep.Wait != "":
+			fmt.Fprintln(log, rep.Wait)
+		}
+	}
+}
+
+// Config is what prepare hands the holder on its stdin. The listening socket
+// is the holder's fd 3.
+type Config struct {
+	Dir             string        `json:"dir"`
+	Kubeconfig      string        `json:"kubeconfig,omitempty"` // the job's kubeconfig prepare wrote
+	ID              string        `json:"id"`                   // unique per job and holder start
+	Project         string        `json:"project"`              // CI_PROJECT_PATH
+	Pipeline        string        `json:"pipeline"`             // CI_PIPELINE_ID
+	Job             string        `json:"job"`                  // the payload's job id
+	JobURL          string        `json:"job_url,omitempty"`    // CI_JOB_URL, for the holder's line
+	Environment     string        `json:"environment,omitempty"`
+	LeaseDuration   time.Duration `json:"lease_duration"`
+	Deadline        time.Time     `json:"deadline"` // the job's timeout: no wait beyond it
+	UID             int           `json:"uid"`
+	JobResponseFile string        `json:"job_response_file"`
+	RunnerPID       int           `json:"runner_pid"`
+}
+
+// Start creates dir and its socket, starts `<exe> deploy-lock-holder <dir>`
+// in a new session with the socket as fd 3 and cfg on its stdin, and
+// returns without waiting for it: the socket accepts connections at once
+// and the holder answers them when it is ready.
+func Start(exe string, cfg Config) error {
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	path := filepath.Join(cfg.Dir, SocketFile)
+	_ = os.Remove(path)
+	old := syscall.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	l.SetUnlinkOnClose(false) // the holder owns it now
+	lf, err := l.File()
+	l.Close()
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	defer lf.Close()
+	logf, err := os.OpenFile(filepath.Join(cfg.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	defer logf.Close()
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(exe, Subcommand, cfg.Dir)
+	// Nothing of the runner's conversation (CUSTOM_ENV_*, JOB_RESPONSE_FILE):
+	// the holder is not a process of the job script.
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
+	cmd.Dir = "/"
+	cmd.Stdin = strings.NewReader(string(b) + "\n")
+	cmd.Stderr = logf
+	cmd.ExtraFiles = []*os.File{lf}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("ferry: deploy lock: start the lock holder: %w", err)
+	}
+	st, _ := startTime(cmd.Process.Pid)
+	err = os.WriteFile(filepath.Join(cfg.Dir, PIDFile), []byte(fmt.Sprintf("%d %d\n", cmd.Process.Pid, st)), 0o600)
+	// Reaped by whoever adopts it once prepare exits; stdin is a reader
+	// copied by a goroutine, so wait for that copy only, briefly.
+	go cmd.Wait()
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	return nil
+}
+
+// Stop asks the holder of dir to release what it holds and end (SIGTERM),
+// waits up to wait, then kills it and removes dir. Safe when there is none.
+func Stop(dir string, wait time.Duration) error {
+	if pid, ok := HolderPID(dir); ok {
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		deadline := time.Now().Add(wait)
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("ferry: deploy lock: remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// HolderPID reads holder.pid and checks that the process is still the one
+// that wrote it (same start time), so a reused pid is never signalled.
+func HolderPID(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	st, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 1 {
+		return 0, false
+	}
+	now, err := startTime(pid)
+	if err != nil || now != st {
+		return 0, false
+	}
+	return pid, alive(pid)
+}
+
+func stat(pid int) ([]string, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return nil, false
+	}
+	return strings.Fields(string(b[i+2:])), true
+}
+
+func alive(pid int) bool {
+	f, ok := stat(pid)
+	return ok && len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// startTime is field 22 of /proc/<pid>/stat (field 20 after the name).
+func startTime(pid int) (uint64, error) {
+	f, ok := stat(pid)
+	if !ok || len(f) < 20 {
+		return 0, fmt.Errorf("no process %d", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
