@@ -14,7 +14,7 @@ export E2E_LDFLAGS := $(if $(KUBE_VERSION),-X k8s.io/component-base/version.gitV
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
-.PHONY: all build test bench install lint demo devcluster tools help package compose
+.PHONY: all build test test-runner-versions bench install lint demo devcluster tools help package compose
 
 all: build
 
@@ -24,6 +24,13 @@ help:
 ## build: the ferry binary in $(BIN) (the engine embedded; scripts/build.sh), version stamped from git
 build:
 	GO=$(GO) scripts/build.sh -o $(BIN) -v $(VERSION)
+
+## test-runner-versions: the driver-based process tests (stages, runnerdriver) under
+## each older modelled runner (make test runs them under the default, 19.3);
+## FERRY_RUNNER_VERSION sets the driver's version (internal/runnerdriver)
+RUNNER_VERSIONS ?= 16.11.4 17.11.4 18.6.6
+test-runner-versions: tools
+	@for v in $(RUNNER_VERSIONS); do echo "== runner $$v"; FERRY_RUNNER_VERSION=$$v $(GO) test -count=1 -timeout 40m ./stages ./internal/runnerdriver || exit 1; done
 
 ## test: unit and process tests of the main module, then the e2e module
 test: tools

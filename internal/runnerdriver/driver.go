@@ -71,8 +71,8 @@ type Config struct {
 	RunnerShortToken string // default "ferrydrv" (8 characters, like the runner's)
 	RunnerName       string // default "ferry-driver"
 	// RunnerVersion is CI_RUNNER_VERSION and selects the runner behaviour
-	// modelled (version.go: Runner16, Runner17, Runner18 or any other);
-	// default Runner16, the observed one.
+	// modelled (version.go: Runner16, Runner17, Runner18, Runner19 or any
+	// other); default DefaultRunnerVersion (Runner19).
 	RunnerVersion   string
 	RunnerVariables []Variable
 
@@ -111,6 +111,15 @@ type Config struct {
 	PipeWaitDelay time.Duration
 	// CleanupTimeout bounds cleanup_exec (runner: 5m). Default 1m.
 	CleanupTimeout time.Duration
+	// PrepareTimeout is [[runners]] prepare_timeout (19.0+): it bounds
+	// config_exec, prepare_exec and the prepare_script run_exec call,
+	// retries included; the running call gets SIGTERM, then SIGKILL after
+	// GracefulKillTimeout, and the job fails with job_execution_timeout.
+	// Zero: the job timeout (the runner's default). Ignored before 19.0.
+	PrepareTimeout time.Duration
+	// GetSourcesTimeout is get_sources_timeout (19.1+): it bounds every
+	// get_sources attempt together, the same way. Zero: the job timeout.
+	GetSourcesTimeout time.Duration
 
 	// FirstJobID and FirstPipelineID seed the id counters. Default: random,
 	// so drivers sharing a ferry state dir do not collide.
@@ -204,7 +213,12 @@ func setDefaults(c *Config) {
 		c.RunnerName = "ferry-driver"
 	}
 	if c.RunnerVersion == "" {
-		c.RunnerVersion = Runner16
+		// FERRY_RUNNER_VERSION runs a whole test suite under another
+		// modelled runner (make test-runner-versions).
+		c.RunnerVersion = DefaultRunnerVersion
+		if v := os.Getenv(RunnerVersionVar); v != "" {
+			c.RunnerVersion = v
+		}
 	}
 	if c.GitlabEnv == GitlabEnvByVersion {
 		c.GitlabEnv = GitlabEnvAllexport

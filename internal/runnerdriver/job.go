@@ -66,6 +66,9 @@ type jobRun struct {
 
 	driverName, driverVersion string
 
+	prepCtx       context.Context // bounded by prepare_timeout (19.0+)
+	stageTimedOut string          // "prepare" or "get_sources" when its own timeout ran out
+
 	concurrentID, concurrentProjectID int
 }
 
@@ -117,16 +120,28 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 		t := time.AfterFunc(job.CancelAfter, cancelUI)
 		defer t.Stop()
 	}
-	jr.log = newJobLog(d, jr.maskedValues(), job.CancelOnLog, job.OnLog, cancelUI)
+	jr.log = newJobLog(d, jr.maskedValues(), jr.timestamps(), job.CancelOnLog, job.OnLog, cancelUI)
 
 	jr.log.raw(fmt.Sprintf("Running with gitlab-runner %s (ferrydrv)\n", d.cfg.RunnerVersion))
 	jr.log.raw(fmt.Sprintf("  on %s %s, system ID: s_ferrydriver00\n", d.cfg.RunnerName, d.cfg.RunnerShortToken))
 
-	err := jr.prepare(uiCtx)
+	// 19.0+: prepare_timeout bounds config, prepare (retries included) and
+	// the prepare_script stage.
+	prepCtx, cancelPrep := uiCtx, context.CancelFunc(func() {})
+	if d.ver.prepareTimeout() && d.cfg.PrepareTimeout > 0 {
+		prepCtx, cancelPrep = context.WithTimeout(uiCtx, d.cfg.PrepareTimeout)
+	}
+	defer cancelPrep()
+	jr.prepCtx = prepCtx
+	err := jr.prepare(prepCtx)
 	prepared := err == nil
 	scriptStarted := false
 	if prepared {
 		scriptStarted, err = jr.stages(uiCtx)
+	}
+	cancelPrep()
+	if jr.stageTimedOut == "" && prepCtx.Err() == context.DeadlineExceeded && uiCtx.Err() == nil && !prepared {
+		jr.stageTimedOut = "prepare"
 	}
 	finished := jobCtx.Err() == nil
 	canceled := canceledFlag.Load()
@@ -175,6 +190,10 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 	switch {
 	case canceled && jobCtx.Err() == nil:
 		res.Status, res.Error = StatusCanceled, "canceled"
+	case jr.stageTimedOut != "" && jobCtx.Err() == nil:
+		// prepare_timeout (19.0) or get_sources_timeout (19.1) ran out.
+		res.Status, res.FailureReason = StatusFailed, ReasonTimeout
+		res.Error = jr.stageTimedOut + " timed out"
 	case jobCtx.Err() != nil && ctx.Err() == nil:
 		res.Status, res.FailureReason = StatusFailed, ReasonTimeout
 		res.Error = fmt.Sprintf("execution took longer than %v seconds", job.Timeout)
@@ -204,7 +223,7 @@ func (d *Driver) runJob(ctx context.Context, job Job, jc *jobCtx) *JobResult {
 	default:
 		jr.log.raw(ansiBoldRed + "ERROR: Job failed: " + res.Error + ansiReset + "\n")
 	}
-	res.Log = jr.log.close()
+	res.Log, res.Trace = jr.log.close()
 	res.SystemLog = jr.sysLog.String()
 	res.Duration = time.Since(start)
 	res.Artifacts = d.storedArtifacts(jr.id)
@@ -455,7 +474,14 @@ func (jr *jobRun) stages(ctx context.Context) (bool, error) {
 	if jr.d.cfg.StepScript {
 		userStage = StageStepScript
 	}
-	if err := jr.stage(ctx, StagePrepare, StagePrepare, jr.prepareScript()); err != nil {
+	prepCtx := jr.prepCtx
+	if prepCtx == nil {
+		prepCtx = ctx
+	}
+	if err := jr.stage(prepCtx, StagePrepare, StagePrepare, jr.prepareScript()); err != nil {
+		if prepCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			jr.stageTimedOut = "prepare"
+		}
 		return false, err
 	}
 	// GET_SOURCES_ATTEMPTS (1 to 10): the stage is run again after any
@@ -464,10 +490,20 @@ func (jr *jobRun) stages(ctx context.Context) (bool, error) {
 	if n, err := strconv.Atoi(jr.variable("GET_SOURCES_ATTEMPTS")); err == nil && n >= 1 && n <= 10 {
 		attempts = n
 	}
+	// 19.1+: get_sources_timeout bounds every attempt together.
+	srcCtx, cancelSrc := ctx, context.CancelFunc(func() {})
+	if jr.d.ver.getSourcesTimeout() && jr.d.cfg.GetSourcesTimeout > 0 {
+		srcCtx, cancelSrc = context.WithTimeout(ctx, jr.d.cfg.GetSourcesTimeout)
+	}
+	defer cancelSrc()
 	for a := 1; ; a++ {
-		err := jr.stage(ctx, StageGetSources, StageGetSources, jr.getSourcesScript())
+		err := jr.stage(srcCtx, StageGetSources, StageGetSources, jr.getSourcesScript())
 		if err == nil {
 			break
+		}
+		if srcCtx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+			jr.stageTimedOut = "get_sources"
+			return false, err
 		}
 		if a >= attempts || ctx.Err() != nil {
 			return false, err
@@ -526,4 +562,16 @@ func (jr *jobRun) depsWithArtifacts() []dependency {
 		}
 	}
 	return out
+}
+
+// timestamps reports whether the runner prefixes the job's trace lines with
+// timestamps: FF_TIMESTAMPS as a job variable, else the version's default.
+func (jr *jobRun) timestamps() bool {
+	switch jr.variable("FF_TIMESTAMPS") {
+	case "true", "1":
+		return jr.d.ver.timestampsFlag()
+	case "false", "0":
+		return false
+	}
+	return jr.d.ver.timestampsByDefault()
 }

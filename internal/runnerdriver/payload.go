@@ -64,6 +64,7 @@ type payload struct {
 		Stage       string `json:"stage"`
 		ProjectID   int    `json:"project_id"`
 		ProjectName string `json:"project_name"`
+		PipelineID  *int   `json:"pipeline_id,omitempty"` // 19.0+
 	} `json:"job_info"`
 	GitInfo struct {
 		RepoURL   string   `json:"repo_url"`
@@ -82,7 +83,7 @@ type payload struct {
 	Image     struct {
 		Name string `json:"name"`
 	} `json:"image"`
-	Services     []any               `json:"services"`
+	Services     []payloadService    `json:"services"`
 	Artifacts    []payloadArtifact   `json:"artifacts"`
 	Cache        []any               `json:"cache"`
 	Credentials  []any               `json:"credentials"`
@@ -91,8 +92,24 @@ type payload struct {
 		TraceSections     bool     `json:"trace_sections"`
 		TokenMaskPrefixes []string `json:"token_mask_prefixes"`
 		FailureReasons    []string `json:"failure_reasons"`
+		// Tracing is an object or null (19.0+; absent before).
+		Tracing json.RawMessage `json:"tracing,omitempty"`
 	} `json:"features"`
 	Hooks []payloadHook `json:"hooks,omitempty"`
+
+	// 18.7+: inputs ({} when none); 18.9+: run as an array of step
+	// objects, left out when empty; 19.0+: suspend_options ({}).
+	Inputs         *map[string]any `json:"inputs,omitempty"`
+	Run            []any           `json:"run,omitempty"`
+	SuspendOptions *map[string]any `json:"suspend_options,omitempty"`
+}
+
+// payloadService is one services[] entry; variables appear since 19.0.
+type payloadService struct {
+	Name      string       `json:"name"`
+	Alias     string       `json:"alias,omitempty"`
+	Command   []string     `json:"command,omitempty"`
+	Variables []payloadVar `json:"variables,omitempty"`
 }
 
 // jobToken is the job's CI_JOB_TOKEN. Like GitLab's, it cannot be guessed
@@ -131,7 +148,8 @@ func (jr *jobRun) payloadJSON() ([]byte, error) {
 		p.Steps = append(p.Steps, payloadStep{Name: "after_script", Script: job.AfterScript, Timeout: timeout, When: "always", AllowFailure: true})
 	}
 	p.Image.Name = job.Image
-	p.Services, p.Cache, p.Credentials = []any{}, []any{}, []any{}
+	p.Services = jr.payloadServices()
+	p.Cache, p.Credentials = []any{}, []any{}
 	p.Artifacts = []payloadArtifact{}
 	for _, a := range job.Artifacts {
 		pa := payloadArtifact{Name: a.Name, Paths: a.Paths, When: a.When, ArtifactType: a.Type, ArtifactFormat: a.Format, ExpireIn: a.ExpireIn}
@@ -157,6 +175,31 @@ func (jr *jobRun) payloadJSON() ([]byte, error) {
 	}
 	p.Features.TraceSections = true
 	p.Features.TokenMaskPrefixes = []string{"glpat-"}
+	v := jr.d.ver
+	if v.payloadInputs() {
+		in := map[string]any{}
+		for k, val := range job.Inputs {
+			in[k] = val
+		}
+		p.Inputs = &in
+		if v.atLeast(18, 9) {
+			p.Run = job.Run
+		}
+	}
+	if v.payload19() {
+		pid := jc.pipelineID
+		p.JobInfo.PipelineID = &pid
+		p.Features.Tracing = json.RawMessage("null")
+		if job.Tracing != nil {
+			b, err := json.Marshal(job.Tracing)
+			if err != nil {
+				return nil, err
+			}
+			p.Features.Tracing = b
+		}
+		so := map[string]any{}
+		p.SuspendOptions = &so
+	}
 	return json.MarshalIndent(p, "", "  ")
 }
 
@@ -165,4 +208,19 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// payloadServices is the payload's services[] (variables only since 19.0).
+func (jr *jobRun) payloadServices() []payloadService {
+	out := []payloadService{}
+	for _, s := range jr.job.Services {
+		ps := payloadService{Name: s.Name, Alias: s.Alias, Command: s.Command}
+		if jr.d.ver.payload19() {
+			for _, v := range s.Variables {
+				ps.Variables = append(ps.Variables, payloadVar{Key: v.Key, Value: v.Value, Public: v.Public, File: v.File, Masked: v.Masked, Raw: v.Raw})
+			}
+		}
+		out = append(out, ps)
+	}
+	return out
 }

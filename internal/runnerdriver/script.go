@@ -114,6 +114,11 @@ type scriptWriter struct {
 	b      strings.Builder
 	tmpDir string // <CI_PROJECT_DIR>.tmp
 	envMod GitlabEnvMode
+	// subshell is the 19.1+ body: `(trap 'exit 1' TERM; eval '...') < /dev/null`.
+	subshell bool
+	// gitConfigGlobal is exported after the variables when set (19.2+ with
+	// FF_GIT_URLS_WITHOUT_TOKENS).
+	gitConfigGlobal string
 }
 
 func (w *scriptWriter) line(s string)            { w.b.WriteString(s + "\n") }
@@ -148,6 +153,9 @@ func (w *scriptWriter) variable(v Variable) {
 func (w *scriptWriter) exports(vars []Variable) {
 	for _, v := range vars {
 		w.variable(v)
+	}
+	if w.gitConfigGlobal != "" {
+		w.variable(Variable{Key: "GIT_CONFIG_GLOBAL", Value: w.gitConfigGlobal})
 	}
 	envFile := w.tmpFile("gitlab_runner_env")
 	w.variable(Variable{Key: "GITLAB_ENV", Value: envFile})
@@ -201,14 +209,25 @@ func (w *scriptWriter) commands(cmds []string, sections bool, prefix string) {
 }
 
 // finish wraps the body like the runner's BashWriter.Finish: shebang, the TERM
-// trap, pipefail/errexit and one `: | eval $'...'` of the whole body.
+// trap, pipefail/errexit and one eval of the whole body: `: | eval $'...'`
+// before 19.1 (the header trap `trap exit 1 TERM` also traps SIGHUP), and
+// `(trap 'exit 1' TERM; eval $'...') < /dev/null` since (stdin at end of
+// file, SIGTERM ends the subshell with 1).
 func (w *scriptWriter) finish() string {
 	var b strings.Builder
 	b.WriteString("#!/usr/bin/env bash\n\n")
-	b.WriteString("trap exit 1 TERM\n\n")
+	if w.subshell {
+		b.WriteString("trap 'exit 1' TERM\n\n")
+	} else {
+		b.WriteString("trap exit 1 TERM\n\n")
+	}
 	b.WriteString("if set -o | grep pipefail > /dev/null; then set -o pipefail; fi; set -o errexit\n")
 	b.WriteString("set +o noclobber\n")
-	b.WriteString(": | eval " + shellEscape(w.b.String()) + "\n")
+	if w.subshell {
+		b.WriteString("(trap 'exit 1' TERM; eval " + shellEscape(w.b.String()) + ") < /dev/null\n")
+	} else {
+		b.WriteString(": | eval " + shellEscape(w.b.String()) + "\n")
+	}
 	b.WriteString("exit 0\n")
 	return b.String()
 }

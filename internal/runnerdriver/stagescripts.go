@@ -3,7 +3,19 @@ package runnerdriver
 import "strconv"
 
 func (jr *jobRun) writer() *scriptWriter {
-	return &scriptWriter{tmpDir: jr.projectDir + ".tmp", envMod: jr.d.cfg.GitlabEnv}
+	w := &scriptWriter{tmpDir: jr.projectDir + ".tmp", envMod: jr.d.cfg.GitlabEnv}
+	v := jr.d.ver
+	w.subshell = v.subshellBody() && jr.variable("FF_USE_LEGACY_BASH_EVAL") != "true"
+	if v.gitConfigGlobal() && jr.variable("FF_GIT_URLS_WITHOUT_TOKENS") == "true" {
+		w.gitConfigGlobal = w.tmpFile(".glr.gconf")
+	}
+	return w
+}
+
+// credentialReject is 19.3's best-effort `git credential reject` of the
+// server's credentials (end of get_sources, cleanup_file_variables).
+func (jr *jobRun) credentialReject(w *scriptWriter) {
+	w.line("printf 'url=%s\\n\\n' " + shellEscape(jr.d.cfg.ServerURL) + " | git credential reject >/dev/null 2>&1 || true")
 }
 
 // prepareScript only says where the job runs (no exports: the runner's
@@ -86,6 +98,9 @@ func (jr *jobRun) getSourcesScript() string {
 		w.command("git", "checkout", "-f", "-q", jr.jc.sha)
 	}
 	w.notice("Skipping Git submodules setup")
+	if jr.d.ver.cleanupExportsAll() {
+		jr.credentialReject(w)
+	}
 	return w.finish()
 }
 
@@ -164,9 +179,16 @@ func (jr *jobRun) uploadScript(arts []Artifact) string {
 }
 
 // cleanupFileVariablesScript removes what the stage scripts wrote into
-// <CI_PROJECT_DIR>.tmp: File variables and GITLAB_ENV.
+// <CI_PROJECT_DIR>.tmp: File variables and GITLAB_ENV. Since 19.3 it first
+// exports every job variable and GITLAB_ENV like the other stages (so the
+// script holds every value in clear), reads the file back and runs a
+// best-effort `git credential reject`.
 func (jr *jobRun) cleanupFileVariablesScript() string {
 	w := jr.writer()
+	if jr.d.ver.cleanupExportsAll() {
+		w.exports(jr.allVariables())
+		jr.credentialReject(w)
+	}
 	for _, v := range jr.allVariables() {
 		if v.File {
 			w.command("rm", "-f", w.tmpFile(v.Key))

@@ -27,6 +27,14 @@ func DotenvReport(path string) Artifact {
 	return Artifact{Name: ".env", Paths: []string{path}, When: "on_success", Type: "dotenv", Format: "gzip"}
 }
 
+// Service is one `services:` entry.
+type Service struct {
+	Name      string
+	Alias     string
+	Command   []string
+	Variables []Variable // 19.0+: in services[].variables and CI_JOB_SERVICES
+}
+
 // Need is one `needs:` entry. GitLab's `artifacts:` defaults to true, hence
 // the negative field.
 type Need struct {
@@ -64,6 +72,16 @@ type Job struct {
 	When         string   // on_success (default), always, on_failure, never, manual
 	AllowFailure bool
 	Image        string // CUSTOM_ENV_CI_JOB_IMAGE
+	// Services are `services:` (payload services[], CI_JOB_SERVICES);
+	// their variables reach the payload since 19.0.
+	Services []Service
+
+	// 18.7+ payload fields: Inputs (`inputs`, {} when none), Run (18.9+
+	// `run`, an array of step objects, left out when empty) and Tracing
+	// (19.0+ features.tracing; nil sends null).
+	Inputs  map[string]any
+	Run     []any
+	Tracing map[string]any
 
 	// Files and SourceDir make up the repository commit the job checks out
 	// (merged with the pipeline's; for RunJob they are the whole repository).
@@ -130,7 +148,11 @@ type JobResult struct {
 	ScriptExitCode int    // from BUILD_EXIT_CODE_FILE on a build failure
 	Error          string // the runner's error line ("exit code 3", ...)
 
-	Log       string // the job log as GitLab shows it (masked)
+	Log string // the job log as GitLab shows it (masked)
+	// Trace is Log as the runner sends it when trace timestamps are on
+	// (FF_TIMESTAMPS, default since 18.7): every line prefixed (TracePrefix,
+	// ParseTrace). Empty when they are off.
+	Trace     string
 	SystemLog string // cleanup_exec output and runner-side notes, never in Log
 
 	Stages   []string // stages passed to run_exec, in order

@@ -1,6 +1,7 @@
 package runnerdriver
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -72,6 +73,10 @@ func (jr *jobRun) payloadVariables() []Variable {
 	}
 	if job.Image != "" {
 		vars = append(vars, pub("CI_JOB_IMAGE", job.Image))
+	}
+	if len(job.Services) > 0 {
+		b, _ := json.Marshal(jr.payloadServices())
+		vars = append(vars, pub("CI_JOB_SERVICES", string(b)))
 	}
 	vars = append(vars, jc.globalVars...)
 	vars = append(vars, job.Variables...)

@@ -12,11 +12,26 @@ const (
 	Runner16 = "16.11.4" // observed: GITLAB_ENV sourced, build failures reported as exit code 1
 	Runner17 = "17.11.4" // 17.3 after_script errors, 17.4 script files, 17.7 GITLAB_ENV, 17.9 exit-code file
 	Runner18 = "18.6.6"  // as 17.11 for a custom executor
+	// Runner19 is the default: 18.7 trace timestamps, 18.9/19.0 payload
+	// fields, 19.0 prepare_timeout, 19.1 get_sources_timeout and the
+	// subshell bash body, 19.2 GIT_CONFIG_GLOBAL, 19.3 cleanup_file_variables
+	// exporting every variable (shared runner-protocol facts, "18.7 to 19.3 in
+	// detail"; read from the runner's source, not observed).
+	Runner19 = "19.3.0"
 )
 
 // RunnerVersions are the modelled versions, oldest first, for tests that
 // run ferry under each.
-var RunnerVersions = []string{Runner16, Runner17, Runner18}
+var RunnerVersions = []string{Runner16, Runner17, Runner18, Runner19}
+
+// DefaultRunnerVersion is the version a Config without RunnerVersion models,
+// unless RunnerVersionVar names another.
+const DefaultRunnerVersion = Runner19
+
+// RunnerVersionVar, when set in the test process's environment, is the
+// version of every driver whose Config leaves RunnerVersion empty: it runs
+// a package's driver tests under another runner without editing them.
+const RunnerVersionVar = "FERRY_RUNNER_VERSION"
 
 // runnerVersion is a parsed major.minor.
 type runnerVersion struct{ major, minor int }
@@ -68,3 +83,40 @@ func (v runnerVersion) scriptName() string {
 	}
 	return "script.sh"
 }
+
+// timestampsByDefault: 18.7+ turns FF_TIMESTAMPS on by default; the runner
+// then prefixes every job-log line it sends with a timestamp. 17.0 to 18.6
+// honour FF_TIMESTAMPS=true set as a job variable.
+func (v runnerVersion) timestampsByDefault() bool { return v.atLeast(18, 7) }
+func (v runnerVersion) timestampsFlag() bool      { return v.atLeast(17, 0) }
+
+// payloadInputs: 18.7+ payloads carry `inputs` (`{}`); 18.9+ sends `run` as
+// an array of step objects, left out when empty.
+func (v runnerVersion) payloadInputs() bool { return v.atLeast(18, 7) }
+
+// payload19: 19.0+ payloads carry job_info.pipeline_id, features.tracing
+// (object or null), suspend_options and services[].variables.
+func (v runnerVersion) payload19() bool { return v.atLeast(19, 0) }
+
+// prepareTimeout: 19.0+ bounds config_exec, prepare_exec and the
+// prepare_script run_exec call (retries included) by prepare_timeout.
+func (v runnerVersion) prepareTimeout() bool { return v.atLeast(19, 0) }
+
+// getSourcesTimeout: 19.1+ bounds get_sources (all attempts) by
+// get_sources_timeout.
+func (v runnerVersion) getSourcesTimeout() bool { return v.atLeast(19, 1) }
+
+// subshellBody: 19.1+ runs the bash body as
+// `(trap 'exit 1' TERM; eval '...') < /dev/null` with the header trap
+// `trap 'exit 1' TERM` (FF_USE_LEGACY_BASH_EVAL=true brings the old
+// `: | eval '...'` back).
+func (v runnerVersion) subshellBody() bool { return v.atLeast(19, 1) }
+
+// gitConfigGlobal: 19.2+ exports GIT_CONFIG_GLOBAL=<runner temp>/.glr.gconf
+// in every stage when FF_GIT_URLS_WITHOUT_TOKENS is true.
+func (v runnerVersion) gitConfigGlobal() bool { return v.atLeast(19, 2) }
+
+// cleanupExportsAll: 19.3+'s cleanup_file_variables exports every job
+// variable and GITLAB_ENV, reads the file back and runs `git credential
+// reject`; get_sources ends with the same best-effort reject.
+func (v runnerVersion) cleanupExportsAll() bool { return v.atLeast(19, 3) }
