@@ -30,6 +30,9 @@ func errorMessage(obj *Object, verb string, err error) string {
 		return fmt.Sprintf("error: %s: %v", obj.Location(), err)
 	case errors.As(err, &status):
 		s := status.Status()
+		if u := unknownFieldsStatus(s); u != nil {
+			s = *u
+		}
 		reason := ""
 		if s.Reason != "" && s.Reason != metav1.StatusReasonUnknown {
 			reason = " (" + string(s.Reason) + ")"
@@ -42,6 +45,33 @@ func errorMessage(obj *Object, verb string, err error) string {
 	default:
 		return fmt.Sprintf("error: when %s %s (%s): %v", verb, obj.Ref(), obj.Location(), err)
 	}
+}
+
+// unknownFieldsStatus rewrites the server's refusal of a server-side apply
+// carrying fields the schema does not declare (a 500 without a reason:
+// "failed to create typed patch object (ns/x; apps/v1, Kind=Deployment):
+// .spec.replicaz: field not declared in schema") as the BadRequest kubectl's
+// create or patch gets for the same manifest ("strict decoding error:
+// unknown field "spec.replicaz""): the reason and wording people and
+// scripts grep for. The server's own words follow in parentheses: they
+// name a list element by its key, where kubectl's message gives an index.
+// It returns nil for any other status.
+func unknownFieldsStatus(s metav1.Status) *metav1.Status {
+	if s.Reason != "" && s.Reason != metav1.StatusReasonUnknown && s.Reason != metav1.StatusReasonInternalError {
+		return nil
+	}
+	ms := unknownFieldRE.FindAllStringSubmatch(s.Message, -1)
+	if len(ms) == 0 {
+		return nil
+	}
+	var fields, detail []string
+	for _, m := range ms {
+		fields = append(fields, fmt.Sprintf("unknown field %q", strings.TrimPrefix(m[1], ".")))
+		detail = append(detail, m[0])
+	}
+	s.Reason, s.Code = metav1.StatusReasonBadRequest, 400
+	s.Message = fmt.Sprintf("strict decoding error: %s (server-side apply: %s)", strings.Join(fields, ", "), strings.Join(detail, "; "))
+	return &s
 }
 
 // conflictHelp explains a server-side apply conflict: the server's causes

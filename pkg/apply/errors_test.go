@@ -63,3 +63,37 @@ func TestPrinterKeepsInputOrder(t *testing.T) {
 		t.Fatalf("out %q err %q", out.String(), errOut.String())
 	}
 }
+
+// A manifest with a field the schema does not declare: the server refuses
+// the server-side apply with a 500 and no reason; ferry prints it as the
+// BadRequest kubectl's create gets, with kubectl's words ("strict decoding
+// error: unknown field") and the server's in parentheses.
+func TestUnknownFieldIsBadRequest(t *testing.T) {
+	o := testObj(t)
+	for _, tc := range []struct {
+		msg  string
+		want string
+	}{
+		{"failed to create typed patch object (ns/x; apps/v1, Kind=Deployment): .spec.replicaz: field not declared in schema",
+			`Error from server (BadRequest): error when applying "d.yaml:2": strict decoding error: unknown field "spec.replicaz" (server-side apply: .spec.replicaz: field not declared in schema)`},
+		{"failed to create typed patch object (ns/x; apps/v1, Kind=Deployment): errors:\n  .spec.bogus: field not declared in schema\n  .spec.template.spec.containers[name=\"app\"].typo: field not declared in schema",
+			`Error from server (BadRequest): error when applying "d.yaml:2": strict decoding error: unknown field "spec.bogus", unknown field "spec.template.spec.containers[name=\"app\"].typo" (server-side apply: .spec.bogus: field not declared in schema; .spec.template.spec.containers[name="app"].typo: field not declared in schema)`},
+	} {
+		for _, reason := range []metav1.StatusReason{"", metav1.StatusReasonUnknown, metav1.StatusReasonInternalError} {
+			err := &apierrors.StatusError{ErrStatus: metav1.Status{Status: "Failure", Code: 500, Reason: reason, Message: tc.msg}}
+			if got := errorMessage(o, "applying", err); got != tc.want {
+				t.Errorf("reason %q:\n got %s\nwant %s", reason, got, tc.want)
+			}
+		}
+	}
+	// Any other status keeps its own reason and words.
+	invalid := apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "x", nil)
+	invalid.ErrStatus.Message += ": .spec.x: field not declared in schema"
+	if got := errorMessage(o, "applying", invalid); !strings.HasPrefix(got, `Error from server (Invalid): error when applying "d.yaml:2": Deployment.apps "x" is invalid`) {
+		t.Errorf("invalid: %s", got)
+	}
+	notFound := apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "nope")
+	if got, want := errorMessage(o, "applying", notFound), `Error from server (NotFound): error when applying "d.yaml:2": namespaces "nope" not found`; got != want {
+		t.Errorf("not found:\n got %s\nwant %s", got, want)
+	}
+}
