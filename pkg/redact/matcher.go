@@ -15,25 +15,32 @@ import "encoding/binary"
 type matcher struct {
 	class    [256]uint8 // byte -> class
 	nclass   int32
-	delta    []int32 // state*nclass + class -> next state (failure links folded in); nil once built
 	matchLen []int32 // longest secret ending in this state, 0 if none
 	// live is the length of the longest suffix of the text read so far that
 	// is a proper prefix of some secret and so may still become (part of) a
 	// match: that many trailing bytes must be held back.
 	live   []int32
 	maxLen int
-	// fast is delta premultiplied by nclass (the row offset of the next
-	// state), negative (-offset-1) when the next state has a match.
-	fast []int32
+	// fast is the dense table: for a dense state s and class c,
+	// fast[s*nclass+c] is the next state premultiplied by nclass (its row
+	// offset), or -next-1 when the next state has a match or is deep.
+	fast   []int32
+	ndense int32 // states 0..ndense-1 are dense (have a row in fast)
+	// The deep states' trie: the children of s are the states first[s] ..
+	// first[s+1]-1, label[k] is the class of the edge into k, and fail[k]
+	// is k's failure link (kept for every state; only deep ones use it).
+	first []int32
+	label []uint8
+	fail  []int32
 	// Skip filter: while the automaton is at most one byte deep, no match
 	// can start at j unless buf[j:j+2] begins some secret (or buf[j] does, at
 	// the end of buf). Checking that needs no automaton step, and the loads
 	// are independent of each other, so it runs several times faster than
 	// the automaton through ordinary log text.
-	skip    bool
-	shallow int32 // states 0..shallow-1 are the root and depth-1 states
-	first   [256]bool
-	pair    [65536]bool
+	skip      bool
+	shallow   int32 // states 0..shallow-1 are the root and depth-1 states
+	firstByte [256]bool
+	pair      [65536]bool
 	// Stride filter (a q-gram filter in the manner of Wu-Manber): every
 	// secret is at least win bytes long, so a match starting at j covers
 	// the 4-byte blocks ending at j+3 .. j+win-1. block holds (hashed) every
@@ -64,6 +71,25 @@ const (
 // 6-bit fields the bits in it.
 func blockHash(u uint32) uint64 { return uint64(u) * 0x9E3779B97F4A7C15 }
 
+// Dense and deep states. A dense row costs nclass entries, so making every
+// state dense would make a long secret (a 5 MB masked variable has five
+// million states) cost gigabytes and most of a minute to compile, in every
+// stage. Only the states near the root are dense: they are the ones ordinary
+// text visits, and run's fast path needs. The deeper ones, reached only while
+// the text repeats more than maxDenseDepth bytes of a secret, keep the plain
+// Aho-Corasick form: their trie children (numbered consecutively, so one
+// index each) and a failure link. Compiling and memory are then linear in the
+// secrets' total length with a small constant (about 40 bytes a byte while
+// compiling, 17 after), and so is the scan: each failure step leads to a
+// shallower state.
+var (
+	// maxDenseDepth: states deeper than this are sparse.
+	maxDenseDepth int32 = 64
+	// maxDenseEntries caps the dense table (4 bytes an entry), however
+	// many secrets there are; the root and depth-1 states are always dense.
+	maxDenseEntries = 4 << 20
+)
+
 func newMatcher(patterns []string) *matcher {
 	m := &matcher{}
 	// Byte classes: class 0 is "in no pattern".
@@ -83,103 +109,141 @@ func newMatcher(patterns []string) *matcher {
 			m.nclass++
 		}
 	}
-	// Trie. Before the failure links are folded in, -1 means "no edge".
 	nc := m.nclass
-	newState := func() int32 {
-		for i := int32(0); i < nc; i++ {
-			m.delta = append(m.delta, -1)
-		}
-		m.matchLen = append(m.matchLen, 0)
-		m.live = append(m.live, 0)
-		return int32(len(m.matchLen) - 1)
+	// The bare trie, children in sibling lists (-1 ends a list), sized for
+	// the worst case (no shared prefixes) so that nothing grows by copying.
+	total := 1
+	for _, p := range patterns {
+		total += len(p)
 	}
-	depth := []int32{0}
-	newState()
+	firstChild := append(make([]int32, 0, total), -1)
+	sibling := append(make([]int32, 0, total), -1)
+	edge := append(make([]uint8, 0, total), 0)
+	end := append(make([]int32, 0, total), 0)
 	for _, p := range patterns {
 		s := int32(0)
 		for i := 0; i < len(p); i++ {
-			c := int32(m.class[p[i]])
-			next := m.delta[s*nc+c]
-			if next < 0 {
-				next = newState()
-				depth = append(depth, depth[s]+1)
-				m.delta[s*nc+c] = next
+			c := m.class[p[i]]
+			t := firstChild[s]
+			for t >= 0 && edge[t] != c {
+				t = sibling[t]
 			}
-			s = next
-		}
-		if int32(len(p)) > m.matchLen[s] {
-			m.matchLen[s] = int32(len(p))
-		}
-	}
-	// hasChild must be computed on the bare trie, before edges are folded.
-	hasChild := make([]bool, len(m.matchLen))
-	for s := range hasChild {
-		for c := int32(0); c < nc; c++ {
-			if m.delta[int32(s)*nc+c] >= 0 {
-				hasChild[s] = true
-				break
+			if t < 0 {
+				t = int32(len(edge))
+				firstChild = append(firstChild, -1)
+				sibling = append(sibling, firstChild[s])
+				edge = append(edge, c)
+				end = append(end, 0)
+				firstChild[s] = t
 			}
+			s = t
 		}
+		end[s] = max(end[s], int32(len(p)))
 	}
-	// Breadth-first: failure links, inherited outputs, folded transitions.
-	fail := make([]int32, len(m.matchLen))
-	queue := make([]int32, 0, len(m.matchLen))
-	order := []int32{0} // states in breadth-first order
-	for c := int32(0); c < nc; c++ {
-		if t := m.delta[c]; t < 0 {
-			m.delta[c] = 0
-		} else {
-			fail[t] = 0
-			queue = append(queue, t)
+	n := int32(len(edge))
+	// Breadth-first, numbering the states in the order they are reached:
+	// the root and the states one byte deep come first (run tells them
+	// apart by number), a failure link always points to a lower number,
+	// and the children of a state have consecutive numbers.
+	node := make([]int32, 1, n) // state -> trie node
+	depth := make([]int32, 1, n)
+	m.matchLen = make([]int32, n)
+	m.live = make([]int32, n)
+	m.fail = make([]int32, 1, n)
+	m.label = make([]uint8, 1, n)
+	m.first = make([]int32, 0, n+1)
+	var dense []int32 // rows of the dense states so far; plain state numbers
+	m.ndense = n
+	for s := int32(0); s < n; s++ {
+		o, f := node[s], m.fail[s]
+		if m.ndense == n && depth[s] > 1 && (depth[s] > maxDenseDepth || int(s+1)*int(nc) > maxDenseEntries) {
+			m.ndense = s // this one and all after it are deep
 		}
-	}
-	if hasChild[0] {
-		m.live[0] = 0
-	}
-	for len(queue) > 0 {
-		s := queue[0]
-		queue = queue[1:]
-		order = append(order, s)
-		f := fail[s]
-		// A state's own match is longer than anything on its failure chain.
-		if m.matchLen[s] == 0 {
+		m.matchLen[s] = end[o]
+		if end[o] == 0 {
+			// A state's own match is longer than any on its failure chain.
 			m.matchLen[s] = m.matchLen[f]
 		}
-		if hasChild[s] {
+		if firstChild[o] >= 0 {
 			m.live[s] = depth[s]
 		} else {
 			m.live[s] = m.live[f]
 		}
-		for c := int32(0); c < nc; c++ {
-			t := m.delta[s*nc+c]
-			if t < 0 {
-				m.delta[s*nc+c] = m.delta[f*nc+c]
-				continue
+		m.first = append(m.first, int32(len(node)))
+		for t := firstChild[o]; t >= 0; t = sibling[t] {
+			c := edge[t]
+			ft := int32(0)
+			if s > 0 {
+				ft = m.build(dense, f, c)
 			}
-			fail[t] = m.delta[f*nc+c]
-			queue = append(queue, t)
+			node = append(node, t)
+			depth = append(depth, depth[s]+1)
+			m.fail = append(m.fail, ft)
+			m.label = append(m.label, c)
+		}
+		if s < m.ndense {
+			// The trie edges, else the failure state's row.
+			row := len(dense)
+			if s == 0 {
+				dense = append(dense, make([]int32, nc)...)
+			} else {
+				dense = append(dense, dense[f*nc:f*nc+nc]...)
+			}
+			for k := m.first[s]; k < int32(len(node)); k++ {
+				dense[row+int(m.label[k])] = k
+			}
 		}
 	}
-	m.renumber(order, depth)
-	m.fast = make([]int32, len(m.delta))
-	for i, t := range m.delta {
+	m.first = append(m.first, n)
+	for s := int32(0); s < n && depth[s] <= 1; s++ {
+		m.shallow = s + 1
+	}
+	// run leaves its fast path for a state with a match or a deep one.
+	m.fast = make([]int32, len(dense))
+	for i, t := range dense {
 		m.fast[i] = t * nc
-		if m.matchLen[t] > 0 {
-			m.fast[i] = -t*nc - 1
+		if m.matchLen[t] > 0 || t >= m.ndense {
+			m.fast[i] = -t - 1
 		}
 	}
-	m.delta = nil // only fast is used from here on: half the memory
 	// The skip filter is exact only if every secret has at least 2 bytes.
 	m.skip = true
 	for _, p := range patterns {
 		if len(p) < 2 {
 			m.skip = false
 		}
-		m.first[p[0]] = true
+		m.firstByte[p[0]] = true
 		m.pair[int(p[0])<<8|int(p[1%len(p)])] = true
 	}
 	m.buildStride(patterns)
 	return m
+}
+
+// build is the transition from s on class c while newMatcher numbers the
+// states: dense holds the rows of the dense states so far, and everything
+// sparse needs is known for the states before the one being numbered.
+func (m *matcher) build(dense []int32, s int32, c uint8) int32 {
+	s, ok := m.sparse(s, c, int32(len(dense)/int(m.nclass)))
+	if ok {
+		return s
+	}
+	return dense[s*m.nclass+int32(c)]
+}
+
+// sparse follows deep states (numbers from ndense on): it returns the child
+// on class c of s or of the first state on its failure chain that has one
+// (true), or else the first dense state on that chain (false), whose row
+// then gives the transition.
+func (m *matcher) sparse(s int32, c uint8, ndense int32) (int32, bool) {
+	for s >= ndense {
+		for k := m.first[s]; k < m.first[s+1]; k++ {
+			if m.label[k] == c {
+				return k, true
+			}
+		}
+		s = m.fail[s]
+	}
+	return s, false
 }
 
 // buildStride sets up the stride filter, with a window as long as the
@@ -208,44 +272,28 @@ func (m *matcher) buildStride(patterns []string) {
 	}
 }
 
-// renumber puts the states in breadth-first order, so that the root and the
-// states one byte deep are 0..shallow-1 and run can tell them apart cheaply.
-func (m *matcher) renumber(order, depth []int32) {
-	nc := m.nclass
-	perm := make([]int32, len(order))
-	for n, old := range order {
-		perm[old] = int32(n)
-		if depth[old] <= 1 {
-			m.shallow = int32(n) + 1
-		}
-	}
-	delta := make([]int32, len(m.delta))
-	matchLen := make([]int32, len(m.matchLen))
-	live := make([]int32, len(m.live))
-	for old, n := range perm {
-		for c := int32(0); c < nc; c++ {
-			delta[n*nc+c] = perm[m.delta[int32(old)*nc+c]]
-		}
-		matchLen[n] = m.matchLen[old]
-		live[n] = m.live[old]
-	}
-	m.delta, m.matchLen, m.live = delta, matchLen, live
-}
-
 // next is one automaton step, for the paths outside run.
 func (m *matcher) next(s int32, b byte) int32 {
-	t := m.fast[s*m.nclass+int32(m.class[b])]
+	c := m.class[b]
+	s, ok := m.sparse(s, c, m.ndense)
+	if ok {
+		return s
+	}
+	t := m.fast[s*m.nclass+int32(c)]
 	if t < 0 {
-		t = -t - 1
+		return -t - 1
 	}
 	return t / m.nclass
 }
 
 // run feeds buf[i:] to the automaton from state s and stops before the first
-// byte that leads to a state with a match (returning that byte's index and the
-// state before it), or at len(buf). It is the Writer's inner loop, so it uses
+// byte that leads to a state with a match or a deep one (returning that
+// byte's index and the state before it), or at len(buf). It is the Writer's inner loop, so it uses
 // the premultiplied table (one dependent load per byte) and the skip filter.
 func (m *matcher) run(buf []byte, i int, s int32) (int, int32) {
+	if s >= m.ndense {
+		return i, s // a deep state: scan steps through with next
+	}
 	fast, class, nc := m.fast, &m.class, m.nclass
 	low := m.shallow * nc
 	v := s * nc
@@ -304,7 +352,7 @@ func (m *matcher) nextStart(buf []byte, i int) int {
 			return i
 		}
 	}
-	if i == n-1 && m.first[buf[i]] {
+	if i == n-1 && m.firstByte[buf[i]] {
 		return i
 	}
 	return n

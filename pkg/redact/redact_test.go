@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -330,5 +331,54 @@ func TestSetSharedByConcurrentWriters(t *testing.T) {
 	}
 	if got, want := b.String(), strings.Repeat(Mask+" z\n", 1000); got != want {
 		t.Errorf("writer b: %q...", got[:40])
+	}
+}
+
+// TestRedactDeepStates runs the random comparisons again with almost every
+// state deep (sparse children and failure links instead of dense rows), as
+// a long secret's states are past maxDenseDepth: the two forms must match
+// the same text.
+func TestRedactDeepStates(t *testing.T) {
+	defer func(d int32, e int) { maxDenseDepth, maxDenseEntries = d, e }(maxDenseDepth, maxDenseEntries)
+	for _, lim := range []struct {
+		depth   int32
+		entries int
+	}{{1, 1 << 20}, {2, 1 << 20}, {5, 1 << 20}, {64, 64}} {
+		maxDenseDepth, maxDenseEntries = lim.depth, lim.entries
+		t.Run(fmt.Sprintf("depth%d-entries%d", lim.depth, lim.entries), func(t *testing.T) {
+			if m := newMatcher([]string{"abcdefghijklmnop"}); m.ndense >= int32(len(m.matchLen)) {
+				t.Fatalf("all %d states dense", m.ndense)
+			}
+			TestRedactCases(t)
+			TestRedactRandom(t)
+			TestRedactRandomLong(t)
+		})
+	}
+}
+
+// A long secret compiles in time and memory linear in its length: a dense
+// row for each of its states would take 64 classes x 4 bytes a byte (1.3 GB
+// and most of a minute for the 5 MB of the red team's masked variable).
+func TestLongSecretIsLinear(t *testing.T) {
+	raw := make([]byte, 3<<20)
+	rand.New(rand.NewSource(3)).Read(raw)
+	secret := base64.StdEncoding.EncodeToString(raw) // 4 MiB
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	set := NewSet(Variants(secret))
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64*uint64(len(secret)) {
+		t.Errorf("compiling a %d-byte secret allocated %d bytes (%d a byte); want linear with a small constant", len(secret), alloc, alloc/uint64(len(secret)))
+	}
+	if n := len(set.m.fast); n > maxDenseEntries+256*256 {
+		t.Errorf("dense table of %d entries for one secret", n)
+	}
+	var out strings.Builder
+	w := set.Writer(&out)
+	io.WriteString(w, "a "+secret[:len(secret)/2]+" b "+secret+" c "+secret[1:]+"\n")
+	w.Close()
+	if want := "a " + secret[:len(secret)/2] + " b " + Mask + " c " + secret[1:] + "\n"; out.String() != want {
+		t.Errorf("long secret not masked exactly (output %d bytes, want %d)", out.Len(), len(want))
 	}
 }
