@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,8 +53,10 @@ func dpkg(t *testing.T, args ...string) string {
 }
 
 // The .deb installs with dpkg -i, the installed ferry is the packaged
-// version, runs a job (its kubectl through the engine it unpacks) and passes
-// ferry check; dpkg -r removes it and leaves the runner's state alone. The
+// version, runs a job (its kubectl the root-owned one the package installed
+// in /usr/lib/ferry: nothing is unpacked into the runner's state dir) and
+// passes ferry check; dpkg -r removes it and leaves the runner's state
+// alone. The
 // tarball and SHA256SUMS come from the same run. Built once, for this
 // host's arch.
 func TestDebInstallRunRemove(t *testing.T) {
@@ -71,13 +74,13 @@ func TestDebInstallRunRemove(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	bin, err := ferrybuild.BuildVersion(filepath.Join(dir, "build"), pkgVersion)
+	bin, lib, err := ferrybuild.BuildPackaged(filepath.Join(dir, "build"), pkgVersion)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dist := filepath.Join(dir, "dist")
 	root := ferrybuild.RepoRoot()
-	sh(t, root, "bash", "scripts/package.sh", "-v", pkgVersion, "-a", runtime.GOARCH, "-b", bin, "-o", dist)
+	sh(t, root, "bash", "scripts/package.sh", "-v", pkgVersion, "-a", runtime.GOARCH, "-b", bin, "-l", lib, "-o", dist)
 
 	deb := filepath.Join(dist, "ferry_"+debVersion+"_"+runtime.GOARCH+".deb")
 	tarball := "ferry_" + pkgVersion + "_linux_" + runtime.GOARCH + ".tar.gz"
@@ -100,7 +103,18 @@ func TestDebInstallRunRemove(t *testing.T) {
 		t.Errorf("installed ferry says %q, want ferry %s", got, pkgVersion)
 	}
 	files := dpkg(t, "-L", "ferry")
-	for _, f := range []string{installed, "/usr/share/doc/ferry/config.toml.example", "/usr/share/doc/ferry/README.md", "/usr/share/doc/ferry/docs/executor.md"} {
+	libs, _ := filepath.Glob(filepath.Join(lib, "ferry-*"))
+	if len(libs) != 2 {
+		t.Fatalf("build -l wrote %q, want the engine and the kubectl", libs)
+	}
+	for _, l := range libs {
+		f := "/usr/lib/ferry/" + filepath.Base(l)
+		fi, err := os.Stat(f)
+		if err != nil || fi.Mode().Perm() != 0o755 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s: %v %v, want root's, mode 0755", f, err, fi)
+		}
+	}
+	for _, f := range []string{installed, "/usr/lib/ferry/" + filepath.Base(libs[0]), "/usr/lib/ferry/" + filepath.Base(libs[1]), "/usr/share/doc/ferry/config.toml.example", "/usr/share/doc/ferry/README.md", "/usr/share/doc/ferry/docs/executor.md"} {
 		if !strings.Contains(files, f+"\n") {
 			t.Errorf("package lacks %s:\n%s", f, files)
 		}
@@ -138,14 +152,14 @@ func TestDebInstallRunRemove(t *testing.T) {
 	if err != nil || strings.Contains(string(out), "glrt-PLANTED") {
 		t.Errorf("ferry check of the installed ferry: %v\n%s", err, out)
 	}
-	for _, want := range []string{"ok    ferry: ferry " + pkgVersion, "ok    engine: unpacks into the state dir " + state, "reports ferry " + pkgVersion, `ok    runner "pkg": custom executor ferry (` + installed + ")"} {
+	for _, want := range []string{"ok    ferry: ferry " + pkgVersion, "ok    engine: installed, root-owned: nothing to unpack or compare; /usr/lib/ferry/ferry-engine-", "reports ferry " + pkgVersion, `ok    runner "pkg": custom executor ferry (` + installed + ")"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("ferry check does not say %q:\n%s", want, out)
 		}
 	}
 
-	// The runner's state (the unpacked engine, a job dir of a job in
-	// flight) outlives the package.
+	// The runner's state (a job dir of a job in flight) outlives the
+	// package; the job had nothing unpacked into it.
 	leftover := filepath.Join(state, "jobs", "00000000-1", "meta.json")
 	if err := os.MkdirAll(filepath.Dir(leftover), 0o700); err != nil {
 		t.Fatal(err)
@@ -155,12 +169,12 @@ func TestDebInstallRunRemove(t *testing.T) {
 	}
 	before := sh(t, state, "find", ".", "-printf", "%p %s %m\n")
 	dpkg(t, "-r", "ferry")
-	for _, gone := range []string{installed, "/usr/share/doc/ferry"} {
+	for _, gone := range []string{installed, "/usr/share/doc/ferry", "/usr/lib/ferry"} {
 		if _, err := os.Lstat(gone); err == nil {
 			t.Errorf("%s is still there after dpkg -r", gone)
 		}
 	}
-	if after := sh(t, state, "find", ".", "-printf", "%p %s %m\n"); after != before || !strings.Contains(after, "ferry-engine-") {
+	if after := sh(t, state, "find", ".", "-printf", "%p %s %m\n"); after != before || strings.Contains(after, "ferry-engine-") {
 		t.Errorf("dpkg -r changed the runner's state dir:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }

@@ -6,7 +6,11 @@
 # installs one file. Why three binaries: docs/executor.md, "Two binaries in
 # one file", and docs/kubectl.md, "Two kubectl binaries".
 #
-#   scripts/build.sh [-o OUT] [-v VERSION] [-c]
+#   scripts/build.sh [-o OUT] [-v VERSION] [-c] [-l LIBDIR]
+#
+# -l also writes the two embedded binaries to LIBDIR as ferry-engine-SUM and
+# ferry-kubectl-SUM: the files a package installs in /usr/lib/ferry, which
+# the ferry beside them runs without unpacking (pkg/enginebin, Installed).
 #
 # -c builds both with coverage instrumentation of ferry's packages (for the
 # process tests: FERRY_COVERDIR, docs/bad-input.md); such a binary writes
@@ -20,12 +24,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/bin/ferry
 version=
 cover=()
-while getopts o:v:c opt; do
+libdir=
+while getopts o:v:cl: opt; do
   case $opt in
     o) out=$OPTARG ;;
     v) version=$OPTARG ;;
     c) cover=(-cover -covermode=atomic -coverpkg=gitlab.com/ferry-ci/ferry/...) ;;
-    *) echo "usage: $0 [-o OUT] [-v VERSION] [-c]" >&2; exit 2 ;;
+    l) libdir=$OPTARG ;;
+    *) echo "usage: $0 [-o OUT] [-v VERSION] [-c] [-l LIBDIR]" >&2; exit 2 ;;
   esac
 done
 GO=${GO:-go}
@@ -49,3 +55,9 @@ printf '{"Replace":{"%s":"%s","%s":"%s"}}\n' "$root/executor/ferry-engine.bin" "
 mkdir -p "$(dirname "$out")"
 CGO_ENABLED=0 "$GO" build -trimpath ${cover[@]+"${cover[@]}"} -tags ferry_embed -overlay "$tmp/overlay.json" \
   -ldflags "$ldflags -X gitlab.com/ferry-ci/ferry/pkg/enginebin.EmbeddedSum=$sum" -o "$out" ./executor
+if [ -n "$libdir" ]; then
+  # The names pkg/enginebin gives them: the pair's sum, 16 hex digits.
+  mkdir -p "$libdir"
+  install -m 0755 "$tmp/ferry-engine" "$libdir/ferry-engine-${sum:0:16}"
+  install -m 0755 "$tmp/ferry-kubectl" "$libdir/ferry-kubectl-${sum:0:16}"
+fi

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Builds ferry's release files into dist/ (make package):
 #   ferry_<version>_<arch>.deb          nfpm (packaging/nfpm.yaml): /usr/bin/ferry,
+#                                       /usr/lib/ferry/ferry-{engine,kubectl}-SUM (root-owned:
+#                                       ferry runs them without unpacking its own copy),
 #                                       /usr/share/doc/ferry/{README.md,config.toml.example,docs/}
 #   ferry_<version>_linux_<arch>.tar.gz the same files in one directory
 #   SHA256SUMS                          of all of them
 #
-#   scripts/package.sh [-v VERSION] [-a "amd64 arm64"] [-o DIR] [-b FERRY]
+#   scripts/package.sh [-v VERSION] [-a "amd64 arm64"] [-o DIR] [-b FERRY -l LIBDIR]
 #
 # Each arch gets its own build (scripts/build.sh with GOARCH): the engine
 # embedded in ferry is built for the same arch. -b packages an existing ferry
-# build instead (one arch; tests build once and package that). nfpm comes from
+# build instead (one arch; tests build once and package that), with -l the
+# directory its scripts/build.sh -l wrote the engine and kubectl to. nfpm comes from
 # the module proxy, pinned in tools/go.mod, so it stays out of ferry's own
 # go.mod.
 set -euo pipefail
@@ -19,13 +22,15 @@ version=
 arches="amd64 arm64"
 out=$root/dist
 prebuilt=
-while getopts v:a:o:b: opt; do
+prebuiltlib=
+while getopts v:a:o:b:l: opt; do
   case $opt in
     v) version=$OPTARG ;;
     a) arches=$OPTARG ;;
     o) out=$OPTARG ;;
     b) prebuilt=$OPTARG ;;
-    *) echo "usage: $0 [-v VERSION] [-a ARCHES] [-o DIR] [-b FERRY]" >&2; exit 2 ;;
+    l) prebuiltlib=$OPTARG ;;
+    *) echo "usage: $0 [-v VERSION] [-a ARCHES] [-o DIR] [-b FERRY -l LIBDIR]" >&2; exit 2 ;;
   esac
 done
 if [ -z "$version" ]; then
@@ -33,6 +38,10 @@ if [ -z "$version" ]; then
 fi
 if [ -n "$prebuilt" ] && [ "$(wc -w <<<"$arches")" != 1 ]; then
   echo "$0: -b packages one build: give its arch with -a" >&2
+  exit 2
+fi
+if [ -n "$prebuilt" ] && [ -z "$prebuiltlib" ]; then
+  echo "$0: -b needs -l, the engine and kubectl of that build (scripts/build.sh -l)" >&2
   exit 2
 fi
 # A Debian version starts with a digit and holds only [A-Za-z0-9.+~]
@@ -56,12 +65,19 @@ cd "$root"
 files=()
 for arch in $arches; do
   bin=$prebuilt
+  lib=$prebuiltlib
   if [ -z "$bin" ]; then
     bin=$work/$arch/ferry
-    GOARCH=$arch GO=$GO scripts/build.sh -o "$bin" -v "$version"
+    lib=$work/$arch/lib
+    GOARCH=$arch GO=$GO scripts/build.sh -o "$bin" -v "$version" -l "$lib"
+  fi
+  lib=$(cd "$lib" && pwd)
+  if [ "$(ls "$lib"/ferry-engine-* "$lib"/ferry-kubectl-* 2>/dev/null | wc -l)" != 2 ]; then
+    echo "$0: $lib must hold one ferry-engine-SUM and one ferry-kubectl-SUM" >&2
+    exit 1
   fi
   deb=ferry_${debversion}_${arch}.deb
-  FERRY_PKG_ARCH=$arch FERRY_PKG_VERSION=$debversion FERRY_PKG_BINARY=$bin \
+  FERRY_PKG_ARCH=$arch FERRY_PKG_VERSION=$debversion FERRY_PKG_BINARY=$bin FERRY_PKG_LIBDIR=$lib \
     "$work/nfpm" package --packager deb --config packaging/nfpm.yaml --target "$out/$deb" >/dev/null
   files+=("$deb")
 

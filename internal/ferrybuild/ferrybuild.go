@@ -61,6 +61,19 @@ func BuildVersion(dir, version string) (string, error) {
 	return out, nil
 }
 
+// BuildPackaged is BuildVersion that also writes the embedded engine and
+// small kubectl into dir/lib (scripts/build.sh -l), as a package installs
+// them in /usr/lib/ferry. It returns the ferry binary and that directory.
+func BuildPackaged(dir, version string) (bin, lib string, err error) {
+	bin, lib = filepath.Join(dir, "ferry"), filepath.Join(dir, "lib")
+	cmd := exec.Command("bash", filepath.Join(RepoRoot(), "scripts", "build.sh"), "-o", bin, "-v", version, "-l", lib)
+	cmd.Dir = RepoRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("building ferry with scripts/build.sh -l: %w\n%s", err, b)
+	}
+	return bin, lib, nil
+}
+
 // BuildEngine builds only the engine (executor/engine) into dir/ferry-engine,
 // for tests and benchmarks of the engine's own code (kubectl apply).
 func BuildEngine(dir string) (string, error) {

@@ -11,6 +11,11 @@
 // which execs the engine for what it does not do itself: both are unpacked
 // side by side under one sum, ferry-engine-SUM and ferry-kubectl-SUM, so
 // each finds the other by name (Partner).
+//
+// A package (the .deb) also installs both, root-owned and under the same
+// names, in <prefix>/lib/ferry/ beside <prefix>/bin/ferry. No job can write
+// them, so ferry runs them as they are: nothing to unpack or compare at each
+// prepare (Installed).
 package enginebin
 
 import (
@@ -77,6 +82,15 @@ func Locate(stateRoot string, getenv func(string) (string, bool), warn func(stri
 		return p, nil
 	}
 	if embedded != "" {
+		p, reason := Installed()
+		if reason == "" {
+			return p, nil
+		}
+		if p != "" && warn != nil {
+			// Installed files ferry may not trust: say why, every time,
+			// until an admin fixes the install.
+			warn(fmt.Sprintf("ferry: not using the installed engine %s: %s; unpacking the embedded one into the state dir", p, reason))
+		}
 		if stateRoot == "" {
 			return "", errors.New("ferry: HOME is not set: give --state-dir, where ferry unpacks its engine")
 		}
@@ -116,6 +130,108 @@ func checkExecutable(p string) error {
 	return nil
 }
 
+// LibDir is where a package installs the engine and the small kubectl,
+// relative to the directory of the ferry binary: /usr/bin/ferry ->
+// /usr/lib/ferry.
+const LibDir = "../lib/ferry"
+
+// selfPath is the running ferry binary (a variable for tests).
+var selfPath = func() (string, error) {
+	p, err := os.Executable()
+	if err == nil {
+		p, err = filepath.EvalSymlinks(p)
+	}
+	return p, err
+}
+
+// embeddedSum is the sum naming the embedded pair's files (16 hex digits).
+func embeddedSum() string {
+	sum := EmbeddedSum
+	if sum == "" {
+		h := sha256.Sum256([]byte(embedded + embeddedKubectl))
+		sum = hex.EncodeToString(h[:])
+	}
+	if len(sum) > 16 {
+		sum = sum[:16]
+	}
+	return sum
+}
+
+// Installed returns the engine a package installed for this very ferry:
+// LibDir/ferry-engine-SUM (and ferry-kubectl-SUM beside it), SUM being the
+// embedded pair's, so a file of another version is never taken. reason is
+// "" when ferry may run it without unpacking or comparing anything: it and
+// its kubectl are regular executable files owned by root that only root
+// can write, in directories (up to /) only root can change. Otherwise
+// reason says why not; p is "" when there is no installed engine at all
+// (make build's single file), which needs no word.
+func Installed() (p, reason string) {
+	if embedded == "" {
+		return "", "this ferry carries no engine"
+	}
+	self, err := selfPath()
+	if err != nil {
+		return "", err.Error()
+	}
+	dir := filepath.Clean(filepath.Join(filepath.Dir(self), LibDir))
+	sum := embeddedSum()
+	p = filepath.Join(dir, SiblingName+"-"+sum)
+	if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+		if _, derr := os.Stat(dir); derr != nil {
+			return "", "no " + dir
+		}
+		// The directory is there, this version's engine is not: a
+		// half-done upgrade, or a package of another build.
+		return p, fmt.Sprintf("it is missing (%s holds no engine of this ferry's build %s)", dir, sum)
+	}
+	files := []string{p}
+	if embeddedKubectl != "" {
+		files = append(files, filepath.Join(dir, KubectlName+"-"+sum))
+	}
+	for _, f := range files {
+		if err := rootOnly(f, false); err != nil {
+			return p, err.Error()
+		}
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if err := rootOnly(d, true); err != nil {
+			return p, err.Error()
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	return p, ""
+}
+
+// rootOnly checks that p is owned by root and that no one else can change
+// it: a file no other user can write, or a directory no other user can add
+// to or rename in (a sticky one, such as /tmp, lets only the owner of an
+// entry rename or remove it).
+func rootOnly(p string, isDir bool) error {
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner information", p)
+	}
+	switch {
+	case isDir && !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", p)
+	case !isDir && !fi.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", p)
+	case !isDir && fi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("%s is not executable", p)
+	case st.Uid != 0:
+		return fmt.Errorf("%s is owned by uid %d, not root", p, st.Uid)
+	case fi.Mode().Perm()&0o022 != 0 && !(isDir && fi.Mode()&os.ModeSticky != 0):
+		return fmt.Errorf("%s is writable by others than root (mode %v)", p, fi.Mode().Perm())
+	}
+	return nil
+}
+
 // unpack writes the embedded engine to stateRoot/engine/ferry-engine-<sum>,
 // and the small kubectl to ferry-kubectl-<sum> beside it, unless they are
 // there already, byte for byte. The directory is private (0700, owned by
@@ -130,14 +246,7 @@ func checkExecutable(p string) error {
 // carries (~80 MB from the page cache: a few milliseconds, cheaper than
 // hashing them) and unpacks them again when they differ.
 func unpack(stateRoot string, warn func(string)) (string, error) {
-	sum := EmbeddedSum
-	if sum == "" {
-		h := sha256.Sum256([]byte(embedded + embeddedKubectl))
-		sum = hex.EncodeToString(h[:])
-	}
-	if len(sum) > 16 {
-		sum = sum[:16]
-	}
+	sum := embeddedSum()
 	dir := filepath.Join(stateRoot, DirName)
 	if err := jobstate.EnsureDir(stateRoot, false); err != nil {
 		return "", err

@@ -364,3 +364,98 @@ func TestUnpacksKubectlBesideEngine(t *testing.T) {
 		t.Errorf("engine dir: %d entries, want the v2 and v3 pairs", len(ents))
 	}
 }
+
+// A package installs the engine and the small kubectl root-owned in
+// <prefix>/lib/ferry beside <prefix>/bin/ferry: ferry runs them as they are,
+// unpacking and comparing nothing. Anything a user other than root could
+// have changed (the files, their directories) or files of another build
+// make it unpack its own copy as before, saying why.
+func TestInstalledEngineIsUsedAsIs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the installed files must be root-owned (CI runs as root)")
+	}
+	const sum = "0123456789abcdef0123"
+	withEmbedded(t, fakeEngine, sum)
+	oldKubectl, oldSelf := embeddedKubectl, selfPath
+	embeddedKubectl = fakeEngine + "# kubectl\n"
+	t.Cleanup(func() { embeddedKubectl, selfPath = oldKubectl, oldSelf })
+
+	setup := func(t *testing.T) (prefix, engine, kubectl, state string) {
+		prefix = t.TempDir()
+		if err := os.Chmod(prefix, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		self := filepath.Join(prefix, "bin", "ferry")
+		lib := filepath.Join(prefix, "lib", "ferry")
+		for _, d := range []string{filepath.Dir(self), lib} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		engine, kubectl = filepath.Join(lib, "ferry-engine-"+sum[:16]), filepath.Join(lib, "ferry-kubectl-"+sum[:16])
+		for _, f := range []string{self, engine, kubectl} {
+			if err := os.WriteFile(f, []byte(fakeEngine), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		selfPath = func() (string, error) { return self, nil }
+		return prefix, engine, kubectl, filepath.Join(t.TempDir(), "state")
+	}
+
+	t.Run("trusted", func(t *testing.T) {
+		_, engine, kubectl, state := setup(t)
+		var warned []string
+		p, err := Locate(state, noEnv, func(s string) { warned = append(warned, s) })
+		if err != nil || p != engine || len(warned) > 0 {
+			t.Fatalf("Locate = %s, %v (warned %q); want the installed %s", p, err, warned, engine)
+		}
+		if _, err := os.Stat(filepath.Join(state, DirName)); !os.IsNotExist(err) {
+			t.Errorf("the state dir got an engine dir (%v): nothing should be unpacked", err)
+		}
+		if k := KubectlFor(p); k != kubectl {
+			t.Errorf("KubectlFor = %s, want %s", k, kubectl)
+		}
+	})
+	for _, tc := range []struct {
+		name, reason string
+		spoil        func(t *testing.T, prefix, engine, kubectl string) error
+	}{
+		{"group-writable engine", "is writable by others than root", func(t *testing.T, _, engine, _ string) error { return os.Chmod(engine, 0o775) }},
+		{"kubectl of another user", "is owned by uid 4242, not root", func(t *testing.T, _, _, kubectl string) error { return os.Chown(kubectl, 4242, 0) }},
+		{"world-writable lib dir", "is writable by others than root", func(t *testing.T, _, engine, _ string) error { return os.Chmod(filepath.Dir(engine), 0o777) }},
+		{"dir of another user", "is owned by uid 4242, not root", func(t *testing.T, prefix, _, _ string) error { return os.Chown(filepath.Join(prefix, "lib"), 4242, 0) }},
+		{"symlinked engine", "is not a regular file", func(t *testing.T, _, engine, _ string) error {
+			os.Rename(engine, engine+".real")
+			return os.Symlink(engine+".real", engine)
+		}},
+		{"another build's engine", "is missing", func(t *testing.T, _, engine, _ string) error {
+			return os.Rename(engine, strings.Replace(engine, sum[:16], "fedcba9876543210", 1))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prefix, engine, kubectl, state := setup(t)
+			if err := tc.spoil(t, prefix, engine, kubectl); err != nil {
+				t.Fatal(err)
+			}
+			var warned []string
+			p, err := Locate(state, noEnv, func(s string) { warned = append(warned, s) })
+			if err != nil || p != filepath.Join(state, DirName, "ferry-engine-"+sum[:16]) {
+				t.Fatalf("Locate = %s, %v; want the engine unpacked into the state dir", p, err)
+			}
+			if len(warned) != 1 || !strings.Contains(warned[0], "not using the installed engine "+engine) || !strings.Contains(warned[0], tc.reason) {
+				t.Errorf("warned %q, want one line naming %s and %q", warned, engine, tc.reason)
+			}
+		})
+	}
+	t.Run("no lib dir", func(t *testing.T) {
+		_, engine, _, state := setup(t)
+		if err := os.RemoveAll(filepath.Dir(engine)); err != nil {
+			t.Fatal(err)
+		}
+		var warned []string
+		p, err := Locate(state, noEnv, func(s string) { warned = append(warned, s) })
+		if err != nil || !strings.HasPrefix(p, state) || len(warned) > 0 {
+			t.Fatalf("Locate = %s, %v (warned %q); want a silent unpack (make build's single file)", p, err, warned)
+		}
+	})
+}

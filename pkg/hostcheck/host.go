@@ -65,6 +65,8 @@ func (c *checker) engine(stateRoot string) {
 		return
 	}
 	took := time.Since(start)
+	envEngine, _ := c.h.Getenv("FERRY_ENGINE")
+	installed := envEngine == "" && !strings.HasPrefix(p, root+string(filepath.Separator))
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, p, "version").CombinedOutput()
@@ -75,6 +77,11 @@ func (c *checker) engine(stateRoot string) {
 	}
 	if want := "ferry " + c.h.Version; got != want {
 		c.r.Fail(subject, "%s reports %q, this ferry is %q: FERRY_ENGINE names another version?", p, got, want)
+		return
+	}
+	if installed {
+		// A package's root-owned copy (pkg/enginebin.Installed).
+		c.r.OK(subject, "installed, root-owned: nothing to unpack or compare; %s reports %s", p, got)
 		return
 	}
 	c.r.OK(subject, "unpacks into %s in %s and runs: %s reports %s", where, took.Round(time.Millisecond), p, got)
