@@ -33,6 +33,9 @@ func errorMessage(obj *Object, verb string, err error) string {
 		if u := unknownFieldsStatus(s); u != nil {
 			s = *u
 		}
+		if s.Reason == metav1.StatusReasonInvalid {
+			return invalidMessage(obj, verb, s)
+		}
 		reason := ""
 		if s.Reason != "" && s.Reason != metav1.StatusReasonUnknown {
 			reason = " (" + string(s.Reason) + ")"
@@ -45,6 +48,44 @@ func errorMessage(obj *Object, verb string, err error) string {
 	default:
 		return fmt.Sprintf("error: when %s %s (%s): %v", verb, obj.Ref(), obj.Location(), err)
 	}
+}
+
+// invalidMessage prints a 422 as kubectl does, which is not its usual
+// "Error from server (Invalid): ...", but
+//
+//	The Deployment "app" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0
+//
+// (one "* field: message" line each after the first when there are
+// several), followed by where the object came from.
+func invalidMessage(obj *Object, verb string, s metav1.Status) string {
+	msg := "The request is invalid"
+	var causes []string
+	if d := s.Details; d == nil {
+		if s.Message != "" {
+			msg += ": " + s.Message
+		}
+	} else {
+		if d.Kind != "" || d.Name != "" {
+			msg = fmt.Sprintf("The %s %q is invalid", d.Kind, d.Name)
+		} else if s.Message != "" && len(d.Causes) == 0 {
+			msg += ": " + s.Message
+		}
+		seen := map[string]bool{}
+		for _, c := range d.Causes {
+			if m := fmt.Sprintf("%s: %s", c.Field, c.Message); !seen[m] {
+				seen[m] = true
+				causes = append(causes, m)
+			}
+		}
+	}
+	switch len(causes) {
+	case 0:
+	case 1:
+		msg += ": " + causes[0]
+	default:
+		msg += ": \n* " + strings.Join(causes, "\n* ")
+	}
+	return fmt.Sprintf("%s (when %s %q)", msg, verb, obj.Location())
 }
 
 // unknownFieldsStatus rewrites the server's refusal of a server-side apply
