@@ -136,6 +136,9 @@ func TestDebInstallRunRemove(t *testing.T) {
 	if !res.Succeeded() || !strings.Contains(res.Log, "Client Version: ferry "+pkgVersion) || !strings.Contains(res.Log, "job-ran-42") {
 		t.Fatalf("job with the installed ferry: %s %s\n%s\n%s", res.Status, res.Error, res.Log, res.SystemLog)
 	}
+	if strings.Contains(res.Log, "not using the installed engine") {
+		t.Errorf("the installed engine was not trusted:\n%s", res.Log)
+	}
 
 	// ferry check of a runner that calls the installed binary.
 	cfg := filepath.Join(dir, "config.toml")

@@ -10,9 +10,9 @@ out=$(mktemp); trap 'rm -f "$out"' EXIT
 section() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 section "stage overhead: ferry run vs bash on the same trivial stage script (target <= 1.5x), and the floor of any separate executor program"
-$GO test -run '^$' -bench 'BenchmarkRunStage$|BenchmarkSandboxCost|BenchmarkBashDirect|BenchmarkFerryStart|BenchmarkStageFloor|BenchmarkProcessStart|BenchmarkPrepare$' -count "${COUNT:-3}" -benchtime "${BENCHTIME:-300x}" ./stages | tee "$out"
+$GO test -run '^$' -bench 'BenchmarkRunStage$|BenchmarkSandboxCost|BenchmarkBashDirect|BenchmarkFerryStart|BenchmarkStageFloor|BenchmarkProcessStart|BenchmarkPrepare$|BenchmarkPreparePackaged' -count "${COUNT:-3}" -benchtime "${BENCHTIME:-300x}" ./stages | tee "$out"
 # Medians of the -count runs: one noisy run on a shared machine moves a mean.
-awk '/^Benchmark(RunStage|BashDirect|FerryStart|StageFloor|ProcessStart|Prepare)-/ { n=$1; sub(/-[0-9]+$/, "", n); v[n]=v[n] " " $3 }
+awk '/^Benchmark(RunStage|BashDirect|FerryStart|StageFloor|ProcessStart|Prepare|PreparePackaged)-/ { n=$1; sub(/-[0-9]+$/, "", n); v[n]=v[n] " " $3 }
   /^BenchmarkSandboxCost-/ { for (i = 4; i < NF; i++) if ($(i+1) ~ /^sandbox-(cpu|wall)-ms/) v[$(i+1)] = v[$(i+1)] " " $i }
   function median(s,   a, k, i, j, t) { k = split(s, a, " "); for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }; return a[int((k + 1) / 2)] }
   END { r = median(v["BenchmarkRunStage"]); b = median(v["BenchmarkBashDirect"]); f = median(v["BenchmarkStageFloor"]); s = median(v["BenchmarkFerryStart"])
@@ -20,8 +20,16 @@ awk '/^Benchmark(RunStage|BashDirect|FerryStart|StageFloor|ProcessStart|Prepare)
     if (f) printf "floor (a Go program that only starts bash) %.2f ms = %.2fx bash; ferry run = %.2fx the floor; ferry start alone %.2f ms\n", f/1e6, f/b, r/f, s/1e6
     t = median(v["BenchmarkProcessStart"]); p = median(v["BenchmarkPrepare"])
     if (t) printf "/bin/true %.2f ms = %.2fx bash; prepare through the engine %.2f ms (once per job)\n", t/1e6, t/b, p/1e6
+    k = median(v["BenchmarkPreparePackaged"])
+    if (k && p) printf "prepare installed from the .deb (root-owned engine, nothing unpacked or compared) %.2f ms vs single file (compares the unpacked engine) %.2f ms: %.2fx\n", k/1e6, p/1e6, p/k
     c = median(v["sandbox-cpu-ms/stage"]); w = median(v["sandbox-wall-ms/stage"])
     if (c != "") printf "sandbox (Landlock), paired runs with and without: %+.2f ms CPU, %+.2f ms wall per stage (goal < 1 ms), %+.2f ms CPU per job of 6 stages\n", c, w, 6*c }' "$out"
+
+section "prepare with a 5 MB masked variable (goal < 2 s; it took 44 s) vs the same prepare without it"
+$GO test -run '^$' -bench 'BenchmarkPrepareMasked5MB|BenchmarkPrepareCore' -benchtime "${MASKED_BENCHTIME:-3x}" ./stages | tee "$out"
+awk '/^BenchmarkPrepare(Masked5MB|Core)-/ { n=$1; sub(/-[0-9]+$/, "", n); v[n]=$3 }
+  END { m = v["BenchmarkPrepareMasked5MB"]; c = v["BenchmarkPrepareCore"]
+    if (m && c) printf "prepare with a 5 MB masked value %.0f ms (goal < 2000 ms), without it %.0f ms: +%.0f ms\n", m/1e6, c/1e6, (m-c)/1e6 }' "$out"
 
 section "redaction vs io.Copy, 50 secrets (target >= 0.5x on 1 MiB chunks)"
 $GO test -run '^$' -bench . ./pkg/redact | tee "$out"

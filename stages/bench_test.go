@@ -1,13 +1,19 @@
 package stages_test
 
 import (
+	"encoding/base64"
+	"math/rand"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
+	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 )
 
 // BenchmarkRunStage measures one `ferry run` of a trivial stage script: the
@@ -173,4 +179,86 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// BenchmarkPreparePackaged is BenchmarkPrepare with ferry installed as the
+// .deb installs it: <prefix>/bin/ferry with the engine and small kubectl
+// root-owned in <prefix>/lib/ferry (the same bytes, taken from an unpacked
+// copy). Nothing is unpacked or compared; side by side with
+// BenchmarkPrepare, which compares ~80 MB with the unpacked copy each time.
+func BenchmarkPreparePackaged(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: the installed engine must be root-owned")
+	}
+	src := newJob(b, "906")
+	withShim(src)
+	src.mustPrepare() // unpacks the pair, named by their sum
+	prefix := b.TempDir()
+	lib := filepath.Join(prefix, "lib", "ferry")
+	self := filepath.Join(prefix, "bin", "ferry")
+	unpacked, _ := filepath.Glob(filepath.Join(src.stateDir, enginebin.DirName, "ferry-*"))
+	if len(unpacked) != 2 {
+		b.Fatalf("unpacked %q, want the engine and the kubectl", unpacked)
+	}
+	for _, c := range append([][2]string{{ferryBin, self}}, [2]string{unpacked[0], filepath.Join(lib, filepath.Base(unpacked[0]))}, [2]string{unpacked[1], filepath.Join(lib, filepath.Base(unpacked[1]))}) {
+		data, err := os.ReadFile(c[0])
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(c[1]), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(c[1], data, 0o755)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, d := range []string{prefix, filepath.Dir(lib)} {
+		os.Chmod(d, 0o755)
+	}
+	j := newJob(b, "907")
+	withShim(j)
+	prepare := func() {
+		c := j.cmd("prepare")
+		c.Path, c.Args[0] = self, self
+		if out, err := c.CombinedOutput(); err != nil || strings.Contains(string(out), "not using the installed engine") {
+			b.Fatalf("prepare: %v %s", err, out)
+		}
+	}
+	prepare()
+	if _, err := os.Stat(filepath.Join(j.stateDir, enginebin.DirName)); !os.IsNotExist(err) {
+		b.Fatalf("the packaged ferry unpacked its engine (%v)", err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		prepare()
+	}
+}
+
+// BenchmarkPrepareMasked5MB is a prepare (core features, as
+// BenchmarkPrepare's floor is the same prepare without the value) whose
+// job has a 5 MB masked variable: the red team's case, which took 44 s
+// when every automaton state had a dense row. Goal: under 2 s.
+func BenchmarkPrepareMasked5MB(b *testing.B) {
+	j := newJob(b, "908")
+	raw := make([]byte, 5<<20*3/4)
+	rand.New(rand.NewSource(1)).Read(raw)
+	j.writePayload(3600, []jobenv.Variable{{Key: "BIG", Value: base64.StdEncoding.EncodeToString(raw), Masked: true}})
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v %s", err, out)
+		}
+	}
+}
+
+// BenchmarkPrepareCore is BenchmarkPrepareMasked5MB's floor: the same
+// prepare without the masked value.
+func BenchmarkPrepareCore(b *testing.B) {
+	j := newJob(b, "909")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v %s", err, out)
+		}
+	}
 }
