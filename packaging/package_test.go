@@ -114,7 +114,11 @@ func TestDebInstallRunRemove(t *testing.T) {
 			t.Errorf("%s: %v %v, want root's, mode 0755", f, err, fi)
 		}
 	}
-	for _, f := range []string{installed, "/usr/lib/ferry/" + filepath.Base(libs[0]), "/usr/lib/ferry/" + filepath.Base(libs[1]), "/usr/share/doc/ferry/config.toml.example", "/usr/share/doc/ferry/README.md", "/usr/share/doc/ferry/docs/executor.md"} {
+	if target, err := os.Readlink("/usr/lib/ferry/ferry-kubectl"); err != nil || !strings.HasPrefix(target, "ferry-kubectl-") {
+		all, _ := filepath.Glob("/usr/lib/ferry/*")
+		t.Errorf("/usr/lib/ferry/ferry-kubectl: %q %v, want the link to ferry-kubectl-SUM (%q)", target, err, all)
+	}
+	for _, f := range []string{installed, "/usr/lib/ferry/" + filepath.Base(libs[0]), "/usr/lib/ferry/" + filepath.Base(libs[1]), "/usr/lib/ferry/ferry-kubectl", "/usr/share/doc/ferry/config.toml.example", "/usr/share/doc/ferry/README.md", "/usr/share/doc/ferry/docs/executor.md"} {
 		if !strings.Contains(files, f+"\n") {
 			t.Errorf("package lacks %s:\n%s", f, files)
 		}

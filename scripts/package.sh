@@ -77,7 +77,8 @@ for arch in $arches; do
     exit 1
   fi
   deb=ferry_${debversion}_${arch}.deb
-  FERRY_PKG_ARCH=$arch FERRY_PKG_VERSION=$debversion FERRY_PKG_BINARY=$bin FERRY_PKG_LIBDIR=$lib \
+  sum=$(basename "$lib"/ferry-kubectl-*); sum=${sum#ferry-kubectl-}
+  FERRY_PKG_ARCH=$arch FERRY_PKG_VERSION=$debversion FERRY_PKG_BINARY=$bin FERRY_PKG_LIBDIR=$lib FERRY_PKG_SUM=$sum \
     "$work/nfpm" package --packager deb --config packaging/nfpm.yaml --target "$out/$deb" >/dev/null
   files+=("$deb")
 

@@ -43,7 +43,7 @@ func kubectlPrepare(_ context.Context, j *Job) error {
 	if self, err = filepath.EvalSymlinks(self); err != nil {
 		return fmt.Errorf("kubectl shim: %w", err)
 	}
-	target := enginebin.KubectlFor(self)
+	target := enginebin.JobKubectl(self)
 	bin := j.State.BinDir()
 	if err := os.MkdirAll(bin, 0o700); err != nil {
 		return fmt.Errorf("kubectl shim: %w", err)

@@ -469,6 +469,25 @@ func KubectlFor(engine string) string {
 	return engine
 }
 
+// JobKubectl is what a job's bin/kubectl links to for the engine at engine:
+// KubectlFor(engine), except for an installed engine whose directory has
+// the package's stable link ferry-kubectl -> ferry-kubectl-SUM to it. A
+// package upgrade removes the files of the old SUM while jobs run; through
+// the stable link their kubectl runs the new version instead of failing.
+func JobKubectl(engine string) string {
+	k := KubectlFor(engine)
+	if k == engine {
+		return k
+	}
+	stable := filepath.Join(filepath.Dir(k), KubectlName)
+	if t, err := os.Readlink(stable); err == nil && filepath.Base(t) == filepath.Base(k) {
+		if fi, err := os.Lstat(stable); err == nil && fi.Sys().(*syscall.Stat_t).Uid == 0 {
+			return stable
+		}
+	}
+	return k
+}
+
 // ExecPartner replaces the running small kubectl with its engine (Partner of
 // the running executable) running argv. It returns only on failure.
 func ExecPartner(argv []string) error {

@@ -415,6 +415,21 @@ func TestInstalledEngineIsUsedAsIs(t *testing.T) {
 		if k := KubectlFor(p); k != kubectl {
 			t.Errorf("KubectlFor = %s, want %s", k, kubectl)
 		}
+		if k := JobKubectl(p); k != kubectl {
+			t.Errorf("JobKubectl without the stable link = %s, want %s", k, kubectl)
+		}
+		// The package's stable link: jobs link to it, so that an upgrade
+		// (which removes the old SUM's files) leaves them a kubectl.
+		stable := filepath.Join(filepath.Dir(kubectl), KubectlName)
+		if err := os.Symlink(filepath.Base(kubectl), stable); err != nil {
+			t.Fatal(err)
+		}
+		if k := JobKubectl(p); k != stable {
+			t.Errorf("JobKubectl = %s, want the stable link %s", k, stable)
+		}
+		if self, _ := selfPath(); JobKubectl(self) != KubectlFor(self) {
+			t.Errorf("JobKubectl of a binary without a partner is not KubectlFor's")
+		}
 	})
 	for _, tc := range []struct {
 		name, reason string
