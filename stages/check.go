@@ -24,7 +24,8 @@ func check(args []string, stdout, stderr io.Writer, b Binary) int {
 		LocateEngine: func(root string) (string, error) {
 			return enginebin.Locate(root, jobenv.FromOS().LookupEnv, nil)
 		},
-		EmbeddedEngine: enginebin.Embedded(),
+		InstalledEngine: enginebin.Installed,
+		EmbeddedEngine:  enginebin.Embedded(),
 	})
 }
 

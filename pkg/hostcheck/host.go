@@ -66,7 +66,14 @@ func (c *checker) engine(stateRoot string) {
 	}
 	took := time.Since(start)
 	envEngine, _ := c.h.Getenv("FERRY_ENGINE")
-	installed := envEngine == "" && !strings.HasPrefix(p, root+string(filepath.Separator))
+	installed := false
+	if c.h.InstalledEngine != nil && envEngine == "" {
+		ip, reason := c.h.InstalledEngine()
+		installed = reason == "" && ip == p
+		if reason != "" && ip != "" {
+			c.r.Warn(subject, "not using the installed engine %s: %s; jobs unpack the embedded one into the state dir", ip, reason)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, p, "version").CombinedOutput()

@@ -77,6 +77,10 @@ type Hooks struct {
 	// LocateEngine returns the engine binary for the state root, unpacking
 	// the embedded one there if needed (pkg/enginebin's Locate).
 	LocateEngine func(stateRoot string) (string, error)
+	// InstalledEngine (may be nil) reports a package's root-owned engine
+	// (enginebin.Installed): its path, and why it is not used ("" when
+	// it is; path "" when there is none).
+	InstalledEngine func() (path, reason string)
 	// EmbeddedEngine is the size of the engine carried by this ferry (0:
 	// none).
 	EmbeddedEngine int

@@ -28,6 +28,9 @@ var planted = []string{
 type host struct {
 	dir, ferry, state, builds string
 	user                      string
+	// installed, when set, is a package's engine: its reason "" makes
+	// the located engine that one.
+	installed func() (string, string)
 }
 
 func newHost(t *testing.T) *host {
@@ -84,13 +87,22 @@ func (h *host) check(t *testing.T, config string, extra ...string) (string, int)
 	if err := os.WriteFile(engine, []byte("#!/bin/sh\necho ferry test\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	if h.installed != nil {
+		if p, reason := h.installed(); reason == "" {
+			if err := os.WriteFile(p, []byte("#!/bin/sh\necho ferry test\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			engine = p
+		}
+	}
 	var out, errOut bytes.Buffer
 	args := append([]string{"--config", path, "--user", h.user}, extra...)
 	code := hostcheck.Main(args, &out, &errOut, hostcheck.Hooks{
-		Version:      "test",
-		ParseArgs:    stages.CheckStageArgs,
-		LocateEngine: func(string) (string, error) { return engine, nil },
-		Getenv:       func(string) (string, bool) { return "", false },
+		Version:         "test",
+		ParseArgs:       stages.CheckStageArgs,
+		LocateEngine:    func(string) (string, error) { return engine, nil },
+		InstalledEngine: h.installed,
+		Getenv:          func(string) (string, bool) { return "", false },
 	})
 	all := out.String() + errOut.String()
 	for _, p := range planted {
@@ -117,6 +129,23 @@ func wantLines(t *testing.T, out string, want ...string) {
 			t.Errorf("no line says %q:\n%s", w, out)
 		}
 	}
+}
+
+// Installed from the .deb, check says the engine runs in place; a package
+// engine ferry does not trust is a warning naming why.
+func TestCheckInstalledEngine(t *testing.T) {
+	h := newHost(t)
+	lib := filepath.Join(h.dir, "lib-ferry-engine-0123456789abcdef")
+	h.installed = func() (string, string) { return lib, "" }
+	out, code := h.check(t, h.runner("ferry-pkg", nil))
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	wantLines(t, out, "ok    engine: installed, root-owned: nothing to unpack or compare; "+lib+" reports ferry test")
+	h.installed = func() (string, string) { return lib, lib + " is owned by uid 998, not root" }
+	out, _ = h.check(t, h.runner("ferry-pkg", nil))
+	wantLines(t, out, "warn  engine: not using the installed engine "+lib+": "+lib+" is owned by uid 998, not root; jobs unpack the embedded one into the state dir",
+		"ok    engine: unpacks into the state dir "+h.state)
 }
 
 func TestCheckGoodRunner(t *testing.T) {
