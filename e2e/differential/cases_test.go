@@ -330,6 +330,27 @@ func TestDifferential(t *testing.T) {
 			steps: []step{job("apply", "-f", "{dir}/one"), real("create", "configmap", "manual", "-n", "{ns}"), real("label", "configmap/manual", "app=x", "-n", "{ns}"),
 				job("apply", "--prune", "-l", "app=x", "-f", "{dir}/two"), job("apply", "--prune", "-f", "{dir}/two")},
 			objects: []string{"configmap/a", "configmap/b", "configmap/c", "configmap/manual"}},
+		// Server errors print as kubectl prints them: the reason in
+		// parentheses and the words scripts grep for. Over an existing
+		// object kubectl's patch gets a 422 quoting the whole object
+		// ("The request is invalid: patch: Invalid value: "map[...]":
+		// strict decoding error: unknown field ..."); ferry says the
+		// BadRequest of the create, the same words without the object.
+		{name: "unknown-field",
+			files: map[string]string{"unknown.yaml": strings.Replace(v1, "  replicas: 2\n", "  replicaz: 2\n", 1), "v1.yaml": v1},
+			steps: []step{
+				job("apply", "-f", "{dir}/unknown.yaml").saying(`Error from server (BadRequest): error when `, `strict decoding error: unknown field "spec.replicaz"`),
+				job("apply", "-f", "{dir}/v1.yaml"),
+				job("apply", "-f", "{dir}/unknown.yaml").mentioning(`strict decoding error: unknown field "spec.replicaz"`)},
+			objects: []string{"deployment/app"}},
+		{name: "invalid-value",
+			files:   map[string]string{"neg.yaml": strings.Replace(v1, "  replicas: 2\n", "  replicas: -1\n", 1)},
+			steps:   []step{job("apply", "-f", "{dir}/neg.yaml").saying(`The Deployment "app" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0`)},
+			objects: []string{"deployment/app"}},
+		{name: "namespace-not-found",
+			files:   map[string]string{"cm.yaml": cm("c", "  k: v")},
+			steps:   []step{job("apply", "-n", "{ns}-none", "-f", "{dir}/cm.yaml").saying(`Error from server (NotFound): error when `, `namespaces "`, `-none" not found`)},
+			objects: []string{"configmap/c"}},
 		{name: "delete-then-apply",
 			files: map[string]string{"v1.yaml": v1, "svc.yaml": svc},
 			steps: []step{job("apply", "-f", "{dir}/v1.yaml", "-f", "{dir}/svc.yaml"), job("delete", "-f", "{dir}/v1.yaml"),

@@ -69,6 +69,12 @@ type step struct {
 	// output: the step prints one object (-o json), compared between the
 	// runs like the objects (a dry run's result).
 	output bool
+	// says: words both tools' output of the step must hold (checked on
+	// the real kubectl too, so the test cannot pass on a wrong guess of
+	// its wording); and the reason of every "Error from server (Reason)"
+	// must be the same in both, unless anyReason.
+	says      []string
+	anyReason bool
 }
 
 // job is a step a job runs; real is one the real kubectl runs in both runs.
@@ -78,6 +84,11 @@ func real(args ...string) step { return step{args: args} }
 func (s step) withStdin(in string) step   { s.stdin = in; return s }
 func (s step) withEnv(env ...string) step { s.env = env; return s }
 func (s step) printed() step              { s.output = true; return s }
+func (s step) saying(w ...string) step    { s.says = w; return s }
+func (s step) mentioning(w ...string) step {
+	s.says, s.anyReason = w, true
+	return s
+}
 
 // diffCase is one row of the table.
 type diffCase struct {
@@ -274,6 +285,21 @@ func check(t *testing.T, dc diffCase) {
 			t.Errorf("step %d %v: exit %d with ferry, %d with kubectl\n%s", i, dc.steps[i].args, ferryCodes[i], realCodes[i], transcript)
 		}
 	}
+	for i, s := range dc.steps {
+		if len(s.says) == 0 {
+			continue
+		}
+		for _, w := range s.says {
+			for tool, out := range map[string]string{"kubectl": realOut[i], "ferry": ferryOut[i]} {
+				if !strings.Contains(out, w) {
+					t.Errorf("step %d %v: %s's output lacks %q\n%s", i, s.args, tool, w, transcript)
+				}
+			}
+		}
+		if r, f := serverReasons(realOut[i]), serverReasons(ferryOut[i]); !s.anyReason && !slices.Equal(r, f) {
+			t.Errorf("step %d %v: server error reasons %q with ferry, %q with kubectl\n%s", i, s.args, f, r, transcript)
+		}
+	}
 	if len(dc.better) > 0 {
 		t.Logf("ferry differs on purpose: %v\n%s", dc.better, transcript)
 		return
@@ -289,6 +315,18 @@ func check(t *testing.T, dc diffCase) {
 	if testing.Verbose() {
 		t.Log(transcript)
 	}
+}
+
+// serverReason finds kubectl's form of an API error, "Error from server
+// (Reason): " ("Error from server: " when the status has no reason).
+var serverReason = regexp.MustCompile(`Error from server( \([A-Za-z]+\))?: `)
+
+func serverReasons(out string) []string {
+	var r []string
+	for _, m := range serverReason.FindAllStringSubmatch(out, -1) {
+		r = append(r, m[0])
+	}
+	return r
 }
 
 // objectName names the i-th compared object: the printed outputs of the
