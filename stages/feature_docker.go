@@ -17,6 +17,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 	"gitlab.com/ferry-ci/ferry/pkg/failure"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/namelist"
 )
 
 // dockerFlags are the runner admin's --docker-* settings (docs/docker.md).
@@ -208,9 +209,23 @@ func dockerSecrets(j *Job, vars map[string]string, viaVar bool) error {
 	if v := vars[sshPassVar]; v != "" {
 		s = append(s, v)
 	}
-	var passwords []string
+	var passwords, long []string
 	if j.Payload != nil {
-		passwords = j.Payload.MaskedValues()
+		for _, v := range j.Payload.Variables {
+			switch {
+			case !v.Masked || v.Value == "":
+			case len(v.Value) > clientconfig.MaxLoginPassword:
+				long = append(long, v.Key)
+			default:
+				passwords = append(passwords, v.Value)
+			}
+		}
+	}
+	if len(long) > 0 {
+		// The value itself is masked (prepare registered it); only its
+		// docker login form is not derived, which would add a copy of
+		// it, a third longer, per registry user to every stage's work.
+		j.Log.Infof("ferry: masked variable(s) %s longer than %d KiB: masked as they are, without deriving their docker login form (base64 of user:value), as no registry password is that long", namelist.Short(long, 5), clientconfig.MaxLoginPassword>>10)
 	}
 	for _, k := range []string{"CI_JOB_TOKEN", "CI_REGISTRY_PASSWORD", "CI_DEPLOY_PASSWORD"} {
 		if v := vars[k]; v != "" {

@@ -3,6 +3,7 @@ package stages_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/stages"
 )
@@ -296,6 +298,38 @@ func TestRunRedactsSecrets(t *testing.T) {
 	}
 	if strings.Count(all, "[MASKED]") < 4 {
 		t.Errorf("want 4 masks:\n%s", all)
+	}
+}
+
+// A masked variable of megabytes is masked whole in every stage (the job
+// prints it from a file: it is too long for an environment variable), and
+// only the value is kept: its docker login form is not derived, which
+// prepare says in one line.
+func TestLongMaskedValueMaskedWhole(t *testing.T) {
+	j := newJob(t, "")
+	raw := make([]byte, 768<<10)
+	rand.New(rand.NewSource(7)).Read(raw)
+	value := base64.StdEncoding.EncodeToString(raw) // 1 MiB
+	j.writePayload(3600, []jobenv.Variable{{Key: "HUGE_TOKEN", Value: value, Masked: true}})
+	r := j.ferry("prepare")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "masked variable(s) HUGE_TOKEN longer than 64 KiB: masked as they are") {
+		t.Fatalf("prepare (exit %d) does not name the long value:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	fi, err := os.Stat(j.state().Path(jobstate.SecretsFile))
+	if err != nil || fi.Size() > int64(len(value))+64<<10 {
+		t.Errorf("secrets.json: %v, %d bytes for a %d-byte value: more than the value", err, fi.Size(), len(value))
+	}
+	file := filepath.Join(j.project, "v.txt")
+	if err := os.MkdirAll(j.project, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte(value), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = j.ferry("run", j.script("echo start; cat "+file+"; echo; echo end; cat "+file+" >&2"), "build_script")
+	all := r.stdout + r.stderr
+	if r.code != 0 || strings.Contains(all, value[:64]) || strings.Contains(all, value[len(value)-64:]) || strings.Count(all, "[MASKED]") != 2 {
+		t.Errorf("exit %d, %d bytes of output, %d masks; want the value masked whole twice:\n%.300s", r.code, len(all), strings.Count(all, "[MASKED]"), all)
 	}
 }
 

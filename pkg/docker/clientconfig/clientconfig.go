@@ -177,6 +177,12 @@ func copyTree(from, to string) error {
 	})
 }
 
+// MaxLoginPassword is the longest masked value LoginSecrets is given as a
+// password: registry tokens (a cloud registry's are a few KiB) fit many
+// times over; a longer masked value is a document, not a password, and its
+// login form would be another copy of it per user for every stage to mask.
+const MaxLoginPassword = 64 << 10
+
 // LoginSecrets returns the `auth` values docker login would write for the
 // job's likely registry logins: base64(user:password) for each password
 // (masked values) with each user the job may log in as. pkg/redact adds
