@@ -155,6 +155,14 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		err = wantArgs(sub, rest, 0)
 		if err == nil {
 			err = Prepare(ctx, env, opts, stdout)
+			if err != nil && ctx.Err() != nil {
+				// SIGTERM: undo what this attempt made before exiting.
+				if uerr := undoInterruptedPrepare(env, opts); uerr != nil {
+					err = errors.Join(err, uerr)
+				} else if !errors.Is(err, errInterrupted) {
+					err = fmt.Errorf("%w (%v)", errInterrupted, err)
+				}
+			}
 		}
 	case "run":
 		err = wantArgs(sub, rest, 2)

@@ -167,7 +167,7 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 	if cc != nil {
 		cfg.DockerConfig = cc.Dir
 	}
-	rep, err := holder.Start(exe, cfg, dockerFlags.PreflightTimeout+5*time.Second)
+	rep, err := holder.Start(ctx, exe, cfg, dockerFlags.PreflightTimeout+5*time.Second)
 	if err != nil {
 		if rep.Build {
 			return failure.Build(err)

@@ -2,6 +2,7 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -70,9 +71,33 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 		if f.Prepare == nil {
 			continue
 		}
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
 		if err := f.Prepare(ctx, j); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%w (%v)", errInterrupted, wrapFeature(f.Name, err))
+			}
 			return wrapFeature(f.Name, err)
 		}
+	}
+	return nil
+}
+
+// errInterrupted is prepare's error when SIGTERM (the runner's cancel, job
+// timeout or 19.0's prepare_timeout) stopped it.
+var errInterrupted = errors.New("ferry: prepare interrupted (SIGTERM): this job's state is removed, nothing of it is left on the host")
+
+// undoInterruptedPrepare runs cleanup right away after a prepare that SIGTERM
+// stopped, so nothing half-made stays even if the runner never gets to
+// cleanup_exec (it always runs it; then it finds nothing). Cleanup's own
+// lines go to the runner's system log only, as with cleanup_exec: here
+// there is none, so only its failure is reported.
+func undoInterruptedPrepare(env *jobenv.Env, o *Options) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Cleanup(ctx, env, o, io.Discard); err != nil {
+		return fmt.Errorf("ferry: prepare interrupted (SIGTERM), and removing what it made failed: %w", err)
 	}
 	return nil
 }

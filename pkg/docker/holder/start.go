@@ -2,6 +2,7 @@ package holder
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,9 +19,15 @@ import (
 const Subcommand = "docker-holder"
 
 // Start runs `<exe> docker-holder <dir>` in a new session, hands it cfg on
-// its stdin and waits (up to wait) for its Report. On a failed report or a
-// timeout the holder is gone when Start returns.
-func Start(exe string, cfg Config, wait time.Duration) (Report, error) {
+// its stdin and waits (up to wait, or until ctx ends: prepare got SIGTERM)
+// for its Report. On a failed report, a timeout or ctx ending, the holder
+// is gone and dir removed when Start returns.
+//
+// If the caller is killed (SIGKILL) while the holder starts, the holder is
+// left to itself: it dies of SIGPIPE when it writes its report to the dead
+// caller, or stops when its dir is removed (cleanup_exec, holder.Stop by
+// holder.pid, which it writes first) or the runner process ends.
+func Start(ctx context.Context, exe string, cfg Config, wait time.Duration) (Report, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return Report{}, fmt.Errorf("ferry: docker: %w", err)
 	}
@@ -66,13 +73,20 @@ func Start(exe string, cfg Config, wait time.Duration) (Report, error) {
 		got <- result{r, err}
 	}()
 	var res result
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
 	case res = <-got:
-	case <-time.After(wait):
+	case <-timer.C:
 		cmd.Process.Kill()
 		cmd.Wait()
 		os.RemoveAll(cfg.Dir)
 		return Report{}, fmt.Errorf("ferry: docker: the connection holder did not answer within %s", wait)
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.RemoveAll(cfg.Dir)
+		return Report{}, fmt.Errorf("ferry: docker: interrupted while the connection holder started: %w", context.Cause(ctx))
 	}
 	if res.err != nil || res.r.Error != "" {
 		cmd.Wait()
