@@ -27,5 +27,10 @@ func handoff(argv []string, stateRoot string) error {
 	if err != nil {
 		return err
 	}
+	// The engine links the job's ssh shims to this small binary, which
+	// starts fastest (stages.SelfVar).
+	if self, err := os.Executable(); err == nil {
+		os.Setenv(stages.SelfVar, self)
+	}
 	return enginebin.Exec(p, argv)
 }

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobhome"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
@@ -237,6 +236,11 @@ func homeEnv(j *Job, home string) error {
 	return j.State.AddEnvs(envs)
 }
 
+// SelfVar is set by the ferry binary for the engine it hands a call to:
+// its own path (the runner's process environment, which no job variable
+// reaches).
+const SelfVar = "FERRY_SELF"
+
 // homeSSH writes the job's ssh config and links the shims in its bin dir.
 func homeSSH(j *Job, home string) error {
 	if !homeOpts.sshShim {
@@ -260,16 +264,20 @@ func homeSSH(j *Job, home string) error {
 	if err := j.State.AddEnv(jobhome.SSHConfigVar, cfg, false); err != nil {
 		return err
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("ferry: ssh shim: locating the ferry binary: %w", err)
+	// The small ferry binary starts fastest (measured: the engine and the
+	// job's kubectl link client-go or kubectl code and take tens of ms
+	// more to start); all three answer to argv[0] ssh, scp and sftp.
+	self := os.Getenv(SelfVar)
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("ferry: ssh shim: locating the ferry binary: %w", err)
+		}
 	}
-	if self, err = filepath.EvalSymlinks(self); err != nil {
+	target, err := filepath.EvalSymlinks(self)
+	if err != nil {
 		return fmt.Errorf("ferry: ssh shim: %w", err)
 	}
-	// The small kubectl beside the engine starts fastest; ferry itself
-	// otherwise. Both answer to argv[0] ssh, scp and sftp.
-	target := enginebin.KubectlFor(self)
 	bin := j.State.BinDir()
 	if err := os.MkdirAll(bin, 0o700); err != nil {
 		return fmt.Errorf("ferry: ssh shim: %w", err)

@@ -125,6 +125,8 @@ python3 -c 'import os; p=os.path.expanduser("~/.local/share/tool"); os.makedirs(
 mkdir -p "$XDG_CONFIG_HOME/helm" && echo "repositories: [stable]" > "$XDG_CONFIG_HOME/helm/repositories.yaml"
 mkdir -p ~/.npm/_cacache && echo n > ~/.npm/_cacache/index
 echo "` + strings.TrimSpace(newHostLine) + `" >> ~/.ssh/known_hosts
+# ssh is ferry's shim, linked to the small ferry binary (not the engine).
+test "$(basename "$(readlink "$(command -v ssh)")")" = ferry
 ssh -G newhost | grep -x "userknownhostsfile $HOME/.ssh/known_hosts $HOME/.ssh/known_hosts2"
 ssh -G monserveur | grep -x "hostname 127.0.0.1"
 ssh -G monserveur | grep -x "identityfile $HOME/.ssh/id_ed25519"

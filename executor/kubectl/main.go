@@ -17,15 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
-	"gitlab.com/ferry-ci/ferry/pkg/jobhome"
 	"gitlab.com/ferry-ci/ferry/pkg/kubectl"
 )
 
 func main() {
-	if jobhome.IsSSHShim(os.Args[0]) {
-		// The job's bin/ssh, scp, sftp link here too: this binary starts fastest.
-		os.Exit(jobhome.SSHShim(os.Args, os.Stderr))
-	}
 	os.Exit(kubectl.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, kubectl.Runtime{Other: toEngine}))
 }
 

@@ -32,6 +32,9 @@ import (
 // DirName is the directory of the homes under the state root.
 const DirName = "homes"
 
+// sweepStamp (in homes/) is touched by each sweep.
+const sweepStamp = ".swept"
+
 // Modes an admin chooses per runner (--home).
 const (
 	ModeProject = "project" // one home per project, kept (default)
@@ -151,13 +154,33 @@ func ReadRecord(home string) (Record, error) {
 	return r, nil
 }
 
-// WriteRecord writes the home's record atomically.
+// WriteRecord writes the home's record atomically (temp file, rename).
+// Not fsynced: every prepare writes it, an fsync costs ~10 ms on a busy
+// disk, and a record lost in a crash is the safe side (the copies count
+// as the project's own, never overwritten; the home looks idle from its
+// mtime).
 func WriteRecord(home string, r Record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	return jobstate.WriteFileAtomic(recordPath(home), b)
+	p := recordPath(home)
+	f, err := os.CreateTemp(filepath.Dir(p), filepath.Base(p)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("ferry: home record: %w", err)
+	}
+	_, werr := f.Write(b)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), p)
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("ferry: home record: %w", werr)
+	}
+	return nil
 }
 
 // Lock takes the project's home lock (flock on <home>.lock beside it):
@@ -203,11 +226,24 @@ func SweepStale(stateRoot string, olderThan time.Duration, keep string) ([]strin
 		}
 		return nil, err
 	}
+	// A busy runner prepares many jobs an hour: one sweep an hour (or
+	// per half of olderThan) is enough, and each reads every record.
+	stamp := filepath.Join(dir, sweepStamp)
+	every := olderThan / 2
+	if every > time.Hour {
+		every = time.Hour
+	}
+	now := time.Now()
+	if fi, err := os.Lstat(stamp); err == nil && now.Sub(fi.ModTime()) < every {
+		return nil, nil
+	}
+	if err := os.WriteFile(stamp, nil, 0o600); err == nil {
+		_ = os.Chtimes(stamp, now, now)
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("ferry: sweep homes: %w", err)
 	}
-	now := time.Now()
 	var removed []string
 	var errs []error
 	for _, e := range ents {

@@ -156,6 +156,15 @@ func TestSyncDoesNotFollowSymlinks(t *testing.T) {
 	if read(t, filepath.Join(victim, "config")) != "victim\n" {
 		t.Fatal("ferry wrote through the job's symlink")
 	}
+	// The same with nothing there yet: ferry must not create a file in
+	// the directory the link points to (another project's home, say).
+	os.Remove(filepath.Join(victim, "config"))
+	rec = Record{}
+	Sync(home, &rec, SeedPlan{From: runner, Entries: []string{".ssh/config"}})
+	if _, err := os.Lstat(filepath.Join(victim, "config")); err == nil {
+		t.Fatal("ferry created a file through the job's symlinked dir")
+	}
+	write(t, filepath.Join(victim, "config"), "victim\n")
 	// A symlinked file: replaced (rename), its target untouched.
 	os.Remove(filepath.Join(home, ".ssh"))
 	os.Mkdir(filepath.Join(home, ".ssh"), 0o700)
@@ -214,6 +223,16 @@ func TestSweepStaleAndUsage(t *testing.T) {
 	if n, _, _ := Usage(root); n != 3 {
 		t.Errorf("%d homes after the sweep", n)
 	}
+	// The next sweep within the hour does not read every record again.
+	again := mk(5, now.Add(-40*24*time.Hour), time.Hour)
+	if removed, _ := SweepStale(root, 2*time.Hour, kept); len(removed) != 0 {
+		t.Errorf("a second sweep within the hour removed %v", removed)
+	}
+	past := now.Add(-2 * time.Hour)
+	os.Chtimes(filepath.Join(root, DirName, sweepStamp), past, past)
+	if removed, _ := SweepStale(root, 2*time.Hour, kept); len(removed) != 1 || removed[0] != again {
+		t.Errorf("the sweep an hour later removed %v, want [%s]", removed, again)
+	}
 }
 
 func TestHasConfigFlag(t *testing.T) {
@@ -221,5 +240,36 @@ func TestHasConfigFlag(t *testing.T) {
 		if got := hasConfigFlag(strings.Fields(args)); got != want {
 			t.Errorf("%q: %v", args, got)
 		}
+	}
+}
+
+// BenchmarkPrepareHome is a project home's share of prepare once the home
+// exists: ensure, lock, read the record, sync three seeded files (nothing
+// to copy), write the record.
+func BenchmarkPrepareHome(b *testing.B) {
+	runner, root := b.TempDir(), b.TempDir()
+	for _, f := range []string{".gitconfig", ".ssh/config", ".ssh/known_hosts"} {
+		os.MkdirAll(filepath.Dir(filepath.Join(runner, f)), 0o700)
+		os.WriteFile(filepath.Join(runner, f), []byte(strings.Repeat("x", 2000)), 0o600)
+	}
+	plan := SeedPlan{From: runner, Entries: []string{".gitconfig", ".config/git/config", ".ssh/config", ".ssh/known_hosts"}}
+	home := Dir(root, "u", 1)
+	for i := 0; i < b.N; i++ {
+		if err := Ensure(root, home); err != nil {
+			b.Fatal(err)
+		}
+		unlock, err := Lock(home, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec, _ := ReadRecord(home)
+		if _, err := Sync(home, &rec, plan); err != nil {
+			b.Fatal(err)
+		}
+		rec.LastUsed = time.Now()
+		if err := WriteRecord(home, rec); err != nil {
+			b.Fatal(err)
+		}
+		unlock()
 	}
 }
