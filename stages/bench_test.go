@@ -2,6 +2,7 @@ package stages_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -127,11 +128,44 @@ func BenchmarkPrepare(b *testing.B) {
 // bash it waited for, from wait4). Running all of one kind and then all of
 // the other lets load
 // that changes between the two halves pass for the sandbox's cost.
+//
+// The runner's temp root holds the job's own custom-executor* dir and 20 or
+// 2,000 of other jobs (a busy shared runner): the sandbox's cost must not
+// grow with them. private-tmp=off is the sandbox without the mount
+// namespace (kernels that refuse unprivileged user namespaces).
 func BenchmarkSandboxCost(b *testing.B) {
+	for _, n := range []int{20, 2000} {
+		for _, mode := range []string{"auto", "off"} {
+			b.Run(fmt.Sprintf("siblings=%d/private-tmp=%s", n, mode), func(b *testing.B) { sandboxCost(b, n, mode) })
+		}
+	}
+}
+
+func sandboxCost(b *testing.B, siblings int, privateTmp string) {
 	on, off := newJob(b, "904"), newJob(b, "905")
+	on.args = append(on.args, "--private-tmp="+privateTmp)
 	off.args = append(off.args, "--sandbox=false")
 	scripts := map[*fakeJob]string{}
 	for _, j := range []*fakeJob{on, off} {
+		// The runner's layout: TMPDIR and the payload in the job's own
+		// custom-executor* dir, beside those of other jobs.
+		root := filepath.Join(j.base, "runner-tmp")
+		own := filepath.Join(root, "custom-executor"+j.id)
+		if err := os.MkdirAll(own, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; i < siblings; i++ {
+			d := filepath.Join(root, fmt.Sprintf("custom-executor%d", 100000+i))
+			if err := os.Mkdir(d, 0o700); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(d, "script."), []byte("echo other job\n"), 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		j.payload = filepath.Join(own, "response.json")
+		j.writePayload(3600, nil)
+		j.extra = append(j.extra, "TMPDIR="+own)
 		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
 			b.Fatalf("prepare: %v %s", err, out)
 		}

@@ -16,6 +16,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/jobhome"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/tmpns"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
 
@@ -92,6 +93,10 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		return b.kubectl(args, stdin, stdout, stderr)
 	case "check":
 		return check(args, stdout, stderr, b)
+	case tmpns.Subcommand:
+		// Hidden: the re-exec that starts a job's shell in its private
+		// /tmp (pkg/tmpns); argv[2:] as it built them.
+		return tmpns.Main(args)
 	case holder.Subcommand:
 		// Hidden: the Docker connection holder prepare starts (pkg/docker/holder).
 		return holder.Main(stdin, os.Stdout, stderr)

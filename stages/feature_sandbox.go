@@ -4,14 +4,21 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
+	"golang.org/x/sys/unix"
+
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/joblog"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
+	"gitlab.com/ferry-ci/ferry/pkg/tmpns"
 )
 
 // The admin's sandbox settings (docs/threat-model.md).
@@ -20,6 +27,8 @@ var sandboxOpts struct {
 	readable StringList
 	writable StringList
 	hide     StringList
+	// privateTmp is auto (a private /tmp where the kernel allows it) or off.
+	privateTmp string
 }
 
 // Job-state entries the job itself may write; everything else there
@@ -33,7 +42,7 @@ const (
 // jobStateWritable are the job-state entries the job may write. A feature
 // that keeps per-job client state the job's tools must update (a Docker
 // client config, say) adds its entry with AllowJobStateWrite from init().
-var jobStateWritable = []string{jobTmpDir, jobCacheDir, jobstate.KubeDirName}
+var jobStateWritable = []string{jobTmpDir, jobCacheDir, jobstate.KubeDirName, jobVarTmpDir}
 
 // AllowJobStateWrite lets the job write <job state>/<name> (a file or a
 // directory hierarchy). Call it from init(): never for files that steer
@@ -75,6 +84,14 @@ func init() {
 			fs.BoolVar(&sandboxOpts.on, "sandbox", true, "confine every job with Landlock: it writes only its build dir, cache dir, TMPDIR and kubeconfig, reads neither other jobs nor the runner user's secrets, and cannot signal or trace processes outside it (Linux 5.19+; off with a warning on older kernels)")
 			fs.Var(&sandboxOpts.readable, "sandbox-readable", "extra paths jobs may read inside hidden ones (comma-separated, repeatable)")
 			fs.Var(&sandboxOpts.writable, "sandbox-writable", "extra paths jobs may write (comma-separated, repeatable); each is shared by every job")
+			sandboxOpts.privateTmp = "auto"
+			fs.Func("private-tmp", "auto: give each job a private /tmp and /var/tmp in a user+mount namespace where the kernel lets an unprivileged user make one (else, and with off, /tmp stays refused and the job log names what was refused)", func(v string) error {
+				if v != "auto" && v != "off" {
+					return fmt.Errorf("must be auto or off, not %q", v)
+				}
+				sandboxOpts.privateTmp = v
+				return nil
+			})
 			fs.Var(&sandboxOpts.hide, "sandbox-hide", "extra paths jobs may not read (comma-separated, repeatable), besides ferry's and the runner's own")
 		},
 		Prepare: sandboxPrepare,
@@ -103,12 +120,122 @@ func sandboxPrepare(_ context.Context, j *Job) error {
 		scopes = ", signals and abstract sockets scoped"
 	}
 	j.Log.Infof("Sandbox: on (Landlock ABI %d%s): writes only its build dir, cache, TMPDIR and kubeconfig; other jobs and the runner's secrets hidden", abi, scopes)
+	return privateTmpPrepare(j)
+}
+
+// The private /tmp (pkg/tmpns): prepare probes the kernel once and records
+// the mode in the job's state (read-only to the job); every stage reads it.
+const (
+	privateTmpFile = "private-tmp" // "on", or "off: <why>"
+	jobVarTmpDir   = "vartmp"      // the job's /var/tmp in the namespace
+)
+
+// selfExe is ferry's own binary for the re-exec: the running one, even if
+// an upgrade replaced the file meanwhile.
+const selfExe = "/proc/self/exe"
+
+func privateTmpPrepare(j *Job) error {
+	mode := "on"
+	if sandboxOpts.privateTmp == "off" {
+		mode = "off: --private-tmp=off"
+	} else if err := tmpns.Probe(selfExe); err != nil {
+		mode = "off: " + err.Error()
+	}
+	if mode == "on" {
+		if err := os.MkdirAll(j.State.Path(jobVarTmpDir), 0o700); err != nil {
+			return fmt.Errorf("ferry: sandbox: %w", err)
+		}
+	}
+	if err := os.WriteFile(j.State.Path(privateTmpFile), []byte(mode+"\n"), 0o600); err != nil {
+		return fmt.Errorf("ferry: sandbox: %w", err)
+	}
+	if mode == "on" {
+		j.Log.Infof("Sandbox: private /tmp and /var/tmp (user+mount namespace): this job sees only its own temp files there")
+	} else {
+		j.Log.Infof("Sandbox: no private /tmp (%s): /tmp and /var/tmp are not writable, use $TMPDIR", strings.TrimPrefix(mode, "off: "))
+	}
 	return nil
 }
 
-// jobSandbox builds the Landlock ruleset of the job's script, or nil when
-// the admin turned the sandbox off or the kernel cannot (prepare said so).
-func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*sandbox.Ruleset, error) {
+// privateTmpOn reports whether the job's prepare found the private /tmp
+// possible (and the admin has not turned it off since).
+func privateTmpOn(st *jobstate.State) bool {
+	if sandboxOpts.privateTmp == "off" {
+		return false
+	}
+	b, err := os.ReadFile(st.Path(privateTmpFile))
+	return err == nil && strings.TrimSpace(string(b)) == "on"
+}
+
+// privateTmpSpec is how the job's shell is started in its private /tmp:
+// TMPDIR's directory on /tmp (so $TMPDIR and /tmp hold the same files), its
+// own vartmp on /var/tmp, and every path the policy lets the job reach
+// bound back at its own path when it lies under them (the runner's temp dir
+// with the stage script, a state or builds dir kept under /tmp).
+func privateTmpSpec(st *jobstate.State, p sandbox.Policy) *tmpns.Spec {
+	s := &tmpns.Spec{Tmp: st.Path(jobTmpDir), VarTmp: st.Path(jobVarTmpDir), RulesetFD: -1}
+	s.Keep = append(s.Keep, p.ReadWrite...)
+	s.Keep = append(s.Keep, p.ReadOnly...)
+	if wd, err := os.Getwd(); err == nil {
+		s.Keep = append(s.Keep, wd)
+	}
+	return s
+}
+
+// jobBox is the job's confinement for one stage.
+type jobBox struct {
+	// rules is the Landlock ruleset of the job's shell.
+	rules *sandbox.Ruleset
+	// ns starts the shell in its private /tmp; nil: no private /tmp.
+	ns *tmpns.Spec
+	// denied watches the job's output for refused paths.
+	denied *denials
+}
+
+// Rules is the ruleset (nil for a nil box).
+func (b *jobBox) Rules() *sandbox.Ruleset {
+	if b == nil {
+		return nil
+	}
+	return b.rules
+}
+
+// NS is the private /tmp spec (nil for a nil box or without one).
+func (b *jobBox) NS() *tmpns.Spec {
+	if b == nil {
+		return nil
+	}
+	return b.ns
+}
+
+// Close releases the ruleset.
+func (b *jobBox) Close() error {
+	if b == nil {
+		return nil
+	}
+	return b.rules.Close()
+}
+
+// Watch wraps one of the job's output streams to notice refused paths.
+func (b *jobBox) Watch(w io.Writer) io.Writer {
+	if b == nil || b.denied == nil {
+		return w
+	}
+	return b.denied.writer(w)
+}
+
+// Report says in the job log, once at the end of the stage, what path
+// outside its directories the job was refused.
+func (b *jobBox) Report(log *joblog.Logger) {
+	if b == nil || b.denied == nil {
+		return
+	}
+	b.denied.report(log, b.ns != nil)
+}
+
+// jobSandbox builds the job's confinement, or nil when the admin turned the
+// sandbox off or the kernel cannot (prepare said so).
+func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*jobBox, error) {
 	if !sandboxOpts.on {
 		return nil, nil
 	}
@@ -123,7 +250,11 @@ func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*sandbox.Rules
 	if err != nil {
 		return nil, fmt.Errorf("ferry: sandbox: %w", err)
 	}
-	return rs, nil
+	b := &jobBox{rules: rs, denied: newDenials(p.ReadWrite, st.Path(jobTmpDir))}
+	if privateTmpOn(st) {
+		b.ns = privateTmpSpec(st, p)
+	}
+	return b, nil
 }
 
 // jobPolicy is what one job may reach (docs/threat-model.md).
@@ -160,13 +291,15 @@ func jobPolicy(env *jobenv.Env, o *Options, st *jobstate.State) (sandbox.Policy,
 	if env.JobResponseFile != "" {
 		own = append(own, filepath.Dir(abs(env.JobResponseFile)))
 	}
+	home, _ := env.LookupEnv("HOME")
 	for _, d := range own {
-		p.Hide = append(p.Hide, otherRunnerTemps(d)...)
+		p.Hide = append(p.Hide, runnerTempHide(d, home)...)
 	}
 	p.Hide = append(p.Hide, sandboxOpts.hide...)
 
-	// The job's own runner temp dir (its stage scripts) is not hidden, so
-	// it is readable like the rest of the system.
+	// The job's own runner temp dir (its stage scripts, its payload) is
+	// readable again inside the hidden temp root.
+	p.ReadOnly = append(p.ReadOnly, own...)
 	p.ReadOnly = append(p.ReadOnly, st.Dir(), filepath.Join(stateRoot, enginebin.DirName))
 	p.ReadOnly = append(p.ReadOnly, sandboxOpts.readable...)
 	for _, f := range jobReadable {
@@ -185,8 +318,28 @@ func jobPolicy(env *jobenv.Env, o *Options, st *jobstate.State) (sandbox.Policy,
 	return p, nil
 }
 
-// otherRunnerTemps lists the runner's per-job temp dirs beside own
-// (gitlab-runner makes them with MkdirTemp("", "custom-executor")).
+// runnerTempHide is what hides the runner's per-job temp dirs of other jobs
+// (gitlab-runner makes them with MkdirTemp("", "custom-executor") beside
+// own). The whole temp root is hidden, one rule that costs the same with 20
+// or 2,000 entries there (the job's own dir is granted back as ReadOnly):
+// granting read on every other entry instead cost ~50 us an entry, 98 ms a
+// stage on a busy runner. A temp root that is "/" or holds the runner
+// user's home is not a temp root to hide whole: there only the
+// custom-executor* siblings are hidden, one rule each.
+func runnerTempHide(own, home string) []string {
+	root := filepath.Dir(own)
+	if root == own || root == "/" {
+		return otherRunnerTemps(own)
+	}
+	if home != "" {
+		if h, err := filepath.Abs(home); err == nil && (h == root || within(h, root)) {
+			return otherRunnerTemps(own)
+		}
+	}
+	return []string{root}
+}
+
+// otherRunnerTemps lists the runner's per-job temp dirs beside own.
 func otherRunnerTemps(own string) []string {
 	parent := filepath.Dir(own)
 	ents, err := os.ReadDir(parent)
@@ -229,4 +382,37 @@ func jobBuildDirs(env *jobenv.Env, o *Options) []string {
 		}
 	}
 	return dirs
+}
+
+// rulesetFD is the descriptor the re-exec finds the Landlock ruleset on,
+// just below the job's mark.
+const rulesetFD = jobproc.MarkFD - 1
+
+// privateTmpCommand turns cmd (`bash script`, ExtraFiles sized up to the
+// mark) into ferry's re-exec that starts it in the private /tmp ns
+// describes, handing it the ruleset rs on rulesetFD. The returned file is
+// ferry's copy of that descriptor, to close once bash has started.
+func privateTmpCommand(cmd *exec.Cmd, ns tmpns.Spec, script string, rs *sandbox.Ruleset) (*os.File, error) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		return nil, fmt.Errorf("ferry: bash: %w", err)
+	}
+	if bash, err = filepath.Abs(bash); err != nil {
+		return nil, fmt.Errorf("ferry: bash: %w", err)
+	}
+	ns.Argv = []string{bash, script}
+	var f *os.File
+	if rs != nil {
+		fd, err := unix.FcntlInt(uintptr(rs.FD()), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("ferry: sandbox: %w", err)
+		}
+		f = os.NewFile(uintptr(fd), "landlock-ruleset")
+		cmd.ExtraFiles[rulesetFD-3] = f
+		ns.RulesetFD = rulesetFD
+	}
+	cmd.Path = selfExe
+	cmd.Args = append([]string{"ferry"}, ns.Args()...)
+	tmpns.SetSysProcAttr(cmd.SysProcAttr)
+	return f, nil
 }

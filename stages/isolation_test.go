@@ -33,6 +33,9 @@ import (
 
 const isoUser = "ferry-sandbox-1"
 
+// isoBase is where the isolation tests make the runner user's files.
+const isoBase = "/var/lib"
+
 // Secrets the attacker must never see.
 const (
 	secretABuild = "A-BUILD-SECRET-7f3a"
@@ -54,9 +57,31 @@ type isoSetup struct {
 	dir      string // binaries, 0755
 	home     string // the runner user's HOME for this test (0700, the user's)
 	rv       string // rendezvous dir the jobs may write (--sandbox-writable)
+	// privateTmp is the --private-tmp mode the jobs run with.
+	privateTmp string
 }
 
-func setupIsolation(t *testing.T) *isoSetup {
+// privateTmpModes are the sandbox's two modes every isolation test runs
+// in: a private /tmp (where the kernel allows one: it does on CI's) and
+// the fallback without, forced.
+var privateTmpModes = []string{"auto", "off"}
+
+// forEachTmpMode runs test once per mode, as subtests.
+func forEachTmpMode(t *testing.T, test func(t *testing.T, mode string)) {
+	for _, m := range privateTmpModes {
+		t.Run("private-tmp="+m, func(t *testing.T) { test(t, m) })
+	}
+}
+
+// modeLine is what prepare says in the job log in each mode.
+func modeLine(mode string) string {
+	if mode == "off" {
+		return "Sandbox: no private /tmp (--private-tmp=off)"
+	}
+	return "Sandbox: private /tmp and /var/tmp (user+mount namespace)"
+}
+
+func setupIsolation(t *testing.T, privateTmp string) *isoSetup {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("creates an unprivileged runner user: needs root (CI runs as root)")
@@ -73,10 +98,13 @@ func setupIsolation(t *testing.T) *isoSetup {
 			t.Fatal(err)
 		}
 	}
-	s := &isoSetup{}
+	s := &isoSetup{privateTmp: privateTmp}
 	s.uid, _ = strconv.Atoi(u.Uid)
 	s.gid, _ = strconv.Atoi(u.Gid)
-	s.dir, err = os.MkdirTemp("", "ferry-sandbox-test-")
+	// Not under /tmp: with a private /tmp the job sees there only its own
+	// dirs, and the runner user's home (its driver's git remotes, say)
+	// lives elsewhere on a real host too.
+	s.dir, err = os.MkdirTemp(isoBase, "ferry-sandbox-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +147,7 @@ func setupIsolation(t *testing.T) *isoSetup {
 func (s *isoSetup) helper(t *testing.T, role string, stdout io.Writer) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(s.dir, "stages.test"), "-test.run=^TestHelperProcessIsolation$", "-test.v", "-test.timeout=5m")
 	cmd.Env = []string{
-		"FERRY_ISO_ROLE=" + role, "FERRY_ISO_DIR=" + s.dir, "FERRY_ISO_RV=" + s.rv,
+		"FERRY_ISO_ROLE=" + role, "FERRY_ISO_DIR=" + s.dir, "FERRY_ISO_RV=" + s.rv, "FERRY_ISO_PRIVATE_TMP=" + s.privateTmp,
 		"HOME=" + s.home, "USER=" + isoUser, "LOGNAME=" + isoUser,
 		"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8",
 	}
@@ -135,8 +163,12 @@ func (s *isoSetup) helper(t *testing.T, role string, stdout io.Writer) *exec.Cmd
 // runner user's secret files, to write what all jobs share, and to signal
 // A's processes. Every attempt must fail, B's ordinary work must not, and
 // none of A's secrets may show up in B's log or on disk outside A's dirs.
-func TestIsolationAttacks(t *testing.T) {
-	s := setupIsolation(t)
+//
+// It runs in both sandbox modes: with a private /tmp and without.
+func TestIsolationAttacks(t *testing.T) { forEachTmpMode(t, isolationAttacks) }
+
+func isolationAttacks(t *testing.T, mode string) {
+	s := setupIsolation(t, mode)
 	var out bytes.Buffer
 	cmd := s.helper(t, "attack", &out)
 	if err := cmd.Run(); err != nil {
@@ -157,6 +189,9 @@ func TestIsolationAttacks(t *testing.T) {
 	}
 	if !strings.Contains(logs.B, "Sandbox: on (Landlock ABI") {
 		t.Errorf("B's log does not say the sandbox is on:\n%s", logs.B)
+	}
+	if !strings.Contains(logs.B, modeLine(mode)) {
+		t.Errorf("B's log does not say %q:\n%s", modeLine(mode), logs.B)
 	}
 	for _, l := range strings.Split(logs.B, "\n") {
 		if strings.Contains(l, "ATTACK-WORKED") || strings.Contains(l, "CONTROL-FAILED") {
@@ -299,7 +334,7 @@ func TestHelperProcessIsolation(t *testing.T) {
 		d, err := runnerdriver.New(runnerdriver.Config{
 			FerryBinary: filepath.Join(dir, "ferry"), ShimBinary: filepath.Join(dir, "glshim"),
 			BaseDir: base, Env: os.Environ(),
-			ExtraArgs:           []string{"--grace-period=1s", "--kube-sources=none", "--sandbox-writable=" + rv},
+			ExtraArgs:           []string{"--grace-period=1s", "--kube-sources=none", "--sandbox-writable=" + rv, "--private-tmp=" + os.Getenv("FERRY_ISO_PRIVATE_TMP")},
 			GracefulKillTimeout: 5 * time.Second,
 		})
 		if err != nil {
@@ -354,6 +389,8 @@ func TestHelperProcessIsolation(t *testing.T) {
 		}
 		b, _ := json.Marshal(out)
 		fmt.Printf("RESULT-JSON %s\n", b)
+	case "tmp":
+		privateTmpRole(ctx, t, newDriver(filepath.Join(os.Getenv("HOME"), "driver")), rv)
 	case "survivors":
 		// The job leaves every kind of background process and then waits;
 		// the test SIGKILLs this runner (and maybe ferry) meanwhile.
@@ -438,8 +475,10 @@ func readRV(t *testing.T, s *isoSetup, name string) string {
 // notices, ends the job as on cancel (&, setsid, nohup, double fork, env -i
 // children included) and removes the job's state without waiting for a
 // cleanup_exec that will never come.
-func TestRunnerKilledNoSurvivors(t *testing.T) {
-	s := setupIsolation(t)
+func TestRunnerKilledNoSurvivors(t *testing.T) { forEachTmpMode(t, runnerKilledNoSurvivors) }
+
+func runnerKilledNoSurvivors(t *testing.T, mode string) {
+	s := setupIsolation(t, mode)
 	cmd, out := startSurvivors(t, s)
 	state := readRV(t, s, "state")
 	cmd.Process.Kill() // the runner only: ferry run lives on, orphaned
@@ -458,7 +497,11 @@ func TestRunnerKilledNoSurvivors(t *testing.T) {
 // next job's prepare finds that the old job's runner is gone and kills what
 // is left of it (env -i children included) and removes its state at once.
 func TestRunnerAndFerryKilledNextPrepareSweeps(t *testing.T) {
-	s := setupIsolation(t)
+	forEachTmpMode(t, runnerAndFerryKilledNextPrepareSweeps)
+}
+
+func runnerAndFerryKilledNextPrepareSweeps(t *testing.T, mode string) {
+	s := setupIsolation(t, mode)
 	cmd, _ := startSurvivors(t, s)
 	state := readRV(t, s, "state")
 	ferryPID, _ := strconv.Atoi(readRV(t, s, "ferry.pid"))

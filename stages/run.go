@@ -24,6 +24,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
+	"gitlab.com/ferry-ci/ferry/pkg/tmpns"
 )
 
 // HostEnvAllowList are the host variables a job script gets from ferry's own
@@ -143,7 +144,8 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	}
 	defer mark.Close()
 
-	code, err := runScript(ctx, script, childEnv, outW, errW, o.GracePeriod, box, mark)
+	code, err := runScript(ctx, script, childEnv, box.Watch(outW), box.Watch(errW), o.GracePeriod, box.Rules(), box.NS(), mark)
+	box.Report(log)
 	if runnerGone() {
 		cerr := Cleanup(context.Background(), env, o, errW)
 		return errors.Join(err, fmt.Errorf("ferry: stage %s: the runner exited mid-job: job stopped, its state removed", stage), cerr)
@@ -244,7 +246,10 @@ var subreaperOnce sync.Once
 
 // runScript runs `bash script` and returns its exit code (128+signal when a
 // signal ended it). The error is only for ferry's own failures.
-func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset, mark *os.File) (int, error) {
+//
+// With ns, bash starts through ferry's re-exec in a private /tmp
+// (pkg/tmpns), which restricts itself with box: ferry's thread is not.
+func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset, ns *tmpns.Spec, mark *os.File) (int, error) {
 	subreaperOnce.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
 
 	// Own pipes, not exec's copying goroutines: a background process holding
@@ -265,11 +270,24 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 	cmd.Stdout = outW
 	cmd.Stderr = errW
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.ExtraFiles = make([]*os.File, jobproc.MarkFD-2)
 	if mark != nil {
 		// Every process of the job inherits the mark (env -i cannot drop
 		// it); the descriptors below it are closed in the child.
-		cmd.ExtraFiles = make([]*os.File, jobproc.MarkFD-2)
 		cmd.ExtraFiles[jobproc.MarkFD-3] = mark
+	}
+	if ns != nil {
+		nsFile, err := privateTmpCommand(cmd, *ns, script, box)
+		if err != nil {
+			for _, f := range []*os.File{outR, outW, errR, errW} {
+				f.Close()
+			}
+			return 0, err
+		}
+		if nsFile != nil {
+			defer nsFile.Close()
+		}
+		box = nil // the re-exec restricts itself
 	}
 	// bash starts on a thread of its own, restricted by the job's sandbox
 	// (box nil: not restricted); Pdeathsig is tied to that thread, which

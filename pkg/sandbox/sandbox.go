@@ -390,3 +390,12 @@ func (r *Ruleset) restrictThread() error {
 	}
 	return nil
 }
+
+// FD is the ruleset's descriptor, for a process that inherits it and
+// restricts itself with RestrictThread (pkg/tmpns's re-exec of ferry).
+func (r *Ruleset) FD() int { return r.fd }
+
+// RestrictThread sets no_new_privs and enforces the ruleset fd (built by
+// another process and inherited) on the calling OS thread only: the caller
+// has locked its thread and execs from it.
+func RestrictThread(fd int) error { return (&Ruleset{fd: fd}).restrictThread() }

@@ -1,0 +1,133 @@
+package stages_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
+)
+
+// TestPrivateTmpJobs (issue 19, item 4), as the unprivileged runner user
+// through the driver. With a private /tmp, two jobs of different projects
+// running at once each write the literal /tmp/x and /var/tmp/v and read
+// back their own, neither sees the other's nor a file the host has in
+// /tmp, and the host's /tmp/x is not theirs. Without (forced with
+// --private-tmp=off), the write is refused, the job goes on, and its log
+// says once, after the script's own output, which path was refused and to
+// use $TMPDIR.
+func TestPrivateTmpJobs(t *testing.T) {
+	forEachTmpMode(t, func(t *testing.T, mode string) {
+		s := setupIsolation(t, mode)
+		planted, err := os.CreateTemp("/tmp", "ferry-host-temp-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		planted.Close()
+		os.Chown(planted.Name(), s.uid, s.gid)
+		defer os.Remove(planted.Name())
+		hostX, _ := os.ReadFile("/tmp/x")
+
+		var out bytes.Buffer
+		cmd := s.helper(t, "tmp", &out)
+		cmd.Env = append(cmd.Env, "FERRY_ISO_PLANTED="+planted.Name())
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("helper: %v\n%s", err, out.String())
+		}
+		res := out.String()
+		i := strings.Index(res, "RESULT-JSON ")
+		if i < 0 {
+			t.Fatalf("helper gave no result:\n%s", res)
+		}
+		line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
+		var logs map[string]string
+		if err := json.Unmarshal([]byte(line), &logs); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"a", "b"} {
+			log := logs[name]
+			if logs[name+".status"] != runnerdriver.StatusSuccess {
+				t.Errorf("job %s: %s\n%s", name, logs[name+".status"], log)
+			}
+			if !strings.Contains(log, modeLine(mode)) {
+				t.Errorf("job %s's log does not say %q:\n%s", name, modeLine(mode), log)
+			}
+			// Without a private /tmp the host's /tmp stays readable (only
+			// the runner's temp root is hidden): no job can write there.
+			if mode == "auto" && strings.Contains(log, "PLANTED-VISIBLE") {
+				t.Errorf("job %s sees the host's %s", name, planted.Name())
+			}
+			if !strings.Contains(log, "MKTEMP-OK") {
+				t.Errorf("job %s: mktemp failed:\n%s", name, log)
+			}
+			refused := strings.Count(log, "was refused")
+			if mode == "auto" {
+				for _, want := range []string{"TMP-OWN-OK " + name, "VARTMP-OK " + name} {
+					if !strings.Contains(log, want) {
+						t.Errorf("job %s: no %q:\n%s", name, want, log)
+					}
+				}
+				if !strings.Contains(log, "PLANTED-HIDDEN") {
+					t.Errorf("job %s: the check of the host's file did not run:\n%s", name, log)
+				}
+				if refused != 0 {
+					t.Errorf("job %s: a refusal reported with a private /tmp:\n%s", name, log)
+				}
+				continue
+			}
+			if strings.Contains(log, "TMP-OWN-OK") || strings.Contains(log, "VARTMP-OK") {
+				t.Errorf("job %s wrote /tmp without a private /tmp:\n%s", name, log)
+			}
+			want := "Sandbox: /tmp/x was refused (and 1 more paths): this host gives jobs no private /tmp, so /tmp and /var/tmp are not writable; use $TMPDIR ("
+			if refused != 1 || !strings.Contains(log, want) {
+				t.Errorf("job %s: want one line %q, got %d:\n%s", name, want, refused, log)
+			}
+			if strings.Index(log, "was refused") < strings.Index(log, "SCRIPT-END") {
+				t.Errorf("job %s: the line is not at the end of the stage:\n%s", name, log)
+			}
+		}
+		if b, _ := os.ReadFile("/tmp/x"); !bytes.Equal(b, hostX) {
+			t.Errorf("the host's /tmp/x changed: %q", b)
+		}
+	})
+}
+
+// privateTmpScript is job name's script for TestPrivateTmpJobs.
+func privateTmpScript(rv, name, planted string) []string {
+	return []string{fmt.Sprintf(`RV=%s; NAME=%s
+if echo "$NAME" > /tmp/x; then touch "$RV/$NAME.wrote"; fi
+echo "$NAME" > /var/tmp/v && [ "$(cat /var/tmp/v)" = "$NAME" ] && echo "VARTMP-OK $NAME"
+touch "$RV/$NAME.done"
+for i in $(seq 300); do [ -e "$RV/a.done" ] && [ -e "$RV/b.done" ] && break; sleep 0.1; done
+[ -e "$RV/a.wrote" ] && [ -e "$RV/b.wrote" ] && [ "$(cat /tmp/x)" = "$NAME" ] && echo "TMP-OWN-OK $NAME"
+if [ -e %s ]; then echo PLANTED-VISIBLE; else echo PLANTED-HIDDEN; fi
+f=$(mktemp) && echo y > "$f" && rm "$f" && echo MKTEMP-OK
+echo SCRIPT-END`, rv, name, shellQuote(planted))}
+}
+
+// privateTmpRole is the runner's part of TestPrivateTmpJobs.
+func privateTmpRole(ctx context.Context, t *testing.T, d *runnerdriver.Driver, rv string) {
+	type res struct {
+		name string
+		r    *runnerdriver.PipelineResult
+	}
+	done := make(chan res, 2)
+	for i, name := range []string{"a", "b"} {
+		go func() {
+			done <- res{name, d.RunPipeline(ctx, runnerdriver.Pipeline{ProjectPath: "team-" + name + "/tmp", ProjectID: 301 + i,
+				Jobs: []runnerdriver.Job{{Name: name, Script: privateTmpScript(rv, name, os.Getenv("FERRY_ISO_PLANTED"))}}})}
+		}()
+	}
+	out := map[string]string{}
+	for i := 0; i < 2; i++ {
+		r := <-done
+		j := r.r.Jobs[r.name]
+		out[r.name], out[r.name+".status"] = j.Log, j.Status
+	}
+	b, _ := json.Marshal(out)
+	fmt.Printf("RESULT-JSON %s\n", b)
+}
