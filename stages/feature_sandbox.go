@@ -2,9 +2,11 @@ package stages
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,6 +147,12 @@ func privateTmpPrepare(j *Job) error {
 		if err := os.MkdirAll(j.State.Path(jobVarTmpDir), 0o700); err != nil {
 			return fmt.Errorf("ferry: sandbox: %w", err)
 		}
+		if err := copySystemSSHConfig(j.State.Path(etcSSHCopy)); err != nil {
+			// ssh then refuses the system's config in the namespace; the
+			// rest of the job is unaffected.
+			os.RemoveAll(j.State.Path(etcSSHCopy))
+			j.Log.Warnf("Sandbox: %v: ssh may refuse the system's config (owned by nobody in the job's namespace)", err)
+		}
 	}
 	if err := os.WriteFile(j.State.Path(privateTmpFile), []byte(mode+"\n"), 0o600); err != nil {
 		return fmt.Errorf("ferry: sandbox: %w", err)
@@ -179,7 +187,59 @@ func privateTmpSpec(st *jobstate.State, p sandbox.Policy) *tmpns.Spec {
 	if wd, err := os.Getwd(); err == nil {
 		s.Keep = append(s.Keep, wd)
 	}
+	for _, name := range []string{"ssh_config", "ssh_config.d"} {
+		src, dst := filepath.Join(st.Path(etcSSHCopy), name), filepath.Join(systemSSHDir, name)
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		if _, err := os.Stat(dst); err == nil {
+			s.Over = append(s.Over, [2]string{src, dst})
+		}
+	}
 	return s
+}
+
+// In the job's user namespace root's files show as owned by nobody, and
+// ssh refuses every Include'd config not owned by root or the user: the
+// system's client config (which ferry's ssh shim includes, and which
+// includes ssh_config.d/*.conf on Debian) is copied, owned by the runner
+// user, into the job state (read-only to the job) and bound over the
+// original in the namespace.
+const (
+	systemSSHDir = "/etc/ssh"
+	etcSSHCopy   = "etc-ssh"
+)
+
+// copySystemSSHConfig copies /etc/ssh/ssh_config and the regular files of
+// /etc/ssh/ssh_config.d into dir. What does not exist is left out.
+func copySystemSSHConfig(dir string) error {
+	files := []string{"ssh_config"}
+	if ents, err := os.ReadDir(filepath.Join(systemSSHDir, "ssh_config.d")); err == nil {
+		if err := os.MkdirAll(filepath.Join(dir, "ssh_config.d"), 0o700); err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				files = append(files, filepath.Join("ssh_config.d", e.Name()))
+			}
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(systemSSHDir, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy of the system's ssh config: %w", err)
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			return fmt.Errorf("copy of the system's ssh config: %w", err)
+		}
+	}
+	return nil
 }
 
 // jobBox is the job's confinement for one stage.

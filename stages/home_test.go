@@ -33,7 +33,7 @@ const (
 )
 
 func TestJobHomeAsRunnerUser(t *testing.T) {
-	s := setupIsolation(t)
+	s := setupIsolation(t, "auto") // the default mode: a private /tmp
 	for rel, content := range map[string]string{".gitconfig": adminGitconfig, ".ssh/config": adminSSHConfig, ".ssh/known_hosts": adminKnown} {
 		p := filepath.Join(s.home, rel)
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {

@@ -61,6 +61,11 @@ func TestPrivateTmpJobs(t *testing.T) {
 			if mode == "auto" && strings.Contains(log, "PLANTED-VISIBLE") {
 				t.Errorf("job %s sees the host's %s", name, planted.Name())
 			}
+			// ssh refuses an Include'd file owned by neither root nor the
+			// user; in the namespace root's files show as nobody's.
+			if !strings.Contains(log, "SSH-INCLUDE-OK") {
+				t.Errorf("job %s: ssh refused the system's config:\n%s", name, log)
+			}
 			if !strings.Contains(log, "MKTEMP-OK") {
 				t.Errorf("job %s: mktemp failed:\n%s", name, log)
 			}
@@ -106,6 +111,7 @@ for i in $(seq 300); do [ -e "$RV/a.done" ] && [ -e "$RV/b.done" ] && break; sle
 [ -e "$RV/a.wrote" ] && [ -e "$RV/b.wrote" ] && [ "$(cat /tmp/x)" = "$NAME" ] && echo "TMP-OWN-OK $NAME"
 if [ -e %s ]; then echo PLANTED-VISIBLE; else echo PLANTED-HIDDEN; fi
 f=$(mktemp) && echo y > "$f" && rm "$f" && echo MKTEMP-OK
+printf 'Include /etc/ssh/ssh_config\n' > "$TMPDIR/sshc" && ssh -F "$TMPDIR/sshc" -G example.org >/dev/null && echo SSH-INCLUDE-OK
 echo SCRIPT-END`, rv, name, shellQuote(planted))}
 }
 

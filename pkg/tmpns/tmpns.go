@@ -157,6 +157,12 @@ type Spec struct {
 	// Keep are paths (directories or files) that stay reachable at their
 	// own path when they lie under /tmp or /var/tmp; others are ignored.
 	Keep []string
+	// Over are files or directories bound over others (Over[i][0] on
+	// Over[i][1]) anywhere: copies, owned by the runner user, of root's
+	// files that tools check the owner of. In the namespace every uid but
+	// the runner's shows as nobody (65534), and ssh refuses an included
+	// config file owned by anyone but root or the user.
+	Over [][2]string
 	// RulesetFD is the descriptor number, in the new process, of the
 	// Landlock ruleset to restrict the shell with; negative: none.
 	RulesetFD int
@@ -169,6 +175,9 @@ func (s Spec) Args() []string {
 	a := []string{Subcommand, "--tmp", s.Tmp, "--var-tmp", s.VarTmp, "--ruleset-fd", strconv.Itoa(s.RulesetFD)}
 	for _, k := range s.Keep {
 		a = append(a, "--keep", k)
+	}
+	for _, o := range s.Over {
+		a = append(a, "--over-src", o[0], "--over-dst", o[1])
 	}
 	return append(append(a, "--"), s.Argv...)
 }
@@ -195,6 +204,13 @@ func parseArgs(args []string) (Spec, bool, error) {
 			s.VarTmp = v
 		case "--keep":
 			s.Keep = append(s.Keep, v)
+		case "--over-src":
+			s.Over = append(s.Over, [2]string{v, ""})
+		case "--over-dst":
+			if len(s.Over) == 0 || s.Over[len(s.Over)-1][1] != "" {
+				return s, false, errors.New("--over-dst without --over-src")
+			}
+			s.Over[len(s.Over)-1][1] = v
 		case "--ruleset-fd":
 			n, err := strconv.Atoi(v)
 			if err != nil {
@@ -286,6 +302,14 @@ func setup(s Spec) error {
 		}
 		binds = append(binds, bind{src, dst, sfd, dfd})
 		return nil
+	}
+	for _, o := range s.Over {
+		if o[0] == "" || o[1] == "" {
+			return errors.New("--over-src without --over-dst")
+		}
+		if err := add(o[0], o[1]); err != nil {
+			return err
+		}
 	}
 	keep := realKeeps(s.Keep)
 	var tops []bind
