@@ -242,6 +242,12 @@ var attacks = [][2]string{
 	{"write-a-build", `echo pwned > "$A_PROJ/pwned"`},
 	{"read-a-payload", `cat "$A_TMP/response.json"`},
 	{"read-a-stage-script", `cat "$A_SCRIPT"`},
+	// Every stage script of A lives in A's runner temp dir, the 19.3
+	// cleanup_file_variables one (every variable exported in clear) too,
+	// written after this attack: the whole dir must be hidden, not the
+	// scripts that exist now.
+	{"list-a-runner-tmp", `ls "$A_TMP"`},
+	{"read-a-later-stage-script", `cat "$A_TMP"/script*/*`},
 	{"read-a-environ", `cat /proc/$A_PID/environ`},
 	{"read-a-child-environ", `cat /proc/$A_SLEEP/environ`},
 	{"read-a-mem", `head -c 16 /proc/$A_SLEEP/mem`},
