@@ -80,7 +80,7 @@ func pipeline(project string, sa *cluster.Credentials, job rd.Job) rd.Pipeline {
 	return rd.Pipeline{ProjectPath: project, Jobs: []rd.Job{job}}
 }
 
-func lease(t *testing.T, ns, name string) (*coordinationv1.Lease, bool) {
+func lease(t testing.TB, ns, name string) (*coordinationv1.Lease, bool) {
 	t.Helper()
 	l, err := c.Client().CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {

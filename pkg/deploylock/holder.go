@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -66,6 +67,7 @@ func Main(stdin io.Reader, stderr io.Writer) int {
 		l.Close()
 	}()
 	go h.renew(ctx)
+	go h.prewarm(ctx)
 	var wg sync.WaitGroup
 	for {
 		c, err := l.Accept()
@@ -203,6 +205,36 @@ func (h *holder) client(req lockclient.Request) (kubernetes.Interface, error) {
 	}
 	h.clients[key] = cl
 	return cl, nil
+}
+
+// prewarm builds the client of the job's own kubeconfig and opens its
+// connection (one cheap request) while the job is still starting, so that
+// the job's first mutating call does not pay for the TLS handshake. The
+// kubectl sends the same credentials when the script uses ferry's
+// kubeconfig, the common case.
+func (h *holder) prewarm(ctx context.Context) {
+	if h.cfg.Kubeconfig == "" {
+		return
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", h.cfg.Kubeconfig)
+	if err != nil || cfg.ExecProvider != nil || cfg.AuthProvider != nil {
+		return
+	}
+	if err := rest.LoadTLSFiles(cfg); err != nil {
+		return
+	}
+	ns, _, _ := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: h.cfg.Kubeconfig}, nil).Namespace()
+	req := lockclient.Request{Creds: lockclient.Creds{Server: cfg.Host, Token: cfg.BearerToken, CAData: cfg.CAData,
+		CertData: cfg.CertData, KeyData: cfg.KeyData, TLSServerName: cfg.ServerName, Insecure: cfg.Insecure,
+		Username: cfg.Username, Password: cfg.Password}}
+	cl, err := h.client(req)
+	if err != nil || ns == "" {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, _ = cl.CoordinationV1().Leases(ns).Get(wctx, LeaseName(h.cfg.Environment), metav1.GetOptions{})
 }
 
 // renew keeps every held lease alive: every third of its duration.

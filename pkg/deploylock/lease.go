@@ -208,12 +208,20 @@ func (k *Lock) Acquire(ctx context.Context, t Target, wait func(string)) (err er
 			_ = k.leave(cctx, t)
 		}
 	}()
+	// A free target has no Lease: try to create it first (one round trip
+	// on the common path), and read it only when it exists.
+	tryCreate := true
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		now := time.Now()
-		l, err := leases.Get(ctx, t.Name, metav1.GetOptions{})
+		var l *coordinationv1.Lease
+		var err error = apierrors.NewNotFound(coordinationv1.Resource("leases"), t.Name)
+		if !tryCreate {
+			l, err = leases.Get(ctx, t.Name, metav1.GetOptions{})
+		}
+		tryCreate = false
 		if apierrors.IsNotFound(err) {
 			me := k.Me
 			l = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: t.Name, Namespace: t.Namespace,
