@@ -167,6 +167,9 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 	if cc != nil {
 		cfg.DockerConfig = cc.Dir
 	}
+	if cfg.Guard, err = jobDeployGuard(j); err != nil {
+		return err
+	}
 	rep, err := holder.Start(ctx, exe, cfg, dockerFlags.PreflightTimeout+5*time.Second)
 	if err != nil {
 		if rep.Build {

@@ -86,7 +86,21 @@ type ApplyOptions struct {
 	FieldValidation string
 	// CRDTimeout bounds the wait for applied CRDs to be Established (default 1m).
 	CRDTimeout time.Duration
+	// Guard, when set, is asked about every object that exists, with its
+	// live annotations, before anything is sent: every object is looked up
+	// first (the metadata GET or LIST the apply does anyway; with
+	// ServerSide, which otherwise reads nothing, that lookup is extra). An
+	// error refuses the whole apply: its text is the object's line, no
+	// object is sent. A non-empty note is printed to ErrOut. Custom
+	// resources of a CRD in this apply are checked when their CRD is
+	// served (a kind that was not served has no objects to protect).
+	// target names the object ("deployment.apps/web in namespace prod").
+	Guard func(target string, live map[string]string) (note string, err error)
 }
+
+// errNotApplied marks the objects left alone because the guard refused
+// another object of the same apply.
+var errNotApplied = errors.New("not applied: another object of this apply was refused")
 
 // ItemResult is what happened to one object.
 type ItemResult struct {
@@ -129,6 +143,8 @@ type item struct {
 	beforeRV     string
 	beforeMeta   *liveMeta                  // annotations and managed fields, when it exists
 	beforeObj    *unstructured.Unstructured // full copy, for server dry run
+	// looked: the lookup was done before the stages (Guard).
+	looked bool
 	// builtin: mapping came from builtinMappings, not discovery.
 	builtin bool
 	// next is the same object again later in the input: applied after
@@ -189,6 +205,26 @@ func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*R
 	for i, it := range items {
 		idx[it] = i
 	}
+	if o.Guard != nil {
+		var all []*item
+		for _, st := range stages {
+			for _, it := range st {
+				if it.mapping != nil {
+					all = append(all, it)
+				}
+			}
+		}
+		if !a.guardAll(ctx, all, o) {
+			for i, it := range items {
+				if it.res.Err == nil {
+					it.res.Err = errNotApplied
+				}
+				p.done(i, it.res)
+				res.Failed++
+			}
+			return res, ctx.Err()
+		}
+	}
 	for s := 0; s < numStages; s++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -202,11 +238,21 @@ func (a *Applier) Apply(ctx context.Context, objs []*Object, o ApplyOptions) (*R
 					p.done(idx[it], it.res)
 					continue
 				}
+				if o.Guard != nil && !a.guardAll(ctx, []*item{it}, o) {
+					p.done(idx[it], it.res)
+					continue
+				}
 			}
 			todo = append(todo, it)
 		}
 		if !o.ServerSide {
-			a.lookupBefore(ctx, todo, o.DryRun == DryRunServer)
+			var look []*item
+			for _, it := range todo {
+				if !it.looked {
+					look = append(look, it)
+				}
+			}
+			a.lookupBefore(ctx, look, o.DryRun == DryRunServer)
 		}
 		waitCRDs := s == stagePrereq && len(pending) > 0 && o.DryRun == DryRunNone
 		a.each(ctx, chains(todo), func(it *item) {
@@ -434,6 +480,35 @@ func (a *Applier) lookupBefore(ctx context.Context, items []*item, full bool) {
 		}
 	})
 	wg.Wait()
+}
+
+// guardAll looks every item up (once: the stages reuse it) and asks
+// o.Guard about each that exists; refused items get the refusal as their
+// error and line. It reports whether none was refused.
+func (a *Applier) guardAll(ctx context.Context, items []*item, o ApplyOptions) bool {
+	a.lookupBefore(ctx, items, o.DryRun == DryRunServer)
+	ok := true
+	for _, it := range items {
+		it.looked = true
+		if !it.beforeExists || it.beforeMeta == nil {
+			continue // new (or unreadable: the apply's own answer tells)
+		}
+		obj := it.res.Object
+		target := obj.Ref()
+		if ns := obj.GetNamespace(); ns != "" {
+			target += " in namespace " + ns
+		}
+		note, err := o.Guard(target, it.beforeMeta.Annotations)
+		if err != nil {
+			it.res.Err, it.res.msg = err, err.Error()
+			ok = false
+			continue
+		}
+		if note != "" {
+			warn(o.ErrOut, "%s", note)
+		}
+	}
+	return ok
 }
 
 // applyOne sends the server-side apply of one object and settles its word.

@@ -140,6 +140,9 @@ type JobInfo struct {
 	Stage       string `json:"stage"`
 	ProjectID   int64  `json:"project_id"`
 	ProjectName string `json:"project_name"`
+	// PipelineID is sent by runners 19.0+ (0 before: CI_PIPELINE_ID, a
+	// variable the job can set, is all there is).
+	PipelineID int64 `json:"pipeline_id"`
 }
 
 // GitInfo describes the commit.

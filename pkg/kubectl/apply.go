@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/ferry-ci/ferry/pkg/apply"
+	"gitlab.com/ferry-ci/ferry/pkg/deployguard"
 )
 
 // source holds the manifest flags shared by apply, diff and create.
@@ -81,12 +82,28 @@ type target struct {
 	explicit    bool
 	annotations map[string]string
 	applier     *apply.Applier
+	// guard is the deploy rules of the job (pkg/deployguard); its records
+	// are in annotations when it is active.
+	guard *deployguard.Guard
 }
 
 func (e *env) writeTarget() (*target, error) {
 	ann, err := annotations()
 	if err != nil {
 		return nil, err
+	}
+	g, err := deployguard.FromEnv(os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if g.Active() {
+		// Recorded whatever FERRY_ANNOTATIONS says: the rules read them.
+		if ann == nil {
+			ann = map[string]string{}
+		}
+		for k, v := range g.ID.Records() {
+			ann[k] = v
+		}
 	}
 	ns, explicit, err := e.resolvedNamespace()
 	if err != nil {
@@ -96,7 +113,7 @@ func (e *env) writeTarget() (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &target{ns: ns, explicit: explicit, annotations: ann, applier: a}, nil
+	return &target{ns: ns, explicit: explicit, annotations: ann, applier: a, guard: g}, nil
 }
 
 func (e *env) apply(ctx context.Context, args []string) error {
@@ -196,6 +213,12 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	}
 	if output == "" {
 		opts.Out = e.stdout
+	}
+	if t.guard.Active() {
+		opts.Guard = func(target string, live map[string]string) (string, error) {
+			d, err := t.guard.Check(target, live)
+			return d.Note, err
+		}
 	}
 	var set *apply.ApplySet
 	if applySet != "" {

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
+	"gitlab.com/ferry-ci/ferry/pkg/deployguard"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 )
@@ -54,6 +55,9 @@ type Config struct {
 	JobToken         string // CI_JOB_TOKEN, for the stack-deploy note
 	PreflightTimeout time.Duration
 	Endpoints        []Endpoint
+	// Guard is the job's deploy rules (pkg/deployguard), applied to
+	// compose projects and stacks (deployguard.go); nil: none.
+	Guard *deployguard.Guard `json:",omitempty"`
 }
 
 // Endpoint is one remote engine and its socket.

@@ -31,7 +31,7 @@ func (h *holder) proxy(lc *lazyClient) http.Handler {
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
 	}
-	return &httputil.ReverseProxy{
+	return h.guardDeploys(&httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "docker"
@@ -65,7 +65,7 @@ func (h *holder) proxy(lc *lazyClient) http.Handler {
 			w.WriteHeader(http.StatusBadGateway)
 			json.NewEncoder(w).Encode(map[string]string{"message": err.Error()})
 		},
-	}
+	}, tr)
 }
 
 type guardKey struct{}
