@@ -142,7 +142,10 @@ func FromEnv(lookup func(string) (string, bool)) (*Guard, error) {
 	if g.Policy.Takeover, err = boolVar(EnvTakeover, get(EnvTakeover)); err != nil {
 		return nil, err
 	}
-	g.Policy.Off = strings.EqualFold(get(EnvGuard), "off")
+	switch strings.ToLower(get(EnvGuard)) {
+	case "off", "false", "0", "no":
+		g.Policy.Off = true
+	}
 	g.Policy.Share = SplitList(get(EnvShare))
 	return g, nil
 }

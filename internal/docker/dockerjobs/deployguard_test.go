@@ -84,7 +84,7 @@ services:
 `}
 	up := func(g guardRun, image string) *runnerdriver.JobResult {
 		g.vars = append(g.vars, runnerdriver.Variable{Key: "IMAGE", Value: image})
-		return runGuarded(t, r, g, files, "docker-compose -p guardapp pull", "docker-compose -p guardapp up -d")
+		return runGuarded(t, r, g, files, "docker-compose -p guardapp pull", "docker-compose --verbose -p guardapp up -d > up.log 2>&1 || { grep -v '^\s*$' up.log | tail -n 60; docker ps -a; exit 1; }")
 	}
 	live := func() (image, pipeline, project string) {
 		out := r.MustDocker("ps", "--filter", "label=com.docker.compose.project=guardapp", "--format",
