@@ -167,38 +167,40 @@ func TestOlderPipelineRefused(t *testing.T) {
 	sa := credentials(t, ns)
 	const proj, pid = "team-a/app", 101
 
-	// Pipeline 1000 was created first (job 4000), pipeline 2000 later
-	// (job 5000); 2000's deploy runs first. Runner 19.3: the payload's
+	// Pipeline 81000 was created first (job 840000), pipeline 82000 later
+	// (job 850000); 82000's deploy runs first. (Ids outside the driver's
+	// random range: another test's job with the same id is the same job to
+	// ferry on this host.) Runner 19.3: the payload's
 	// job_info.pipeline_id names the pipeline, not the job's variables.
-	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 2000, job: 5000, image: "app:v2", runner: "19.3.0"}),
+	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 82000, job: 850000, image: "app:v2", runner: "19.3.0"}),
 		"deployment.apps/web created")
-	wantImage(t, ns, "app:v2", "2000")
+	wantImage(t, ns, "app:v2", "82000")
 
-	j := run(t, sa, deploy{project: proj, projectID: pid, pipeline: 1000, job: 4000, image: "app:v1", runner: "19.3.0", extra: true,
+	j := run(t, sa, deploy{project: proj, projectID: pid, pipeline: 81000, job: 840000, image: "app:v1", runner: "19.3.0", extra: true,
 		// A copied variable cannot pass the older pipeline for a newer one.
 		vars: []rd.Variable{{Key: "CI_PIPELINE_ID", Value: "999999"}, {Key: deployguard.EnvPipeline, Value: "999999"}}})
-	wantRefused(t, j, "ferry: deployment.apps/web in namespace guard-order was deployed by pipeline 2000 of team-a/app (id 101), newer than this pipeline 1000: refusing to deploy an older pipeline over a newer one (to roll back on purpose, retry this job in GitLab or set FERRY_ROLLBACK=true)")
-	wantImage(t, ns, "app:v2", "2000")
+	wantRefused(t, j, "ferry: deployment.apps/web in namespace guard-order was deployed by pipeline 82000 of team-a/app (id 101), newer than this pipeline 81000: refusing to deploy an older pipeline over a newer one (to roll back on purpose, retry this job in GitLab or set FERRY_ROLLBACK=true)")
+	wantImage(t, ns, "app:v2", "82000")
 	if _, err := c.Client().CoreV1().ConfigMaps(ns).Get(context.Background(), "only-in-old", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the refused apply created its new ConfigMap (err %v): objects were sent before all were checked", err)
 	}
 
 	// A deliberate rollback, by variable.
-	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 1000, job: 4001, image: "app:v1",
+	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 81000, job: 840001, image: "app:v1",
 		vars: []rd.Variable{{Key: "FERRY_ROLLBACK", Value: "true"}}}),
-		"ferry: deployment.apps/web in namespace guard-order: rolling back from pipeline 2000 to pipeline 1000 (FERRY_ROLLBACK=true)",
+		"ferry: deployment.apps/web in namespace guard-order: rolling back from pipeline 82000 to pipeline 81000 (FERRY_ROLLBACK=true)",
 		"deployment.apps/web configured")
-	wantImage(t, ns, "app:v1", "1000")
+	wantImage(t, ns, "app:v1", "81000")
 
 	// The newer pipeline deploys again (newer over older: no question), then
 	// GitLab's rollback: the older pipeline's deploy job retried, a new job
-	// (id 6000, created after job 5000).
-	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 2000, job: 5001, image: "app:v2"}), "deployment.apps/web configured")
-	wantImage(t, ns, "app:v2", "2000")
-	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 1000, job: 6000, image: "app:v1"}),
-		"rolling back from pipeline 2000 to pipeline 1000 (job 6000 is a retry, created after job 5001 that deployed pipeline 2000)",
+	// (id 860000, created after job 850001).
+	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 82000, job: 850001, image: "app:v2"}), "deployment.apps/web configured")
+	wantImage(t, ns, "app:v2", "82000")
+	wantSuccess(t, run(t, sa, deploy{project: proj, projectID: pid, pipeline: 81000, job: 860000, image: "app:v1"}),
+		"rolling back from pipeline 82000 to pipeline 81000 (job 860000 is a retry, created after job 850001 that deployed pipeline 82000)",
 		"deployment.apps/web configured")
-	wantImage(t, ns, "app:v1", "1000")
+	wantImage(t, ns, "app:v1", "81000")
 }
 
 // Another project's apply over an owned object is refused, and allowed when
@@ -207,11 +209,11 @@ func TestOlderPipelineRefused(t *testing.T) {
 func TestOtherProjectRefused(t *testing.T) {
 	ns := "guard-owner"
 	sa := credentials(t, ns)
-	a := deploy{project: "team-a/app", projectID: 101, pipeline: 300, job: 3000, image: "a:1"}
+	a := deploy{project: "team-a/app", projectID: 101, pipeline: 300, job: 830000, image: "a:1"}
 	wantSuccess(t, run(t, sa, a), "deployment.apps/web created")
 	wantImage(t, ns, "a:1", "300")
 
-	b := deploy{project: "team-b/app", projectID: 202, pipeline: 400, job: 4000, image: "b:1", extra: true}
+	b := deploy{project: "team-b/app", projectID: 202, pipeline: 400, job: 831000, image: "b:1", extra: true}
 	wantRefused(t, run(t, sa, b), "ferry: deployment.apps/web in namespace guard-owner belongs to project team-a/app (id 101), not to this project team-b/app (id 202): refusing to take it over (set FERRY_TAKEOVER=true in this job to take it over, or the runner admin shares the two projects with --deploy-share)")
 	wantImage(t, ns, "a:1", "300")
 	if _, err := c.Client().CoreV1().ConfigMaps(ns).Get(context.Background(), "only-in-old", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
@@ -219,7 +221,7 @@ func TestOtherProjectRefused(t *testing.T) {
 	}
 
 	// Shared by the admin (by path and by id).
-	b.job, b.args = 4001, []string{"--deploy-share=team-a/app,202"}
+	b.job, b.args = 831001, []string{"--deploy-share=team-a/app,202"}
 	wantSuccess(t, run(t, sa, b), "deployment.apps/web configured")
 	wantImage(t, ns, "b:1", "400")
 	if got := image(t, ns).Annotations[deployguard.KeyProjectID]; got != "202" {
@@ -227,9 +229,9 @@ func TestOtherProjectRefused(t *testing.T) {
 	}
 
 	// Now B owns it: A is refused, and takes it back explicitly.
-	a.pipeline, a.job, a.image = 301, 3001, "a:2"
+	a.pipeline, a.job, a.image = 301, 830001, "a:2"
 	wantRefused(t, run(t, sa, a), "belongs to project team-b/app (id 202), not to this project team-a/app (id 101)")
-	a.job, a.vars = 3002, []rd.Variable{{Key: "FERRY_TAKEOVER", Value: "true"}}
+	a.job, a.vars = 830002, []rd.Variable{{Key: "FERRY_TAKEOVER", Value: "true"}}
 	wantSuccess(t, run(t, sa, a), "taking it over from project team-b/app (id 202) (FERRY_TAKEOVER=true)", "deployment.apps/web configured")
 	wantImage(t, ns, "a:2", "301")
 }
@@ -249,10 +251,10 @@ func TestHandAppliedTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantSuccess(t, run(t, sa, deploy{project: "team-b/app", projectID: 202, pipeline: 50, job: 500, image: "b:1"}), "deployment.apps/web configured")
+	wantSuccess(t, run(t, sa, deploy{project: "team-b/app", projectID: 202, pipeline: 50, job: 870000, image: "b:1"}), "deployment.apps/web configured")
 	wantImage(t, ns, "b:1", "50")
 	d := image(t, ns)
-	for k, want := range map[string]string{deployguard.KeyProjectID: "202", deployguard.KeyProject: "team-b/app", deployguard.KeyJob: "500"} {
+	for k, want := range map[string]string{deployguard.KeyProjectID: "202", deployguard.KeyProject: "team-b/app", deployguard.KeyJob: "870000"} {
 		if d.Annotations[k] != want {
 			t.Errorf("annotation %s=%q, want %q", k, d.Annotations[k], want)
 		}

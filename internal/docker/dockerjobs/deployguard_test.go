@@ -24,6 +24,9 @@ type guardRun struct {
 	args          []string
 }
 
+// runGuarded: pipeline and job ids are outside the driver's random range
+// (1000-9000): on one host, another test's job with the same id is the
+// same job to ferry (its cleanup kills that job's processes).
 func runGuarded(t *testing.T, r *dockertest.Remote, g guardRun, files map[string]string, script ...string) *runnerdriver.JobResult {
 	t.Helper()
 	base := t.TempDir()
@@ -84,7 +87,7 @@ services:
 `}
 	up := func(g guardRun, image string) *runnerdriver.JobResult {
 		g.vars = append(g.vars, runnerdriver.Variable{Key: "IMAGE", Value: image})
-		return runGuarded(t, r, g, files, "docker-compose -p guardapp pull", "docker-compose --verbose -p guardapp up -d > up.log 2>&1 || { grep -v '^\s*$' up.log | tail -n 60; docker ps -a; exit 1; }")
+		return runGuarded(t, r, g, files, "docker-compose -p guardapp pull", "docker-compose --verbose -p guardapp up -d > up.log 2>&1 || { grep -v '^[[:space:]]*$' up.log | tail -n 60; docker ps -a; exit 1; }")
 	}
 	live := func() (image, pipeline, project string) {
 		out := r.MustDocker("ps", "--filter", "label=com.docker.compose.project=guardapp", "--format",
@@ -103,29 +106,29 @@ services:
 	}
 
 	a := guardRun{project: "team-a/app", projectID: 101}
-	a.pipeline, a.job = 2000, 5000
+	a.pipeline, a.job = 92000, 950000
 	mustSucceed(t, up(a, v2))
-	want(v2, "2000", "101")
+	want(v2, "92000", "101")
 
-	a.pipeline, a.job = 1000, 4000
-	mustBeRefused(t, up(a, v1), "ferry: compose project guardapp was deployed by pipeline 2000 of team-a/app (id 101), newer than this pipeline 1000: refusing to deploy an older pipeline over a newer one")
-	want(v2, "2000", "101")
+	a.pipeline, a.job = 91000, 940000
+	mustBeRefused(t, up(a, v1), "ferry: compose project guardapp was deployed by pipeline 92000 of team-a/app (id 101), newer than this pipeline 91000: refusing to deploy an older pipeline over a newer one")
+	want(v2, "92000", "101")
 
-	b := guardRun{project: "team-b/app", projectID: 202, pipeline: 3000, job: 6000}
+	b := guardRun{project: "team-b/app", projectID: 202, pipeline: 93000, job: 960000}
 	mustBeRefused(t, up(b, v1), "ferry: compose project guardapp belongs to project team-a/app (id 101), not to this project team-b/app (id 202)")
-	want(v2, "2000", "101")
+	want(v2, "92000", "101")
 
-	a.job, a.vars = 4001, []runnerdriver.Variable{{Key: "FERRY_ROLLBACK", Value: "true"}}
+	a.job, a.vars = 940001, []runnerdriver.Variable{{Key: "FERRY_ROLLBACK", Value: "true"}}
 	res := up(a, v1)
 	mustSucceed(t, res)
-	if !strings.Contains(res.Log, "rolling back from pipeline 2000 to pipeline 1000 (FERRY_ROLLBACK=true)") {
+	if !strings.Contains(res.Log, "rolling back from pipeline 92000 to pipeline 91000 (FERRY_ROLLBACK=true)") {
 		t.Errorf("no rollback line:\n%s", res.Log)
 	}
-	want(v1, "1000", "101")
+	want(v1, "91000", "101")
 
-	b.job, b.args = 6001, []string{"--deploy-share=101,202"}
+	b.job, b.args = 960001, []string{"--deploy-share=101,202"}
 	mustSucceed(t, up(b, v2))
-	want(v2, "3000", "202")
+	want(v2, "93000", "202")
 }
 
 // TestStackDeployGuard: `docker stack deploy` of one stack: another
@@ -156,16 +159,16 @@ services:
 		return strings.TrimSpace(r.MustDocker("service", "inspect", "guardstack_web", "--format",
 			`{{.Spec.Mode.Replicated.Replicas}} {{index .Spec.Labels "`+deployguard.KeyProjectID+`"}} {{index .Spec.Labels "`+deployguard.KeyPipeline+`"}}`))
 	}
-	mustSucceed(t, deploy(guardRun{project: "team-a/app", projectID: 101, pipeline: 700, job: 7000}, 1))
+	mustSucceed(t, deploy(guardRun{project: "team-a/app", projectID: 101, pipeline: 700, job: 970000}, 1))
 	if got := spec(); got != "1 101 700" {
 		t.Fatalf("service after project A: %q, want \"1 101 700\"", got)
 	}
-	mustBeRefused(t, deploy(guardRun{project: "team-b/app", projectID: 202, pipeline: 800, job: 8000}, 2),
+	mustBeRefused(t, deploy(guardRun{project: "team-b/app", projectID: 202, pipeline: 800, job: 980000}, 2),
 		"ferry: stack guardstack belongs to project team-a/app (id 101), not to this project team-b/app (id 202): refusing to take it over")
 	if got := spec(); got != "1 101 700" {
 		t.Fatalf("the refused deploy changed the service: %q", got)
 	}
-	res := deploy(guardRun{project: "team-b/app", projectID: 202, pipeline: 800, job: 8001,
+	res := deploy(guardRun{project: "team-b/app", projectID: 202, pipeline: 800, job: 980001,
 		vars: []runnerdriver.Variable{{Key: "FERRY_TAKEOVER", Value: "true"}}}, 2)
 	mustSucceed(t, res)
 	if got := spec(); got != "2 202 800" {
