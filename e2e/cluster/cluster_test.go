@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"gitlab.com/ferry-ci/ferry/e2e/cluster"
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
 var c *cluster.Cluster
@@ -35,13 +36,13 @@ func TestMain(m *testing.M) {
 	cluster.Main(m, &c, cluster.Options{SimulateRollouts: true, RolloutDelay: 200 * time.Millisecond})
 }
 
-// kubectl finds the real kubectl; `make test` installs Debian's
-// kubernetes-client when it is missing, so its absence is a failure.
+// kubectl runs the reference kubectl (ferrybuild.ReferenceKubectl, built
+// from the k8s.io/kubectl release ferry links); failing to build it fails.
 func kubectl(t *testing.T, kubeconfig string, args ...string) (string, error) {
 	t.Helper()
-	bin, err := exec.LookPath("kubectl")
+	bin, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH: `make test` installs it (apt package kubernetes-client, via `make tools`): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	cmd := exec.Command(bin, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())

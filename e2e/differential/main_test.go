@@ -1,6 +1,7 @@
 // Package differential runs the same kubectl command sequences twice
 // against the real API server (e2e/cluster): once all with the real kubectl
-// (Debian's /usr/bin/kubectl), once with ferry's kubectl for the steps a
+// (the reference kubectl, built from the k8s.io/kubectl release ferry links:
+// ferrybuild.ReferenceKubectl), once with ferry's kubectl for the steps a
 // job runs (the rest, such as a colleague's `kubectl scale` from a laptop,
 // stay with the real kubectl). Each run gets fresh namespaces. Every exit
 // code is compared, and then the resulting objects, normalized by
@@ -51,7 +52,9 @@ func TestMain(m *testing.M) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		panic(err)
 	}
-	realBin = "/usr/bin/kubectl"
+	if realBin, err = ferrybuild.ReferenceKubectl(); err != nil {
+		panic(err)
+	}
 	cluster.Main(m, &c, cluster.Options{})
 }
 

@@ -149,13 +149,13 @@ func TestUnknownKindAndBadYAML(t *testing.T) {
 	want(t, out, code, 1, `no matches for kind "Widget"`)
 }
 
-// realKubectl runs the real kubectl (Debian's kubernetes-client) with the
+// realKubectl runs the reference kubectl (ferrybuild.ReferenceKubectl) with the
 // same kubeconfig, for side-by-side checks of ferry's output.
 func realKubectl(t *testing.T, stdin string, args ...string) (string, int) {
 	t.Helper()
-	bin, err := exec.LookPath("kubectl")
+	bin, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("the real kubectl is not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	if real, _ := filepath.EvalSymlinks(bin); real == filepath.Join(binDir, "kubectl") {
 		t.Fatalf("%s is ferry, not the real kubectl", bin)

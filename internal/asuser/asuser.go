@@ -3,7 +3,9 @@
 // an isolation test that ran as root would prove nothing: when the test
 // process is root, Run creates the user (useradd, once per name), copies the
 // test binary and the files the body needs into a directory that user can
-// read, and runs the test again in a child process under that uid/gid with
+// read (with the runner-faithful driver's gitlab-runner shim, built here:
+// the user may not be able to enter the checkout at all), and runs the test
+// again in a child process under that uid/gid with
 // -test.run naming only this test. In the child, Run calls the body
 // directly; so it does when the test process is not root to begin with.
 //
@@ -13,7 +15,6 @@ package asuser
 
 import (
 	"bytes"
-
 	"os"
 	"os/exec"
 	"os/user"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 )
 
 const (
@@ -105,6 +107,16 @@ func Run(t *testing.T, spec Spec, body func(t *testing.T, env Env)) {
 		"LANG=C.UTF-8",
 		childVar + "=" + t.Name(),
 	}
+	// The runner-faithful driver's gitlab-runner shim, built here, where the
+	// checkout and the Go build cache are at hand: the child may not be able
+	// to enter the checkout at all (a clone in root's 0700 home).
+	shim, err := runnerdriver.BuildShim()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shimCopy := filepath.Join(dir, "glshim")
+	proctest.CopyExecutable(t, shim, shimCopy)
+	env = append(env, runnerdriver.ShimVar+"="+shimCopy)
 	for k, p := range spec.Files {
 		dst := filepath.Join(dir, "f-"+k)
 		proctest.CopyExecutable(t, p, dst)

@@ -162,3 +162,37 @@ func KubectlBinDir(dir string) (string, error) {
 	}
 	return bin, nil
 }
+
+// ReferenceKubectlVar names a kubectl binary that ReferenceKubectl returns
+// instead of building one (a test of ferry against another kubectl release).
+const ReferenceKubectlVar = "FERRY_REFERENCE_KUBECTL"
+
+var (
+	refOnce sync.Once
+	refBin  string
+	refErr  error
+)
+
+// ReferenceKubectl is the real kubectl that differential tests compare ferry
+// with: kubectl built from k8s.io/kubectl at the version ferry links
+// (tools/kubectl, `make kubectl`, scripts/kubectl.sh) into bin/kubectl of the
+// checkout, once per test binary (the script returns at once when it is
+// there already), so that the comparison is like with like on any machine.
+// Never a kubectl found on PATH: a host's kubectl of another minor version
+// words its messages differently.
+func ReferenceKubectl() (string, error) {
+	if b := os.Getenv(ReferenceKubectlVar); b != "" {
+		return b, nil
+	}
+	refOnce.Do(func() {
+		out := filepath.Join(RepoRoot(), "bin", "kubectl")
+		cmd := exec.Command("bash", filepath.Join(RepoRoot(), "scripts", "kubectl.sh"), "-o", out)
+		cmd.Dir = RepoRoot()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			refErr = fmt.Errorf("building the reference kubectl with scripts/kubectl.sh: %w\n%s", err, b)
+			return
+		}
+		refBin = out
+	})
+	return refBin, refErr
+}

@@ -33,8 +33,21 @@ func moduleRoot() (string, error) {
 	return root, nil
 }
 
+// ShimVar names a prebuilt gitlab-runner shim (internal/glshim) that the
+// driver uses instead of building one from the source tree: asuser sets it
+// for the as-user child, which cannot count on reading the checkout (a clone
+// under root's 0700 home) nor on a Go build cache of its own.
+const ShimVar = "FERRY_GLSHIM"
+
+// BuildShim builds internal/glshim once per process (or returns $FERRY_GLSHIM)
+// and returns its path.
+func BuildShim() (string, error) { return buildShim() }
+
 // buildShim builds internal/glshim once per process.
 func buildShim() (string, error) {
+	if p := os.Getenv(ShimVar); p != "" {
+		return p, nil
+	}
 	shimOnce.Do(func() {
 		root, err := moduleRoot()
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
@@ -43,9 +44,9 @@ func writeCA(t *testing.T) string {
 // The config verbs leave the same kubeconfig as the real kubectl does for
 // the same commands, and print the same lines.
 func TestConfigVerbsMatchKubectl(t *testing.T) {
-	real, err := exec.LookPath("kubectl")
+	real, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	ca := writeCA(t)
 	mine := filepath.Join(t.TempDir(), "ferry.kubeconfig")
@@ -146,9 +147,9 @@ func TestArgumentErrors(t *testing.T) {
 // the real kubectl does, embedded (--embed-certs) or as absolute paths, and
 // switching between the two leaves only one of path and data set.
 func TestEmbedCertsMatchesKubectl(t *testing.T) {
-	real, err := exec.LookPath("kubectl")
+	real, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	dir := t.TempDir()
 	for _, f := range []string{"ca.pem", "client.crt", "client.key"} {
@@ -227,9 +228,9 @@ var preferencesLine = regexp.MustCompile(`(?m)^\s*"?preferences"?: \{\},?\n`)
 // embedded client key are hidden unless --raw (or --flatten) is given,
 // jsonpath too.
 func TestConfigViewMatchesKubectl(t *testing.T) {
-	real, err := exec.LookPath("kubectl")
+	real, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")

@@ -17,16 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
-// realKubectl runs /usr/bin/kubectl (or the first on PATH) with no
+// realKubectl runs the reference kubectl (ferrybuild.ReferenceKubectl) with no
 // kubeconfig: client dry runs never contact a server.
 func realKubectl(t *testing.T, dir string, args ...string) (string, int) {
 	t.Helper()
-	kc, err := exec.LookPath("kubectl")
+	kc, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH (make tools installs Debian's kubernetes-client): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	cmd := exec.Command(kc, args...)
 	cmd.Dir = dir

@@ -12,15 +12,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 )
 
-// kubectl runs the real kubectl on PATH with its own HOME (no ~/.kube leaks
+// kubectl runs the reference kubectl (ferrybuild.ReferenceKubectl) with its own HOME (no ~/.kube leaks
 // in) and the given extra environment.
 func kubectl(t *testing.T, env []string, args ...string) (string, error) {
 	t.Helper()
-	bin, err := exec.LookPath("kubectl")
+	bin, err := ferrybuild.ReferenceKubectl()
 	if err != nil {
-		t.Fatalf("kubectl not on PATH: `make test` installs it (apt package kubernetes-client, via `make tools`): %v", err)
+		t.Fatalf("the reference kubectl: %v", err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(append(os.Environ(), "HOME="+t.TempDir()), env...)
