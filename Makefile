@@ -14,12 +14,12 @@ export E2E_LDFLAGS := $(if $(KUBE_VERSION),-X k8s.io/component-base/version.gitV
 # keep it out of the main module's vet and test).
 PKGS      = $(shell $(GO) list ./... 2>/dev/null | grep -v '/e2e/')
 
-.PHONY: all build test test-runner-versions bench install lint demo devcluster tools help package compose
+.PHONY: all build test test-runner-versions bench install lint demo devcluster tools help package compose kubectl testreport
 
 all: build
 
 help:
-	@echo "targets: build test bench install package lint demo devcluster tools compose"
+	@echo "targets: build test test-runner-versions bench install package lint demo devcluster tools compose kubectl"
 
 ## build: the ferry binary in $(BIN) (the engine embedded; scripts/build.sh), version stamped from git
 build:
@@ -32,15 +32,22 @@ RUNNER_VERSIONS ?= 16.11.4 17.11.4 18.6.6
 test-runner-versions: tools
 	@for v in $(RUNNER_VERSIONS); do echo "== runner $$v"; FERRY_RUNNER_VERSION=$$v $(GO) test -count=1 -timeout 40m ./stages ./internal/runnerdriver || exit 1; done
 
-## test: unit and process tests of the main module, then the e2e module
-test: tools
+## test: unit and process tests of the main module, then the e2e module, exactly what CI runs
+## (make tools installs what they need first); each module ends with a line counting the skipped tests, and why
+test: tools testreport
 	@# -count=1: the process tests (stages, runnerdriver) and the e2e tests build
 	@# the ferry binary themselves (scripts/build.sh), which go test's cache cannot see.
 	@# -timeout: TestMain builds the whole engine before the first test (minutes
 	@# on a cold 2-core machine), and the process tests run real jobs; go test's
 	@# default 10 minutes is not a bound on a hang here but on the build.
-	$(GO) test -count=1 -timeout 40m $(PKGS)
-	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) test -count=1 -timeout 40m -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
+	@# bin/testreport prints what plain go test prints, then the skips; it
+	@# exits with go test's status.
+	bin/testreport -label "main module" $(GO) test -json -count=1 -timeout 40m $(PKGS)
+	@if [ -f e2e/go.mod ]; then cd e2e && ../bin/testreport -label "e2e module" $(GO) test -json -count=1 -timeout 40m -ldflags "$(E2E_LDFLAGS)" ./...; else echo "e2e/go.mod missing: e2e tests skipped"; fi
+
+## testreport: bin/testreport, which runs go test -json and prints go test's usual lines plus the skipped tests (internal/testreport)
+testreport:
+	$(GO) build -o bin/testreport ./internal/testreport
 
 ## bench: every benchmark with its baseline side by side (stage overhead, redaction, dotenv, apply vs kubectl)
 bench: tools
@@ -64,10 +71,12 @@ lint:
 	@if [ -f e2e/go.mod ]; then cd e2e && $(GO) vet ./...; fi
 
 ## demo: seed 000's pipeline the ferry way through ferry, against a real embedded API server; job logs as GitLab shows them
+# Everything is built before the demo's clock starts (-timeout, 5 minutes,
+# covers only the run); ferry is stamped with the version make build uses.
 demo:
-	@echo "==> building ferry and the embedded Kubernetes API server (the first run takes ~5 minutes on 2 cores; go prints what it fetches)"
+	@echo "==> building the demo and the embedded Kubernetes API server (the first run takes ~5 minutes on 2 cores; go prints what it fetches)"
 	cd e2e && $(GO) build -ldflags "$(E2E_LDFLAGS)" -o ../bin/ferry-demo ./cmd/demo
-	./bin/ferry-demo
+	./bin/ferry-demo -version $(VERSION)
 
 ## devcluster: a real kube-apiserver + etcd on loopback until Ctrl-C (kubeconfigs in .devcluster/)
 # Built, then exec'd rather than `go run`: go run dies on SIGTERM without passing it on.
@@ -78,8 +87,11 @@ devcluster:
 compose:
 	GO=$(GO) scripts/compose.sh
 
-## tools: what the tests need on the host (kubectl for side-by-side checks)
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+## kubectl: the reference kubectl of the differential tests, built from the k8s.io/kubectl release ferry links (pinned in tools/kubectl) into bin/kubectl
+kubectl:
+	GO=$(GO) scripts/kubectl.sh
+
+## tools: everything make test and make bench need on this host, as CI has it (scripts/tools.sh): Debian's sshd, dockerd,
+## registry, busybox, compose v1, iproute2 (apt, only what is missing), then compose v2 and the reference kubectl (built, pinned)
 tools:
-	@command -v kubectl >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y kubernetes-client; }
-	@command -v bash >/dev/null && command -v setsid >/dev/null
+	@GO=$(GO) scripts/tools.sh

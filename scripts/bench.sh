@@ -41,12 +41,14 @@ $GO test -run '^$' -bench DotenvPrepare -benchtime 20x ./stages
 $GO test -run '^$' -bench . ./pkg/dotenvstore
 
 section "apply: ferry kubectl vs kubectl on one real API server (targets: seed >= 5x, 200 objects >= 3x, ferry/ssa-only <= 1.5x)"
-command -v kubectl >/dev/null || { echo "kubectl missing: run make tools" >&2; exit 1; }
+# The kubectl side is the reference kubectl (the k8s.io/kubectl release ferry
+# links, scripts/kubectl.sh; a no-op once built), first on the bench's PATH.
+GO=$GO scripts/kubectl.sh
 # E2E_LDFLAGS (from make bench) stamps the API server's version; see Makefile.
 # The seed case takes ~1 s an iteration and two of them were too noisy to
 # judge a 5x target (4.5x to 5.9x between runs); the 200-object cases take
 # ~20 s an iteration.
-(cd e2e && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" | tee "$out" &&
+(cd e2e && export PATH="$PWD/../bin:$PATH" && $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench 'Seed' -benchtime "${SEED_BENCHTIME:-8x}" | tee "$out" &&
   $GO test -ldflags "${E2E_LDFLAGS:-}" ./bench -run '^$' -bench '200|Discovery' -benchtime "${E2E_BENCHTIME:-2x}")
 # The seed apply against its physical floor (BenchmarkSeedFloor: a fresh
 # process that loads the kubeconfig and sends the two SSA PATCHes).
@@ -66,7 +68,7 @@ awk '/^BenchmarkLockFree/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
 
 section "docker: seed 000's compose pull + up -d through ferry's socket vs the docker CLI's own ssh:// (targets: v1 ferry >= 3x faster, v2 no slower), and the floor"
 # Needs root (it starts sshd and dockerd in a network namespace) and the
-# packages .ci/run installs; the benchmark says so and skips otherwise.
+# packages `make tools` installs; the benchmark says so and skips otherwise.
 # compose v2 is built from source (scripts/compose.sh; a no-op once built).
 GO=$GO scripts/compose.sh
 $GO test -run '^$' -bench 'ComposeV1|ComposeV2' -benchtime "${DOCKER_BENCHTIME:-5x}" ./internal/docker/dockerjobs | tee "$out"

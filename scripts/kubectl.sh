@@ -30,5 +30,7 @@ mkdir -p "$(dirname "$out")"
 echo "building the reference kubectl ${kver} (k8s.io/kubectl ${ver}; the first build takes minutes) -> $out"
 IFS=. read -r major minor _ <<<"${kver#v}"
 vpkg=k8s.io/component-base/version
-(cd tools/kubectl && $GO build -trimpath -ldflags "-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" -o "$out" .)
+# CGO_ENABLED=0 -trimpath: static, and the flags of scripts/build.sh, whose
+# engine links the same kubectl packages: a warm build cache serves both.
+(cd tools/kubectl && CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=$major -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" -o "$out" .)
 "$out" version --client

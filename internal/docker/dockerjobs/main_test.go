@@ -39,7 +39,7 @@ func need(t testing.TB) *dockertest.Remote {
 	t.Helper()
 	dockertest.Need(t)
 	if _, err := exec.LookPath("docker-compose"); err != nil {
-		t.Skip("SKIPPED: docker-compose (v1) missing: install docker-compose python3-paramiko (.ci/run does)")
+		t.Skip("SKIPPED: docker-compose (v1) missing: install docker-compose python3-paramiko (`make tools` does)")
 	}
 	remoteOnce.Do(func() {
 		var err error

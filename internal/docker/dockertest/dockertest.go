@@ -68,7 +68,7 @@ func Need(tb testing.TB) {
 	}
 	for _, b := range []string{"/usr/sbin/sshd", "/usr/sbin/dockerd", "/usr/bin/docker-registry", "/bin/busybox"} {
 		if _, err := os.Stat(b); err != nil {
-			tb.Skipf("SKIPPED: %s missing: install openssh-server docker.io docker-registry busybox-static (.ci/run does)", b)
+			tb.Skipf("SKIPPED: %s missing: install openssh-server docker.io docker-registry busybox-static (`make tools` does)", b)
 		}
 	}
 }
@@ -499,7 +499,7 @@ func ComposeV2(tb testing.TB) string {
 		err = fmt.Errorf("not executable")
 	}
 	if err != nil {
-		msg := fmt.Sprintf("docker compose v2 plugin %s missing (%v): build it with `make compose` (.ci/run does) or set %s", p, err, ComposeV2Var)
+		msg := fmt.Sprintf("docker compose v2 plugin %s missing (%v): build it with `make compose` (`make tools` does) or set %s", p, err, ComposeV2Var)
 		if os.Getenv("CI") == "true" {
 			tb.Fatal(msg)
 		}
