@@ -32,7 +32,7 @@ need setsid || pkgs+=(util-linux)
 [ -x /usr/bin/docker-registry ] || pkgs+=(docker-registry)
 [ -x /bin/busybox ] || pkgs+=(busybox-static)
 need docker-compose || pkgs+=(docker-compose)
-python3 -c 'import paramiko' >/dev/null 2>&1 || pkgs+=(python3-paramiko)
+dpkg -s python3-paramiko >/dev/null 2>&1 || pkgs+=(python3-paramiko)
 need ip || pkgs+=(iproute2)
 if [ ${#pkgs[@]} -gt 0 ]; then
 	echo "make tools: installing ${pkgs[*]} (apt)"

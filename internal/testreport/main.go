@@ -49,9 +49,15 @@ func (r *report) event(e event) {
 	switch {
 	case e.Action == "build-output":
 		fmt.Fprint(r.w, e.Output)
+	case e.Test == "" && e.Action == "output" && e.Output == "PASS\n":
+		// -json runs the tests verbosely; plain go test prints only "ok".
 	case e.Test == "" && e.Action == "output":
-		// The package's own lines: "ok ...", "FAIL ...", "PASS", a
-		// TestMain's prints, a panic outside any test.
+		// The package's own lines: "ok ...", "FAIL ...", a TestMain's
+		// prints, a panic (a timeout's names the tests still running:
+		// their output goes first, as plain go test has printed it).
+		if strings.HasPrefix(e.Output, "panic: ") || strings.HasPrefix(e.Output, "FAIL") {
+			r.flush(e.Package)
+		}
 		fmt.Fprint(r.w, e.Output)
 	case e.Test == "" && e.Action == "fail":
 		// A package that failed (a timeout's panic, a crash): tests it

@@ -97,4 +97,7 @@ func TestReportShowsUnfinishedTests(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
 	}
+	if strings.Index(got, "waiting for the server") > strings.Index(got, "panic: test timed out") {
+		t.Errorf("the unfinished test's output comes after the panic:\n%s", got)
+	}
 }
