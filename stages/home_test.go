@@ -107,6 +107,7 @@ type homeStep struct {
 	name, mode string
 	project    int
 	before     func(home string) // the admin's hand between jobs
+	vars       []runnerdriver.Variable
 	script     string
 	logHas     []string
 }
@@ -165,6 +166,16 @@ test "$(git config --global --get user.email)" = ci@example.com
 test -z "$(git config --global --get core.abbrev || true)"
 echo A3-DONE`,
 		logHas: []string{"Home: from the runner user's home: .ssh/config", "Home: this project's own .gitconfig kept"}},
+	{name: "A4", mode: "project", project: 101,
+		// A job's own HOME does not win (warned); its own XDG dir does.
+		vars: []runnerdriver.Variable{{Key: "HOME", Value: "/tmp/job-chosen-home"}, {Key: "XDG_CACHE_HOME", Value: "/tmp/job-chosen-cache"}},
+		script: `
+test "$HOME" = "$(cat "$RV/A.home")"
+test "$XDG_CACHE_HOME" = /tmp/job-chosen-cache
+test "$XDG_CONFIG_HOME" = "$HOME/.config"
+test "$(git config --global --get user.email)" = ci@example.com
+echo A4-DONE`,
+		logHas: []string{"Home: the job's HOME variable (/tmp/job-chosen-home) is replaced by this project's home"}},
 	{name: "J1", mode: "job", project: 303, script: `
 case "$HOME" in "$FERRY_STATE_DIR"/jobs/*/home) ;; *) echo "unexpected HOME $HOME"; exit 1;; esac
 mkdir -p ~/.cache/tool && echo x > ~/.cache/tool/c
@@ -242,7 +253,7 @@ func homeHelper(t *testing.T, ctx context.Context, dir, rv string) {
 		before := homeSnapshot(home)
 		script := "set -e\nRV=" + rv + "\nRUNNER_HOME=" + home + "\n" + st.script
 		r := d.RunPipeline(ctx, runnerdriver.Pipeline{ProjectPath: fmt.Sprintf("team/p%d", st.project), ProjectID: st.project,
-			Jobs: []runnerdriver.Job{{Name: "j", Script: []string{script}}}})
+			Jobs: []runnerdriver.Job{{Name: "j", Script: []string{script}, Variables: st.vars}}})
 		j := r.Jobs["j"]
 		res := homeJobResult{Status: j.Status, Log: j.Log}
 		after := homeSnapshot(home)
