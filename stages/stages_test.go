@@ -221,7 +221,12 @@ func TestRunChildEnvironment(t *testing.T) {
 	if !strings.HasPrefix(env["PATH"], st.BinDir()+":") {
 		t.Errorf("PATH %q does not start with %s", env["PATH"], st.BinDir())
 	}
-	if env["FERRY_STATE_DIR"] != j.stateDir || env["PASSED_ONE"] != "yes" || env["LC_ALL"] != "C" || env["TERM"] != "dumb" || env["HOME"] != j.base {
+	if env["FERRY_STATE_DIR"] != j.stateDir || env["PASSED_ONE"] != "yes" || env["LC_ALL"] != "C" || env["TERM"] != "dumb" {
+		t.Errorf("env %v", env)
+	}
+	// HOME is the job's own (docs/home.md: this payload has no project
+	// id, so a per-job home), not the runner's; the XDG dirs follow it.
+	if home := st.Path("home"); env["HOME"] != home || env["XDG_CONFIG_HOME"] != home+"/.config" || env["XDG_CACHE_HOME"] != home+"/.cache" {
 		t.Errorf("env %v", env)
 	}
 }
