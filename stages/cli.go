@@ -141,7 +141,19 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 		// be in the build directory either.
 		err := stateDirOutsideBuilds(filepath.Join(opts.StateDir, enginebin.DirName), env, opts)
 		if err == nil {
-			err = b.Handoff(append([]string{"ferry"}, argv[1:]...), opts.StateDir)
+			// SIGTERM (a cancel, the job timeout, 19.0's prepare_timeout)
+			// while the engine is unpacked must not be swallowed by the
+			// handler above and lost at the exec: back to the default
+			// action (ferry ends at once, nothing of the job made yet; an
+			// unpack cut short is swept by the next one) until the engine
+			// installs its own.
+			n := <-sig
+			n.stop()
+			if n.ctx.Err() != nil {
+				err = errInterrupted
+			} else {
+				err = b.Handoff(append([]string{"ferry"}, argv[1:]...), opts.StateDir)
+			}
 		}
 		report(sub, stderr, err)
 		return ExitCode(env, err) // the host's problem: a system failure

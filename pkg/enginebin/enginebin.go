@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -254,6 +255,7 @@ func unpack(stateRoot string, warn func(string)) (string, error) {
 	if err := jobstate.EnsureDir(dir, false); err != nil {
 		return "", err
 	}
+	removeDeadUnpacks(dir)
 	wrote := false
 	if embeddedKubectl != "" {
 		w, err := unpackFile(dir, KubectlName+"-"+sum, embeddedKubectl, warn)
@@ -290,7 +292,9 @@ func unpackFile(dir, name, blob string, warn func(string)) (wrote bool, err erro
 			warn(fmt.Sprintf("ferry: the unpacked engine %s is not the one this ferry carries (modified since it was unpacked?): unpacking it again", p))
 		}
 	}
-	f, err := os.CreateTemp(dir, ".unpack-*")
+	// The pid in the name lets the next unpack remove what a killed one
+	// left (removeDeadUnpacks).
+	f, err := os.CreateTemp(dir, ".unpack-"+strconv.Itoa(os.Getpid())+"-*")
 	if err != nil {
 		return false, fmt.Errorf("ferry: unpacking the engine: %w", err)
 	}
@@ -319,6 +323,31 @@ func unpackFile(dir, name, blob string, warn func(string)) (wrote bool, err erro
 		return false, fmt.Errorf("ferry: unpacking the engine into %s: %w", dir, err)
 	}
 	return true, nil
+}
+
+// removeDeadUnpacks removes the partial files of unpacks whose process is
+// gone (SIGKILL or a SIGTERM with the default action during an unpack): up
+// to two ~40 MB files each, which the hourly sweep would keep for an hour.
+// A name without a pid (an older ferry) is left to that sweep.
+func removeDeadUnpacks(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), ".unpack-")
+		if !ok {
+			continue
+		}
+		pidStr, _, ok := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidStr)
+		if !ok || err != nil || pid <= 0 {
+			continue
+		}
+		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // sameAs reports whether the file at p holds exactly blob. The comparison
