@@ -148,8 +148,9 @@ func Main(argv []string, stdin io.Reader, stdout, stderr io.Writer, b Binary) in
 			// unpack cut short is swept by the next one) until the engine
 			// installs its own.
 			n := <-sig
-			n.stop()
-			if n.ctx.Err() != nil {
+			interrupted := n.ctx.Err() != nil
+			n.stop() // (also cancels n.ctx)
+			if interrupted {
 				err = errInterrupted
 			} else {
 				err = b.Handoff(append([]string{"ferry"}, argv[1:]...), opts.StateDir)
