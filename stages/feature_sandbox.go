@@ -306,12 +306,20 @@ func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*jobBox, error
 	if err != nil {
 		return nil, err
 	}
+	ns := privateTmpOn(st)
+	if ns {
+		// The host's /tmp and /var/tmp are out of sight in the namespace
+		// anyway: hidden whole, they cost one rule instead of one per
+		// entry on the way to a hidden path below them (the job's own
+		// paths there keep their rules).
+		p.Hide = append(p.Hide, "/tmp", "/var/tmp")
+	}
 	rs, err := p.Build()
 	if err != nil {
 		return nil, fmt.Errorf("ferry: sandbox: %w", err)
 	}
 	b := &jobBox{rules: rs, denied: newDenials(p.ReadWrite, st.Path(jobTmpDir))}
-	if privateTmpOn(st) {
+	if ns {
 		b.ns = privateTmpSpec(st, p)
 	}
 	return b, nil
