@@ -74,7 +74,9 @@ func run(t *testing.T, sa *cluster.Credentials, d deploy) *rd.JobResult {
 	}
 	drv, err := rd.New(rd.Config{
 		FerryBinary: ferry, BaseDir: base, RunnerVersion: d.runner,
-		ExtraArgs:       append([]string{"--state-dir=" + filepath.Join(base, "state")}, d.args...),
+		// --private-tmp=off: the driver's repositories live under the
+		// test's /tmp dir, which a private /tmp hides from get_sources.
+		ExtraArgs:       append([]string{"--state-dir=" + filepath.Join(base, "state"), "--private-tmp=off"}, d.args...),
 		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
 		FirstPipelineID: d.pipeline, FirstJobID: d.job,
 	})

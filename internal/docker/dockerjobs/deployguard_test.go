@@ -33,9 +33,12 @@ func runGuarded(t *testing.T, r *dockertest.Remote, g guardRun, files map[string
 	home := filepath.Join(base, "home")
 	os.MkdirAll(home, 0o700)
 	d, err := runnerdriver.New(runnerdriver.Config{
-		FerryBinary:     ferryBin,
-		BaseDir:         filepath.Join(base, "driver"),
-		ExtraArgs:       append([]string{"--state-dir=" + filepath.Join(base, "state"), "--kube-sources=none", "--kubectl-shim=false"}, g.args...),
+		FerryBinary: ferryBin,
+		BaseDir:     filepath.Join(base, "driver"),
+		ExtraArgs: append([]string{"--state-dir=" + filepath.Join(base, "state"), "--kube-sources=none", "--kubectl-shim=false",
+			// The driver's repositories live under the test's /tmp dir,
+			// which a private /tmp hides from get_sources.
+			"--private-tmp=off"}, g.args...),
 		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=root", "LANG=C.UTF-8"},
 		PrepareAttempts: 1,
 		StepScript:      true,
