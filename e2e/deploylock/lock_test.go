@@ -56,8 +56,10 @@ func host(t *testing.T, args ...string) *rd.Driver {
 	d, err := rd.New(rd.Config{
 		FerryBinary: ferry,
 		BaseDir:     base,
-		ExtraArgs:   append([]string{"--state-dir=" + seeds.StateDir(base)}, args...),
-		Env:         []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
+		// The driver's repositories and builds live under the test's
+		// /tmp, which a job's private /tmp would hide.
+		ExtraArgs: append([]string{"--state-dir=" + seeds.StateDir(base), "--private-tmp=off"}, args...),
+		Env:       []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +336,7 @@ func TestNoLeasePermissionIsOneLine(t *testing.T) {
 	if j.Status != rd.StatusFailed || j.ScriptExitCode != 1 {
 		t.Fatalf("want a script failure with kubectl's exit 1, got %s/%d:\n%s", j.Status, j.ScriptExitCode, j.Log)
 	}
-	want := "error: ferry: deploy lock: the job's credentials may not get leases.coordination.k8s.io in namespace lock-norbac; " +
+	want := "error: ferry: deploy lock: the job's credentials may not create leases.coordination.k8s.io in namespace lock-norbac; " +
 		"the namespace's admin must add: kubectl -n lock-norbac create role ferry-deploy-lock --verb=get,list,watch,create,update,delete --resource=leases.coordination.k8s.io " +
 		"&& kubectl -n lock-norbac create rolebinding ferry-deploy-lock --role=ferry-deploy-lock --serviceaccount=lock-norbac:cm-only (or the runner's admin turns the lock off: --deploy-lock=false)\n"
 	if !strings.Contains(j.Log, "READ-OK") || !strings.Contains(j.Log, want) {
