@@ -61,7 +61,15 @@ func run(version string, timeout time.Duration) error {
 	if version == "" {
 		version = gitVersion()
 	}
-	work, err := os.MkdirTemp("", "ferry-demo-")
+	// The runner's files live in the checkout's .demo/, not under /tmp:
+	// ferry gives each job a private /tmp (--private-tmp=auto), in which the
+	// driver's repository under the host's /tmp would not exist for the
+	// job's git clone.
+	root := filepath.Join(ferrybuild.RepoRoot(), ".demo")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(root, "run-")
 	if err != nil {
 		return err
 	}
