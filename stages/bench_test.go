@@ -2,6 +2,7 @@ package stages_test
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
+	"gitlab.com/ferry-ci/ferry/pkg/jobstate"
 )
 
 // BenchmarkRunStage measures one `ferry run` of a trivial stage script: the
@@ -294,5 +296,56 @@ func BenchmarkPrepareCore(b *testing.B) {
 		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
 			b.Fatalf("prepare: %v %s", err, out)
 		}
+	}
+}
+
+// BenchmarkHomeCost is what the job's home adds to prepare (docs/home.md):
+// each iteration runs prepare once with --job-home=<mode> and once with
+// --job-home=runner (HOME left as it is, nothing seeded), alternating which
+// goes first; reported: the median of the per-pair wall-time differences.
+// The runner user's home holds the four default seed files. project: the
+// home exists after the first prepare (the steady state of a project);
+// job: a fresh home is made and seeded each time.
+func BenchmarkHomeCost(b *testing.B) {
+	for _, mode := range []string{"project", "job"} {
+		b.Run("mode="+mode, func(b *testing.B) {
+			j := newJob(b, "")
+			runnerHome := filepath.Join(j.base, "runner-home")
+			for f, c := range map[string]string{".gitconfig": "[safe]\n\tdirectory = *\n", ".config/git/config": "[core]\n", ".ssh/config": "Host x\n  HostName 127.0.0.1\n", ".ssh/known_hosts": strings.Repeat("h ssh-ed25519 AAAA\n", 50)} {
+				os.MkdirAll(filepath.Dir(filepath.Join(runnerHome, f)), 0o700)
+				os.WriteFile(filepath.Join(runnerHome, f), []byte(c), 0o600)
+			}
+			j.extra = append(j.extra, "HOME="+runnerHome)
+			id, _ := atoi(j.id)
+			payload, _ := json.Marshal(map[string]any{"id": id, "token": j.token, "job_info": map[string]any{"project_id": 77}, "runner_info": map[string]any{"timeout": 3600}})
+			if err := os.WriteFile(j.payload, payload, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			prep := func(m string) time.Duration {
+				if m == "job" {
+					// A fresh job: its home does not exist yet.
+					jobstate.RemoveTree(j.state().Path("home"))
+				}
+				c := j.cmd("prepare", "--job-home="+m)
+				start := time.Now()
+				if out, err := c.CombinedOutput(); err != nil {
+					b.Fatalf("prepare --job-home=%s: %v %s", m, err, out)
+				}
+				return time.Since(start)
+			}
+			prep(mode)
+			var d []float64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var with, without time.Duration
+				if i%2 == 0 {
+					with, without = prep(mode), prep("runner")
+				} else {
+					without, with = prep("runner"), prep(mode)
+				}
+				d = append(d, float64(with-without)/1e6)
+			}
+			b.ReportMetric(median(d), "home-ms/prepare")
+		})
 	}
 }

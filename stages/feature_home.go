@@ -182,6 +182,7 @@ func homePrepare(_ context.Context, j *Job) error {
 			return err
 		}
 	}
+	plan.Durable = kept
 	res, serr := jobhome.Sync(home, &rec, plan)
 	if serr != nil {
 		// A file the project put in the way must not fail its job.
@@ -194,13 +195,17 @@ func homePrepare(_ context.Context, j *Job) error {
 			return err
 		}
 	}
-	if err := jobstate.WriteFileAtomic(j.State.Path(homeDirFile), []byte(home+"\n")); err != nil {
+	// Plain writes (no fsync, ~10 ms each on a busy disk): files of this
+	// job's state dir, which only ferry writes and which do not outlive
+	// a crash of the job.
+	if err := os.WriteFile(j.State.Path(homeDirFile), []byte(home+"\n"), 0o600); err != nil {
+		return fmt.Errorf("ferry: home: %w", err)
+	}
+	sshEnv, err := homeSSH(j, home)
+	if err != nil {
 		return err
 	}
-	if err := homeEnv(j, home); err != nil {
-		return err
-	}
-	if err := homeSSH(j, home); err != nil {
+	if err := homeEnv(j, home, sshEnv); err != nil {
 		return err
 	}
 	what := "this project's home, kept between its jobs"
@@ -222,7 +227,7 @@ func homePrepare(_ context.Context, j *Job) error {
 // silently put the job back in the runner user's home; the XDG dirs follow
 // it unless the job set one itself (pointing a tool's cache into the build
 // dir for `cache:` is a common, legitimate choice).
-func homeEnv(j *Job, home string) error {
+func homeEnv(j *Job, home string, more []jobstate.EnvVar) error {
 	vars := j.Env.JobVars()
 	if v, ok := vars["HOME"]; ok && v != home {
 		j.Log.Warnf("Home: the job's HOME variable (%s) is replaced by this project's home; set XDG_CACHE_HOME, XDG_CONFIG_HOME or a tool's own variable to move a tool's files", v)
@@ -233,7 +238,8 @@ func homeEnv(j *Job, home string) error {
 			envs = append(envs, jobstate.EnvVar{Key: x.Var, Value: filepath.Join(home, x.Rel)})
 		}
 	}
-	return j.State.AddEnvs(envs)
+	// One write of env.json (each is fsynced).
+	return j.State.AddEnvs(append(envs, more...))
 }
 
 // SelfVar is set by the ferry binary for the engine it hands a call to:
@@ -241,10 +247,11 @@ func homeEnv(j *Job, home string) error {
 // reaches).
 const SelfVar = "FERRY_SELF"
 
-// homeSSH writes the job's ssh config and links the shims in its bin dir.
-func homeSSH(j *Job, home string) error {
+// homeSSH writes the job's ssh config and links the shims in its bin dir;
+// it returns the variable that names the config.
+func homeSSH(j *Job, home string) ([]jobstate.EnvVar, error) {
 	if !homeOpts.sshShim {
-		return nil
+		return nil, nil
 	}
 	var extraKeys []string
 	if !sandboxOpts.on {
@@ -258,11 +265,8 @@ func homeSSH(j *Job, home string) error {
 		}
 	}
 	cfg := j.State.Path(sshConfigName)
-	if err := jobstate.WriteFileAtomic(cfg, jobhome.SSHConfig(home, extraKeys)); err != nil {
-		return err
-	}
-	if err := j.State.AddEnv(jobhome.SSHConfigVar, cfg, false); err != nil {
-		return err
+	if err := os.WriteFile(cfg, jobhome.SSHConfig(home, extraKeys), 0o600); err != nil {
+		return nil, fmt.Errorf("ferry: ssh shim: %w", err)
 	}
 	// The small ferry binary starts fastest (measured: the engine and the
 	// job's kubectl link client-go or kubectl code and take tens of ms
@@ -271,27 +275,27 @@ func homeSSH(j *Job, home string) error {
 	if self == "" {
 		var err error
 		if self, err = os.Executable(); err != nil {
-			return fmt.Errorf("ferry: ssh shim: locating the ferry binary: %w", err)
+			return nil, fmt.Errorf("ferry: ssh shim: locating the ferry binary: %w", err)
 		}
 	}
 	target, err := filepath.EvalSymlinks(self)
 	if err != nil {
-		return fmt.Errorf("ferry: ssh shim: %w", err)
+		return nil, fmt.Errorf("ferry: ssh shim: %w", err)
 	}
 	bin := j.State.BinDir()
 	if err := os.MkdirAll(bin, 0o700); err != nil {
-		return fmt.Errorf("ferry: ssh shim: %w", err)
+		return nil, fmt.Errorf("ferry: ssh shim: %w", err)
 	}
 	for _, n := range jobhome.SSHShimNames {
 		link := filepath.Join(bin, n)
 		if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("ferry: ssh shim: %w", err)
+			return nil, fmt.Errorf("ferry: ssh shim: %w", err)
 		}
 		if err := os.Symlink(target, link); err != nil {
-			return fmt.Errorf("ferry: ssh shim: %w", err)
+			return nil, fmt.Errorf("ferry: ssh shim: %w", err)
 		}
 	}
-	return nil
+	return []jobstate.EnvVar{{Key: jobhome.SSHConfigVar, Value: cfg}}, nil
 }
 
 // homeSweep removes the homes of projects idle for --home-stale-after.

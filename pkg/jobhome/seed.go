@@ -28,6 +28,11 @@ type SeedPlan struct {
 	From    string
 	Entries []string
 	Skip    func(rel string) bool
+	// Durable fsyncs each copy before it replaces the old one: a home
+	// kept across jobs must not be left with a truncated .gitconfig by a
+	// crash (its hash would then pass for the project's own edit). A
+	// per-job home does not outlive a crash of its job anyway.
+	Durable bool
 }
 
 // SyncResult says what Sync did, by path relative to the home.
@@ -127,7 +132,7 @@ func Sync(home string, rec *Record, p SeedPlan) (SyncResult, error) {
 		fr, had := rec.Files[rel]
 		switch {
 		case !had && errors.Is(curErr, fs.ErrNotExist):
-			if err := writeBeneath(root, rel, data); err != nil {
+			if err := writeBeneath(root, rel, data, p.Durable); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", rel, err))
 				continue
 			}
@@ -136,7 +141,7 @@ func Sync(home string, rec *Record, p SeedPlan) (SyncResult, error) {
 		case errors.Is(curErr, fs.ErrNotExist):
 			// Deleted by the project: the admin's version again (an
 			// empty file is how a project opts out of one).
-			if err := writeBeneath(root, rel, data); err != nil {
+			if err := writeBeneath(root, rel, data, p.Durable); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", rel, err))
 				continue
 			}
@@ -149,7 +154,7 @@ func Sync(home string, rec *Record, p SeedPlan) (SyncResult, error) {
 		case fr.Source == sh:
 			// Unchanged on the runner's side: nothing to do.
 		case curErr == nil && fr.Copy != "" && sum(cur) == fr.Copy:
-			if err := writeBeneath(root, rel, data); err != nil {
+			if err := writeBeneath(root, rel, data, p.Durable); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", rel, err))
 				continue
 			}
@@ -274,7 +279,7 @@ func mkdirBeneath(root int, rel string) (int, error) {
 
 // writeBeneath replaces the file rel of the home with data (0600): a temp
 // file beside it, fsync, rename. A directory in its way is left alone.
-func writeBeneath(root int, rel string, data []byte) error {
+func writeBeneath(root int, rel string, data []byte, durable bool) error {
 	dir, base := path.Split(rel)
 	dfd, err := mkdirBeneath(root, strings.TrimSuffix(dir, "/"))
 	if err != nil {
@@ -290,7 +295,7 @@ func writeBeneath(root int, rel string, data []byte) error {
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	_, werr := f.Write(data)
-	if werr == nil {
+	if werr == nil && durable {
 		werr = f.Sync()
 	}
 	if cerr := f.Close(); werr == nil {
