@@ -25,7 +25,15 @@ const (
 
 func sh(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	return shWithin(t, 10*time.Minute, dir, name, args...)
+}
+
+// shWithin is sh with its own bound: packaging compresses the ferry binary
+// and, for /usr/lib/ferry, the engine and kubectl again (xz of ~150 MB),
+// which takes minutes on a busy 2-core host.
+func shWithin(t *testing.T, limit time.Duration, dir string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	c := exec.CommandContext(ctx, name, args...)
 	c.Dir = dir
@@ -80,7 +88,7 @@ func TestDebInstallRunRemove(t *testing.T) {
 	}
 	dist := filepath.Join(dir, "dist")
 	root := ferrybuild.RepoRoot()
-	sh(t, root, "bash", "scripts/package.sh", "-v", pkgVersion, "-a", runtime.GOARCH, "-b", bin, "-l", lib, "-o", dist)
+	shWithin(t, 30*time.Minute, root, "bash", "scripts/package.sh", "-v", pkgVersion, "-a", runtime.GOARCH, "-b", bin, "-l", lib, "-o", dist)
 
 	deb := filepath.Join(dist, "ferry_"+debVersion+"_"+runtime.GOARCH+".deb")
 	tarball := "ferry_" + pkgVersion + "_linux_" + runtime.GOARCH + ".tar.gz"
