@@ -47,12 +47,12 @@ func gitVersion() string {
 
 // bounded runs f with its own deadline, cut from the run's, and says what
 // it waited for, and for how long, when that runs out.
-func bounded(ctx context.Context, what string, f func(context.Context) error) error {
+func bounded(ctx context.Context, timeout time.Duration, what string, f func(context.Context) error) error {
 	start := time.Now()
 	err := f(ctx)
 	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("%s: gave up after %s (the demo's -timeout, which starts once ferry is built): %w",
-			what, time.Since(start).Round(time.Second), err)
+		return fmt.Errorf("%s: not done within the demo's -timeout=%s (counted from the end of the build; this step ran %s): %w",
+			what, timeout, time.Since(start).Round(time.Second), err)
 	}
 	return err
 }
@@ -95,7 +95,7 @@ func run(version string, timeout time.Duration) error {
 	step("starting a real kube-apiserver + etcd on loopback")
 	started := time.Now()
 	var c *cluster.Cluster
-	if err := bounded(ctx, "starting the kube-apiserver and etcd", func(ctx context.Context) error {
+	if err := bounded(ctx, timeout, "starting the kube-apiserver and etcd", func(ctx context.Context) error {
 		var err error
 		c, err = cluster.Start(ctx, cluster.Options{SimulateRollouts: true})
 		return err
@@ -105,7 +105,7 @@ func run(version string, timeout time.Duration) error {
 	defer c.Stop()
 	fmt.Printf("    %s ready in %s\n", c.URL, time.Since(started).Round(time.Millisecond))
 	var sa *cluster.Credentials
-	if err := bounded(ctx, "creating the ServiceAccount example/gitlab-example", func(ctx context.Context) error {
+	if err := bounded(ctx, timeout, "creating the ServiceAccount example/gitlab-example", func(ctx context.Context) error {
 		var err error
 		sa, err = c.ServiceAccountCredentials(ctx, "example", "gitlab-example", "admin")
 		return err
@@ -127,21 +127,21 @@ func run(version string, timeout time.Duration) error {
 		fmt.Print(rd.Render(j.Log))
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("the pipeline: gave up after %s (the demo's -timeout %s, which starts once ferry is built): %w",
-			time.Since(ran).Round(time.Second), timeout, ctx.Err())
+		return fmt.Errorf("the pipeline: not done within the demo's -timeout=%s (counted from the end of the build; the pipeline ran %s): %w",
+			timeout, time.Since(ran).Round(time.Second), ctx.Err())
 	}
 
 	step("objects in namespace example (ferry kubectl get deployments -n example -o wide)")
 	cmd := exec.CommandContext(ctx, ferry, "kubectl", "--kubeconfig", c.AdminKubeconfigPath, "get", "deployments", "-n", "example", "-o", "wide")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := bounded(ctx, "listing the objects", func(context.Context) error { return cmd.Run() }); err != nil {
+	if err := bounded(ctx, timeout, "listing the objects", func(context.Context) error { return cmd.Run() }); err != nil {
 		return fmt.Errorf("listing the objects: %w", err)
 	}
 	cmd = exec.CommandContext(ctx, ferry, "kubectl", "--kubeconfig", c.AdminKubeconfigPath, "get", "deployment", "shark-app", "-n", "example",
 		"-o", "jsonpath={.spec.template.spec.containers[0].image}{\"\\n\"}")
 	fmt.Print("    image deployed: ")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := bounded(ctx, "reading the deployed image", func(context.Context) error { return cmd.Run() }); err != nil {
+	if err := bounded(ctx, timeout, "reading the deployed image", func(context.Context) error { return cmd.Run() }); err != nil {
 		return err
 	}
 	if pr.Status != rd.StatusSuccess {
