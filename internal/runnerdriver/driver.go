@@ -143,6 +143,7 @@ type Driver struct {
 	cfg     Config
 	ver     runnerVersion
 	shimDir string
+	shimBin string // the gitlab-runner shim's binary (the shimDir script execs it)
 	store   string // artifact store root
 
 	mu        sync.Mutex

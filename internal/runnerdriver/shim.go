@@ -96,6 +96,7 @@ func (d *Driver) installShim() error {
 			return err
 		}
 	}
+	d.shimBin = bin
 	cfg := map[string]any{
 		"store":         d.store,
 		"gitlab_dotenv": d.cfg.GitLabDotenv,

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -197,6 +198,11 @@ func (jr *jobRun) env() []string {
 		// ferry's sandbox must then let the job write (the admin's
 		// option --sandbox-writable).
 		"FERRY_SANDBOX_WRITABLE="+d.store,
+		// Likewise the repositories get_sources clones and the shim
+		// itself: a real runner fetches over the network and is installed
+		// outside /tmp; here they are local paths under BaseDir, which a
+		// job with a private /tmp would not see when BaseDir is there.
+		"FERRY_SANDBOX_READABLE="+filepath.Join(d.cfg.BaseDir, "repos")+","+d.shimDir+","+d.shimBin,
 	)
 	// job_env first, so it cannot override a job variable (as the runner does).
 	for k, v := range jr.jobEnv {
