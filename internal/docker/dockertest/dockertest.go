@@ -3,7 +3,7 @@
 // namespace (its bridges, addresses and iptables never touch the host),
 // with a registry (htpasswd auth) inside that namespace. Everything is
 // started and stopped by PID, with bounded waits. It needs root (and the
-// packages .ci/run installs); Start skips the test, loudly, otherwise.
+// packages `make tools` installs); Start skips the test, loudly, otherwise.
 package dockertest
 
 import (
@@ -484,7 +484,7 @@ func stop(cmd *exec.Cmd, wait time.Duration) {
 const ComposeV2Var = "FERRY_COMPOSE_V2"
 
 // ComposeV2 returns the `docker compose` v2 CLI plugin the tests use: the
-// one `make compose` (scripts/compose.sh, run by .ci/run) builds into the
+// one `make compose` (scripts/compose.sh, run by `make tools`) builds into the
 // repository's bin/cli-plugins, or $FERRY_COMPOSE_V2. Debian 12 does not
 // package it. Missing, it fails the test in CI (CI=true: the build step
 // is broken, and a skip would hide it) and skips it loudly elsewhere.

@@ -85,9 +85,9 @@ func TestBuildKeepsRunnerPlugins(t *testing.T) {
 	docker, err := exec.LookPath("docker")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatal("docker CLI missing in CI: .ci/run installs docker.io")
+			t.Fatal("docker CLI missing in CI: make tools (run by .ci/run) installs docker.io")
 		}
-		t.Skip("SKIPPED: no docker CLI on PATH (install docker.io; .ci/run does)")
+		t.Skip("SKIPPED: no docker CLI on PATH (install docker.io; `make tools` does)")
 	}
 	from, dir := t.TempDir(), filepath.Join(t.TempDir(), "job")
 	os.WriteFile(filepath.Join(from, "config.json"), []byte(`{"cliPluginsExtraDirs":["/opt/admin-plugins"]}`), 0o600)
