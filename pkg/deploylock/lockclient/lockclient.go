@@ -17,12 +17,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -179,8 +179,7 @@ func Start(exe string, cfg Config) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("ferry: deploy lock: start the lock holder: %w", err)
 	}
-	st, _ := startTime(cmd.Process.Pid)
-	err = os.WriteFile(filepath.Join(cfg.Dir, PIDFile), []byte(fmt.Sprintf("%d %d\n", cmd.Process.Pid, st)), 0o600)
+	err = jobproc.WritePIDFile(filepath.Join(cfg.Dir, PIDFile), cmd.Process.Pid)
 	// Reaped by whoever adopts it once prepare exits; stdin is a reader
 	// copied by a goroutine, so wait for that copy only, briefly.
 	go cmd.Wait()
@@ -194,14 +193,7 @@ func Start(exe string, cfg Config) error {
 // waits up to wait, then kills it and removes dir. Safe when there is none.
 func Stop(dir string, wait time.Duration) error {
 	if pid, ok := HolderPID(dir); ok {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(wait)
-		for alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
-		if alive(pid) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+		jobproc.Terminate(pid, wait)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("ferry: deploy lock: remove %s: %w", dir, err)
@@ -209,51 +201,7 @@ func Stop(dir string, wait time.Duration) error {
 	return nil
 }
 
-// HolderPID reads holder.pid and checks that the process is still the one
-// that wrote it (same start time), so a reused pid is never signalled.
+// HolderPID is the running holder of dir, from its PID file.
 func HolderPID(dir string) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, false
-	}
-	pid, err1 := strconv.Atoi(f[0])
-	st, err2 := strconv.ParseUint(f[1], 10, 64)
-	if err1 != nil || err2 != nil || pid <= 1 {
-		return 0, false
-	}
-	now, err := startTime(pid)
-	if err != nil || now != st {
-		return 0, false
-	}
-	return pid, alive(pid)
-}
-
-func stat(pid int) ([]string, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+2 >= len(b) {
-		return nil, false
-	}
-	return strings.Fields(string(b[i+2:])), true
-}
-
-func alive(pid int) bool {
-	f, ok := stat(pid)
-	return ok && len(f) > 0 && f[0] != "Z" && f[0] != "X"
-}
-
-// startTime is field 22 of /proc/<pid>/stat (field 20 after the name).
-func startTime(pid int) (uint64, error) {
-	f, ok := stat(pid)
-	if !ok || len(f) < 20 {
-		return 0, fmt.Errorf("no process %d", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	return jobproc.ReadPIDFile(filepath.Join(dir, PIDFile))
 }

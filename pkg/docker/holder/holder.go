@@ -13,11 +13,11 @@
 package holder
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"io"
 	"net"
 	"net/http"
@@ -131,7 +131,7 @@ type holder struct {
 
 func (h *holder) start(ctx context.Context) (Report, error) {
 	var rep Report
-	if err := writePID(filepath.Join(h.cfg.Dir, PIDFile)); err != nil {
+	if err := jobproc.WritePIDFile(filepath.Join(h.cfg.Dir, PIDFile), os.Getpid()); err != nil {
 		return rep, err
 	}
 	timeout := h.cfg.PreflightTimeout
@@ -315,39 +315,4 @@ func (l *lazyClient) close() {
 	if l.c != nil {
 		l.c.Close()
 	}
-}
-
-// writePID records "<pid> <starttime>" so that cleanup signals this process
-// and not one that reused its pid.
-func writePID(path string) error {
-	st, err := StartTime(os.Getpid())
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, []byte(fmt.Sprintf("%d %d\n", os.Getpid(), st)), 0o600)
-}
-
-// StartTime is field 22 of /proc/<pid>/stat (clock ticks since boot).
-func StartTime(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	i := lastParen(b)
-	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
-	}
-	var fields []string
-	sc := bufio.NewScanner(bytesReader(b[i+1:]))
-	sc.Split(bufio.ScanWords)
-	for sc.Scan() {
-		fields = append(fields, sc.Text())
-	}
-	// fields[0] is state (field 3); starttime is field 22.
-	if len(fields) < 20 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	var v uint64
-	_, err = fmt.Sscan(fields[19], &v)
-	return v, err
 }

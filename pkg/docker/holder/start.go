@@ -6,11 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -105,16 +104,8 @@ func Start(ctx context.Context, exe string, cfg Config, wait time.Duration) (Rep
 // Stop ends the holder whose directory is dir, if it still runs, and waits
 // up to wait for it; then removes dir. Safe when there is none.
 func Stop(dir string, wait time.Duration) error {
-	pid, ok := holderPID(dir)
-	if ok {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
-		deadline := time.Now().Add(wait)
-		for alive(pid) && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if alive(pid) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
+	if pid, ok := jobproc.ReadPIDFile(filepath.Join(dir, PIDFile)); ok {
+		jobproc.Terminate(pid, wait)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("ferry: docker: remove %s: %w", dir, err)
@@ -122,40 +113,8 @@ func Stop(dir string, wait time.Duration) error {
 	return nil
 }
 
-// holderPID reads holder.pid and checks that the process is still the one
-// that wrote it (same start time), so a reused pid is never signalled.
-func holderPID(dir string) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, PIDFile))
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, false
-	}
-	pid, err1 := strconv.Atoi(f[0])
-	st, err2 := strconv.ParseUint(f[1], 10, 64)
-	if err1 != nil || err2 != nil || pid <= 1 {
-		return 0, false
-	}
-	now, err := StartTime(pid)
-	if err != nil || now != st {
-		return 0, false
-	}
-	return pid, true
-}
-
 // Running reports whether the holder of dir runs.
 func Running(dir string) bool {
-	pid, ok := holderPID(dir)
-	return ok && alive(pid)
-}
-
-func alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := lastParen(b)
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	_, ok := jobproc.ReadPIDFile(filepath.Join(dir, PIDFile))
+	return ok
 }

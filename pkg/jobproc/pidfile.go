@@ -1,0 +1,69 @@
+package jobproc
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// A PID file records a per-job helper process (the Docker connection
+// holder, the deploy lock holder) as "<pid> <start time>", so that cleanup
+// finds it again and never signals a process that reused its pid.
+
+// WritePIDFile records process pid in path (0600).
+func WritePIDFile(path string, pid int) error {
+	st, err := startTime(pid)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(strconv.Itoa(pid)+" "+strconv.FormatUint(st, 10)+"\n"), 0o600)
+}
+
+// ReadPIDFile returns the process path records, when it still runs: same
+// start time, not a zombie.
+func ReadPIDFile(path string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0, false
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	st, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 1 {
+		return 0, false
+	}
+	now, err := startTime(pid) // fails for a zombie
+	return pid, err == nil && now == st
+}
+
+// Terminate sends pid SIGTERM, waits up to wait for it to go (a zombie
+// counts as gone), then SIGKILLs it.
+func Terminate(pid int, wait time.Duration) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(wait)
+	for Running(pid) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if Running(pid) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Running reports whether pid is a live process (not a zombie).
+func Running(pid int) bool { return !isZombie(pid) }
+
+// StartTime is when pid started (field 22 of /proc/<pid>/stat, clock ticks
+// after boot); a zombie is an error.
+func StartTime(pid int) (uint64, error) {
+	st, err := startTime(pid)
+	if err != nil {
+		return 0, fmt.Errorf("jobproc: %w", err)
+	}
+	return st, nil
+}
