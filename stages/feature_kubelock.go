@@ -38,7 +38,13 @@ func init() {
 		Cleanup: func(_ context.Context, j *Job) error {
 			return lockclient.Stop(j.State.Path(lockDirName), 5*time.Second)
 		},
-		NeedsEngine: func(sub, _ string) bool { return sub == "prepare" && lockFlags.Enabled },
+		// The holder is started only for a job with a kubeconfig of ferry's,
+		// which only the kube feature writes, in the engine: without a
+		// credential source there is nothing to lock, and prepare must stay
+		// in the small binary (TestOnlyPrepareNeedsTheEngine).
+		NeedsEngine: func(sub, _ string) bool {
+			return sub == "prepare" && lockFlags.Enabled && !kubeSourcesOff(kubeFlags.Sources)
+		},
 	})
 }
 

@@ -59,7 +59,9 @@ func TestUpgradeBetweenStagesOfRunningJob(t *testing.T) {
 	d, err := runnerdriver.New(runnerdriver.Config{
 		FerryBinary: runnerBin,
 		BaseDir:     filepath.Join(dir, "runner"),
-		ExtraArgs:   []string{"--state-dir=" + state, "--kube-sources=none"},
+		// The job waits for a file the test makes in its own temp dir, which
+		// a private /tmp would hide: this test is about upgrades.
+		ExtraArgs: []string{"--state-dir=" + state, "--kube-sources=none", "--private-tmp=off"},
 	})
 	if err != nil {
 		t.Fatal(err)
