@@ -212,6 +212,17 @@ func waitHolders(t *testing.T, root string, n int) []string {
 func TestHolderLifecycle(t *testing.T) {
 	r := need(t)
 	e := newEnv(t)
+	// A holder that saw its runner die may still be removing its own
+	// directory when the last subtest ends (the subtests assert it goes):
+	// remove the state dir until it stays removed, before t.TempDir's own
+	// cleanup fails on a directory that was not empty yet.
+	t.Cleanup(func() {
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if os.RemoveAll(e.state) == nil {
+				return
+			}
+		}
+	})
 	dockerDirs := func() []string {
 		m, _ := filepath.Glob(filepath.Join(e.state, "jobs", "*", "docker"))
 		return m
