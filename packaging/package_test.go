@@ -137,7 +137,9 @@ func TestDebInstallRunRemove(t *testing.T) {
 	d, err := runnerdriver.New(runnerdriver.Config{
 		FerryBinary: installed,
 		BaseDir:     filepath.Join(dir, "runner"),
-		ExtraArgs:   []string{"--state-dir=" + state},
+		// The driver's repositories are under the test's /tmp, which a
+		// private /tmp hides from get_sources.
+		ExtraArgs: []string{"--state-dir=" + state, "--private-tmp=off"},
 	})
 	if err != nil {
 		t.Fatal(err)
