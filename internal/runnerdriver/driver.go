@@ -131,6 +131,12 @@ type Config struct {
 	// sandbox tests' unprivileged runner user) needs it.
 	ShimBinary string
 
+	// SandboxReadable are more paths the driver gives ferry as readable by
+	// jobs (FERRY_SANDBOX_READABLE, with its own repositories and shim): a
+	// test's hand-over dir under /tmp, which a job's private /tmp would
+	// hide. They must exist before the job starts.
+	SandboxReadable []string
+
 	// LogWriter, when set, receives every job's (masked) log as it is written.
 	// Concurrent jobs interleave there; each result's Log is separate.
 	LogWriter io.Writer

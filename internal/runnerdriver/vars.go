@@ -202,7 +202,7 @@ func (jr *jobRun) env() []string {
 		// itself: a real runner fetches over the network and is installed
 		// outside /tmp; here they are local paths under BaseDir, which a
 		// job with a private /tmp would not see when BaseDir is there.
-		"FERRY_SANDBOX_READABLE="+filepath.Join(d.cfg.BaseDir, "repos")+","+d.shimDir+","+d.shimBin,
+		"FERRY_SANDBOX_READABLE="+strings.Join(append([]string{filepath.Join(d.cfg.BaseDir, "repos"), d.shimDir, d.shimBin}, d.cfg.SandboxReadable...), ","),
 	)
 	// job_env first, so it cannot override a job variable (as the runner does).
 	for k, v := range jr.jobEnv {

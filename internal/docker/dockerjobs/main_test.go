@@ -69,7 +69,11 @@ func newEnv(t *testing.T, extraArgs ...string) *env {
 	base := t.TempDir()
 	e := &env{t: t, base: base, home: filepath.Join(base, "home"), state: filepath.Join(base, "state")}
 	os.MkdirAll(e.home, 0o700)
+	// Hand-over files between the test and its jobs (socketAttack): made
+	// before any job starts, readable by jobs under a private /tmp too.
+	os.MkdirAll(filepath.Join(base, "handoff"), 0o755)
 	d, err := runnerdriver.New(runnerdriver.Config{
+		SandboxReadable: []string{filepath.Join(base, "handoff")},
 		FerryBinary:     ferryBin,
 		BaseDir:         filepath.Join(base, "driver"),
 		ExtraArgs:       append([]string{"--state-dir=" + e.state, "--kube-sources=none", "--kubectl-shim=false"}, extraArgs...),
