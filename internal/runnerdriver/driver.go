@@ -39,6 +39,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -258,7 +259,7 @@ func setDefaults(c *Config) {
 		c.FirstJobID = 100000 + rand.IntN(800000)*10
 	}
 	if c.FirstPipelineID == 0 {
-		c.FirstPipelineID = 1000 + rand.IntN(8000)
+		c.FirstPipelineID = nextPipelineBase()
 	}
 }
 
@@ -307,4 +308,16 @@ func (d *Driver) acquireSlots(project string) (runnerID, projectID int, release 
 		delete(d.runnerIDs, runnerID)
 		delete(p, projectID)
 	}
+}
+
+// pipelineBase hands each driver of a test process a range of 1000
+// pipeline ids above the previous driver's, from a random start: GitLab's
+// pipeline ids only grow, and ferry refuses to deploy an older pipeline of
+// a project over objects a newer one deployed, so tests that share a
+// cluster must not run later pipelines with lower ids.
+var pipelineBase atomic.Int64
+
+func nextPipelineBase() int {
+	pipelineBase.CompareAndSwap(0, int64(1000+rand.IntN(8000)))
+	return int(pipelineBase.Add(1000))
 }
