@@ -76,7 +76,12 @@ func run(t *testing.T, sa *cluster.Credentials, d deploy) *rd.JobResult {
 		FerryBinary: ferry, BaseDir: base, RunnerVersion: d.runner,
 		// --private-tmp=off: the driver's repositories live under the
 		// test's /tmp dir, which a private /tmp hides from get_sources.
-		ExtraArgs:       append([]string{"--state-dir=" + filepath.Join(base, "state"), "--private-tmp=off"}, d.args...),
+		// --deploy-lock=false: the guard alone is under test here (the lock
+		// has e2e/deploylock). With the lock on, this test's kubectl found
+		// its job's lock holder gone ("connection refused") in about half
+		// of the runs late in the session: an open bug of the lock holder,
+		// left for the next session (see issue 20's closing note).
+		ExtraArgs:       append([]string{"--state-dir=" + filepath.Join(base, "state"), "--private-tmp=off", "--deploy-lock=false"}, d.args...),
 		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"},
 		FirstPipelineID: d.pipeline, FirstJobID: d.job,
 	})
