@@ -160,6 +160,12 @@ func isZombie(pid int) bool {
 	return !ok || state == 'Z' || state == 'X'
 }
 
+// ParentPID is pid's parent (a zombie's too), from /proc/<pid>/stat.
+func ParentPID(pid int) (int, bool) {
+	ppid, _, ok := statOf(pid)
+	return ppid, ok
+}
+
 // statOf reads the parent pid and state of pid from /proc/<pid>/stat.
 func statOf(pid int) (ppid int, state byte, ok bool) {
 	f, err := statFields(pid)

@@ -22,6 +22,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"net"
 	"os"
 	"strconv"
@@ -130,7 +131,7 @@ func (p Policy) Check(pid, uid int) error {
 	topJRF := ""
 	cur := pid
 	for i := 0; i < 512 && cur > 1; i++ {
-		ppid, ok := parent(cur)
+		ppid, ok := jobproc.ParentPID(cur)
 		if !ok {
 			return fmt.Errorf("process %d vanished while being checked", cur)
 		}
@@ -148,24 +149,6 @@ func (p Policy) Check(pid, uid int) error {
 		return fmt.Errorf("its executor call %d was not started by this job's runner process %d", top, p.RunnerPID)
 	}
 	return nil
-}
-
-// parent reads the parent pid from /proc/<pid>/stat.
-func parent(pid int) (int, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, false
-	}
-	f := strings.Fields(string(b[i+2:]))
-	if len(f) < 2 {
-		return 0, false
-	}
-	ppid, err := strconv.Atoi(f[1])
-	return ppid, err == nil
 }
 
 // environValue reads one variable of the environment pid was started with.
@@ -202,7 +185,7 @@ func RunnerOf(pid int, jrf string) (int, error) {
 	runner := 0
 	cur := pid
 	for i := 0; i < 512 && cur > 1; i++ {
-		ppid, ok := parent(cur)
+		ppid, ok := jobproc.ParentPID(cur)
 		if !ok {
 			return 0, fmt.Errorf("process %d vanished", cur)
 		}
