@@ -10,6 +10,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/hostcheck"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
+	"gitlab.com/ferry-ci/ferry/pkg/tmpns"
 	"gitlab.com/ferry-ci/ferry/pkg/version"
 )
 
@@ -21,6 +22,12 @@ func check(args []string, stdout, stderr io.Writer, b Binary) int {
 		Engine:    b.Handoff == nil,
 		ParseArgs: CheckStageArgs,
 		Sandbox:   sandbox.Probe,
+		PrivateTmp: func(uid, gid int) error {
+			if uid < 0 {
+				return tmpns.Probe(selfExe)
+			}
+			return tmpns.ProbeAs(selfExe, uid, gid)
+		},
 		LocateEngine: func(root string) (string, error) {
 			return enginebin.Locate(root, jobenv.FromOS().LookupEnv, nil)
 		},

@@ -208,3 +208,14 @@ func shareDir(t *testing.T, uid int) string {
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ")
 }
+
+// User creates the test user name (no home, bash) unless it exists, and
+// returns its uid and gid, for a root test that starts processes as it
+// itself. Needs root.
+func User(t *testing.T, name string) (uid, gid int) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("asuser.User: needs root (CI runs the tests as root)")
+	}
+	return ensureUser(t, name)
+}

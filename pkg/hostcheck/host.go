@@ -233,6 +233,28 @@ func (c *checker) sandbox() {
 		return
 	}
 	c.r.OK(subject, "Landlock ABI %d: the job sandbox is available on this kernel", abi)
+	c.privateTmp()
+}
+
+// privateTmp reports whether jobs get a private /tmp here (prepare tries the
+// same for every job and says in the job log which mode it runs in). It is a
+// warning, not a problem: without it jobs still run, with /tmp refused.
+// Run as root, check probes as the runner user: root may make namespaces
+// the kernel (or AppArmor) refuses that user.
+func (c *checker) privateTmp() {
+	const subject = "private /tmp"
+	if c.h.PrivateTmp == nil {
+		return
+	}
+	uid, gid := -1, -1
+	if os.Geteuid() == 0 && c.uid > 0 {
+		uid, gid = c.uid, c.gid
+	}
+	if err := c.h.PrivateTmp(uid, gid); err != nil {
+		c.r.Warn(subject, "not available, jobs run with /tmp and /var/tmp refused and use $TMPDIR: %s", firstLine(err.Error()))
+		return
+	}
+	c.r.OK(subject, "available: each job gets its own /tmp and /var/tmp (user+mount namespace; --private-tmp=off turns it off)")
 }
 
 // docker reports what ferry's Docker features run: the docker CLI (and

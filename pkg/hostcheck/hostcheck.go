@@ -74,6 +74,11 @@ type Hooks struct {
 	ParseArgs func(args []string, env map[string]string) (StageSettings, error)
 	// Sandbox is nil in a build without a job sandbox.
 	Sandbox SandboxProbe
+	// PrivateTmp (may be nil) tries what prepare tries for a job's private
+	// /tmp (pkg/tmpns's Probe), as the runner user uid:gid when check runs
+	// as root (uid -1: as check's own user): nil, or why this host cannot
+	// give one.
+	PrivateTmp func(uid, gid int) error
 	// LocateEngine returns the engine binary for the state root, unpacking
 	// the embedded one there if needed (pkg/enginebin's Locate).
 	LocateEngine func(stateRoot string) (string, error)
@@ -258,6 +263,7 @@ type checker struct {
 	r        *Report
 	h        Hooks
 	uid      int // the runner user's uid (-1: unknown)
+	gid      int // its primary group
 	userName string
 	home     string
 }
@@ -286,6 +292,7 @@ func (c *checker) runnerUser(name string) {
 	}
 	c.userName, c.home = u.Username, u.HomeDir
 	c.uid, _ = strconv.Atoi(u.Uid)
+	c.gid, _ = strconv.Atoi(u.Gid)
 	how := "jobs run as this user (--user)"
 	switch {
 	case name == "" && u.Username == DefaultRunnerUser:

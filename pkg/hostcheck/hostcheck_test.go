@@ -3,6 +3,7 @@ package hostcheck_test
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -31,6 +32,9 @@ type host struct {
 	// installed, when set, is a package's engine: its reason "" makes
 	// the located engine that one.
 	installed func() (string, string)
+	// sandbox and privateTmp, when set, are the kernel probes.
+	sandbox    hostcheck.SandboxProbe
+	privateTmp func(uid, gid int) error
 }
 
 func newHost(t *testing.T) *host {
@@ -102,6 +106,8 @@ func (h *host) check(t *testing.T, config string, extra ...string) (string, int)
 		ParseArgs:       stages.CheckStageArgs,
 		LocateEngine:    func(string) (string, error) { return engine, nil },
 		InstalledEngine: h.installed,
+		Sandbox:         h.sandbox,
+		PrivateTmp:      h.privateTmp,
 		Getenv:          func(string) (string, bool) { return "", false },
 	})
 	all := out.String() + errOut.String()
@@ -128,6 +134,39 @@ func wantLines(t *testing.T, out string, want ...string) {
 		if !found {
 			t.Errorf("no line says %q:\n%s", w, out)
 		}
+	}
+}
+
+// check says whether jobs get a private /tmp on this host, and why not (a
+// warning: jobs still run, with /tmp refused), only where the sandbox is
+// available at all.
+func TestCheckPrivateTmp(t *testing.T) {
+	h := newHost(t)
+	cfg := h.runner("ferry-good", nil)
+	h.sandbox = func() (int, error) { return 7, nil }
+	h.privateTmp = func(int, int) error { return nil }
+	out, code := h.check(t, cfg)
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	wantLines(t, out, "ok    private /tmp: available: each job gets its own /tmp and /var/tmp")
+
+	why := "the kernel refused: kernel.apparmor_restrict_unprivileged_userns=1 (Ubuntu 23.10+) denies capabilities"
+	h.privateTmp = func(int, int) error { return errors.New(why + "\nsecond line") }
+	out, code = h.check(t, cfg)
+	if code != 0 {
+		t.Fatalf("a missing private /tmp is a warning, not a problem: exit %d:\n%s", code, out)
+	}
+	wantLines(t, out, "warn  private /tmp: not available, jobs run with /tmp and /var/tmp refused and use $TMPDIR: "+why)
+	if strings.Contains(out, "second line") {
+		t.Errorf("the reason is not one line:\n%s", out)
+	}
+
+	h.sandbox = func() (int, error) { return 1, errors.New("older than ABI 2") }
+	h.privateTmp = func(int, int) error { t.Error("private /tmp probed without a sandbox"); return nil }
+	out, _ = h.check(t, cfg)
+	if strings.Contains(out, "private /tmp") {
+		t.Errorf("a private /tmp line without a sandbox:\n%s", out)
 	}
 }
 

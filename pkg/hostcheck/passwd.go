@@ -15,7 +15,7 @@ import (
 
 // account is one passwd entry.
 type account struct {
-	Username, Uid, HomeDir string
+	Username, Uid, Gid, HomeDir string
 }
 
 // lookupAccount finds a user by name or uid with `getent passwd`, which asks
@@ -57,7 +57,7 @@ func parsePasswd(b []byte, key string) (account, bool) {
 			continue
 		}
 		if f[0] == key || f[2] == key {
-			return account{Username: f[0], Uid: f[2], HomeDir: f[5]}, true
+			return account{Username: f[0], Uid: f[2], Gid: f[3], HomeDir: f[5]}, true
 		}
 	}
 	return account{}, false

@@ -100,11 +100,34 @@ func Knobs(procSys string) []Knob {
 // settings Knobs reads explain a failure.
 func Probe(self string) error {
 	cmd := exec.Command(self, Subcommand, "--probe")
-	cmd.Env = []string{}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	SetSysProcAttr(cmd.SysProcAttr)
+	return runProbe(cmd, true)
+}
+
+// ProbeAs is Probe for the user uid:gid, for root's `ferry check`: it starts
+// self as that user (no namespace yet), which then runs Probe itself. The
+// namespace must be made by the user, not by root on its behalf: the
+// kernel (and Ubuntu's AppArmor restriction) judges who creates it, and
+// root may where the runner user may not.
+func ProbeAs(self string, uid, gid int) error {
+	cmd := exec.Command(self, Subcommand, probeAsArg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}}
+	return runProbe(cmd, false) // the child's Probe explained it
+}
+
+// probeAsArg makes the re-exec run Probe (ProbeAs's child).
+const probeAsArg = "--probe-as-me"
+
+// runProbe runs a probe command with nothing of ferry's environment and
+// bounded, and returns why it failed (its stderr, explained by the kernel
+// settings that forbid namespaces when explain) or nil.
+func runProbe(cmd *exec.Cmd, explain bool) error {
+	cmd.Env = []string{}
+	cmd.Dir = "/"
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
 	err := cmd.Start()
 	if err == nil {
 		done := make(chan error, 1)
@@ -123,6 +146,9 @@ func Probe(self string) error {
 	msg := strings.TrimSpace(stderr.String())
 	if msg == "" {
 		msg = err.Error()
+	}
+	if !explain {
+		return errors.New(msg)
 	}
 	var why []string
 	for _, k := range Knobs("/proc/sys") {
@@ -233,6 +259,17 @@ func parseArgs(args []string) (Spec, bool, error) {
 // (exit code 127 with the reason on stderr, which ferry shows in the job
 // log: nothing of the job has run then).
 func Main(args []string) int {
+	if len(args) == 1 && args[0] == probeAsArg {
+		self, err := os.Executable()
+		if err == nil {
+			err = Probe(self)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return 0
+	}
 	spec, probe, err := parseArgs(args)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ferry %s: %v\n", Subcommand, err)

@@ -164,3 +164,49 @@ if umount /tmp 2>/dev/null; then echo UMOUNT-WORKED; fi`
 		}
 	})
 }
+
+// TestProbeAsRunnerUser: root's `ferry check` probes as the runner user.
+// ProbeAs agrees with unshare(1) run as that user, and it really runs as
+// the user: a copy of ferry only root may execute cannot probe.
+func TestProbeAsRunnerUser(t *testing.T) {
+	uid, gid := asuser.User(t, "ferry-tmpns-1")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyTo := func(mode os.FileMode) string {
+		d, err := os.MkdirTemp("", "ferry-probeas-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(d) })
+		if err := os.Chmod(d, mode); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(d, "ferry")
+		if err := os.WriteFile(p, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	perr := ProbeAs(copyTo(0o755), uid, gid)
+	t.Logf("ProbeAs: %v", perr)
+	unshare := exec.Command("unshare", "--user", "--map-current-user", "--mount", "true")
+	unshare.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}}
+	out, uerr := unshare.CombinedOutput()
+	if uerr != nil {
+		t.Logf("unshare as uid %d: %v %s", uid, uerr, out)
+	}
+	if (uerr == nil) != (perr == nil) {
+		t.Fatalf("unshare(1) as the user says %v, ProbeAs says %v", uerr, perr)
+	}
+	if err := ProbeAs(copyTo(0o700), uid, gid); err == nil {
+		t.Fatal("ProbeAs succeeded with a ferry only root can execute: it did not run as the user")
+	} else if !strings.Contains(err.Error(), "permission denied") {
+		t.Fatalf("want a permission error, got %v", err)
+	}
+}
