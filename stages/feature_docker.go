@@ -1,10 +1,11 @@
 package stages
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -65,6 +66,7 @@ func init() {
 		},
 		Prepare:     dockerPrepare,
 		BeforeStage: dockerBeforeStage,
+		DuringStage: dockerDuringStage,
 		RunsBefore:  dockerRunsBefore,
 		Cleanup: func(_ context.Context, j *Job) error {
 			return holder.Stop(j.State.Path(dockerDirName), 5*time.Second)
@@ -169,6 +171,27 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 	}
 	if cfg.Guard, err = jobDeployGuard(j); err != nil {
 		return err
+	}
+	if lockFlags.Enabled {
+		// The deploy lock per compose project and stack (--deploy-lock,
+		// shared with the Kubernetes lock; docs/deploy-safety.md).
+		if lockFlags.Lease < 3*time.Second {
+			return fmt.Errorf("ferry: --deploy-lock-lease %s: at least 3s", lockFlags.Lease)
+		}
+		id := j.State.Job()
+		pipeline := vars["CI_PIPELINE_ID"]
+		if j.Payload != nil && j.Payload.JobInfo.PipelineID > 0 {
+			pipeline = strconv.FormatInt(j.Payload.JobInfo.PipelineID, 10)
+		}
+		project := vars["CI_PROJECT_PATH"]
+		if project == "" {
+			project = "a project"
+		}
+		cfg.Lock = &holder.LockConfig{
+			TTL:      lockFlags.Lease,
+			Holder:   fmt.Sprintf("%s pipeline %s job %d", project, pipeline, id.ID),
+			Deadline: time.Now().Add(timeout),
+		}
 	}
 	rep, err := holder.Start(ctx, exe, cfg, dockerFlags.PreflightTimeout+5*time.Second)
 	if err != nil {
@@ -330,6 +353,43 @@ func dockerBeforeStage(_ context.Context, j *Job, _ string) error {
 			return err
 		}
 	}
+	return printNotices(j, dir)
+}
+
+// dockerDuringStage relays the holder's notices to the job log while the
+// script runs: a deploy waiting for its lock says so while it waits, not
+// after the stage. A poll of one small file: the holder runs outside the
+// job's sandbox and writes it rarely.
+func dockerDuringStage(_ context.Context, j *Job, _ string) func() {
+	dir := j.State.Path(dockerDirName)
+	if _, err := os.Stat(filepath.Join(dir, holder.PIDFile)); err != nil {
+		return nil
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				printNotices(j, dir)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+		printNotices(j, dir)
+	}
+}
+
+// printNotices prints the holder's notices not printed yet (the offset in
+// notices.printed, shared by the stages of the job).
+func printNotices(j *Job, dir string) error {
 	f, err := os.Open(filepath.Join(dir, holder.NoticesFile))
 	if err != nil {
 		return nil
@@ -343,11 +403,21 @@ func dockerBeforeStage(_ context.Context, j *Job, _ string) error {
 	if _, err := f.Seek(off, 0); err != nil {
 		return nil
 	}
-	sc := bufio.NewScanner(f)
-	n := off
-	for sc.Scan() {
-		n += int64(len(sc.Bytes())) + 1
-		j.Log.Warnf("%s", sc.Text())
+	// Whole lines only: the holder may be writing one.
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil
+	}
+	if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+		b = b[:i+1]
+	} else {
+		b = nil
+	}
+	n := off + int64(len(b))
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if l = strings.TrimSuffix(l, "\n"); l != "" {
+			j.Log.Warnf("%s", l)
+		}
 	}
 	if n != off {
 		return os.WriteFile(offFile, []byte(strconv.FormatInt(n, 10)), 0o600)

@@ -31,6 +31,11 @@ type Feature struct {
 	// BeforeStage runs in `ferry run` before the stage scripts RunsBefore
 	// accepts (all when RunsBefore is nil).
 	BeforeStage func(ctx context.Context, j *Job, stage string) error
+	// DuringStage runs in `ferry run` while the stage script runs (for the
+	// stages RunsBefore accepts, after BeforeStage); the func it returns is
+	// called once the script has ended. For what must reach the job log
+	// while the script waits (the Docker holder's deploy lock line).
+	DuringStage func(ctx context.Context, j *Job, stage string) (end func())
 	// RunsBefore picks the stages BeforeStage runs before. Give it: ferry
 	// then skips reading the job payload for every other stage.
 	RunsBefore func(stage string) bool

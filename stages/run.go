@@ -144,7 +144,19 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 	}
 	defer mark.Close()
 
+	var ends []func()
+	for _, f := range Features() {
+		if f.DuringStage == nil || (f.RunsBefore != nil && !f.RunsBefore(stage)) {
+			continue
+		}
+		if end := f.DuringStage(ctx, j, stage); end != nil {
+			ends = append(ends, end)
+		}
+	}
 	code, err := runScript(ctx, script, childEnv, box.Watch(outW), box.Watch(errW), o.GracePeriod, box.Rules(), box.NS(), mark)
+	for _, end := range ends {
+		end()
+	}
 	box.Report(log)
 	if runnerGone() {
 		cerr := Cleanup(context.Background(), env, o, errW)

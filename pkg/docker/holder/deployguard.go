@@ -53,21 +53,48 @@ type targetDecision struct {
 // guardDeploys wraps next with the deploy rules when the job has them.
 func (h *holder) guardDeploys(next http.Handler, engine http.RoundTripper) http.Handler {
 	g := h.cfg.Guard
-	if !g.Active() {
+	el := h.newEngineLock(engine)
+	if !g.Active() && el == nil {
 		return next
 	}
 	st := &guardState{decided: map[string]*targetDecision{}}
 	client := &http.Client{Transport: engine, Timeout: 30 * time.Second}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if msg := h.checkDeploy(r, client, st); msg != "" {
-			fmt.Fprintf(h.log, "%s %s: refused: %s\n", r.Method, r.URL.Path, msg)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusConflict)
-			json.NewEncoder(w).Encode(map[string]string{"message": msg})
-			return
+		if el != nil {
+			// The lock first: the rules then judge what the engine has
+			// once the previous deploy of the target is over.
+			took, msg := h.lockFor(w, r, el)
+			if msg != "" {
+				h.refuse(w, r, http.StatusServiceUnavailable, msg)
+				return
+			}
+			for _, t := range took {
+				if !g.Active() {
+					break
+				}
+				kind := "compose"
+				if t.Kind == "stack" {
+					kind = "stack"
+				}
+				st.forget(kind, t.Name)
+				h.decide(r.Context(), client, st, kind, t.Name)
+			}
+		}
+		if g.Active() {
+			if msg := h.checkDeploy(r, client, st); msg != "" {
+				h.refuse(w, r, http.StatusConflict, msg)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// forget drops the decision on a target: the next change decides again.
+func (st *guardState) forget(kind, name string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.decided, kind+"\x00"+name)
 }
 
 // checkDeploy returns the refusal of r, or "" (r may have been given the

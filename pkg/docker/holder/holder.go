@@ -58,6 +58,9 @@ type Config struct {
 	// Guard is the job's deploy rules (pkg/deployguard), applied to
 	// compose projects and stacks (deployguard.go); nil: none.
 	Guard *deployguard.Guard `json:",omitempty"`
+	// Lock is the deploy lock per compose project and stack (lock.go);
+	// nil: none.
+	Lock *LockConfig `json:",omitempty"`
 }
 
 // Endpoint is one remote engine and its socket.
@@ -126,6 +129,7 @@ type holder struct {
 	mu      sync.Mutex
 	servers []*http.Server
 	clients []*lazyClient
+	locks   []*engineLock
 	notes   sync.Mutex
 }
 
@@ -175,7 +179,7 @@ func (h *holder) start(ctx context.Context) (Report, error) {
 		if err != nil {
 			return rep, fmt.Errorf("ferry: docker socket %s: %w", ep.Socket, err)
 		}
-		srv := &http.Server{Handler: h.proxy(lc), ErrorLog: nil}
+		srv := &http.Server{Handler: h.proxy(lc), ErrorLog: nil, ConnContext: peerContext}
 		h.servers = append(h.servers, srv)
 		go srv.Serve(l)
 	}
@@ -266,6 +270,9 @@ func (h *holder) shutdown() {
 		s.Close()
 		cancel()
 	}
+	// The locks go once no request uses them (a waiting one removes its
+	// ticket as its connection closes), before the connections do.
+	h.releaseLocks()
 	for _, c := range h.clients {
 		c.close()
 	}

@@ -1,0 +1,301 @@
+package dockerjobs_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/pkg/docker/enginelock"
+)
+
+// lockHost is one runner host (its own HOME and state dir) running one
+// pipeline of one job: the driver's pipeline and job ids are set, so the
+// test knows who holds what.
+type lockHost struct {
+	base string
+	d    *runnerdriver.Driver
+}
+
+func newLockHost(t *testing.T, pipeline, job int, args ...string) *lockHost {
+	t.Helper()
+	base := t.TempDir()
+	home := filepath.Join(base, "home")
+	os.MkdirAll(home, 0o700)
+	d, err := runnerdriver.New(runnerdriver.Config{
+		FerryBinary: ferryBin,
+		BaseDir:     filepath.Join(base, "driver"),
+		ExtraArgs: append([]string{"--state-dir=" + filepath.Join(base, "state"), "--kube-sources=none", "--kubectl-shim=false",
+			"--private-tmp=off"}, args...),
+		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=root", "LANG=C.UTF-8"},
+		PrepareAttempts: 1,
+		StepScript:      true,
+		FirstPipelineID: pipeline, FirstJobID: job,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lockHost{base: base, d: d}
+}
+
+// lockCompose: the service's container is labelled with the job that
+// created it; SIGKILL stops it at once (compose v1 recreates by stop).
+const lockCompose = `version: "3"
+services:
+  web:
+    image: ${IMAGE}
+    command: ["sleep", "3600"]
+    stop_signal: SIGKILL
+    labels:
+      lock.test/job: "${CI_JOB_ID}"
+`
+
+func (h *lockHost) run(r *dockertest.Remote, image string, job runnerdriver.Job) *runnerdriver.JobResult {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	job.Name, job.Stage = "deploy", "deploy"
+	job.Variables = append(append(ferryVars(r, dockertest.UserOK),
+		runnerdriver.Variable{Key: "IMAGE", Value: image},
+		// Far below compose v1's 60 s: a wait in the holder longer than
+		// this fails the job unless the holder keeps compose waiting.
+		runnerdriver.Variable{Key: "COMPOSE_HTTP_TIMEOUT", Value: "3"},
+		runnerdriver.Variable{Key: "CI_REGISTRY", Value: r.Registry},
+		runnerdriver.Variable{Key: "REG_USER", Value: r.RegUser},
+		runnerdriver.Variable{Key: "REG_PASSWORD", Value: r.RegPass, Masked: true}), job.Variables...)
+	job.Script = append([]string{"docker login -u $REG_USER -p $REG_PASSWORD $CI_REGISTRY >/dev/null 2>&1"}, job.Script...)
+	pr := h.d.RunPipeline(ctx, runnerdriver.Pipeline{ProjectPath: "team-a/app", ProjectID: 101,
+		Files: map[string]string{"docker-compose.yml": lockCompose}, Jobs: []runnerdriver.Job{job}})
+	return pr.Jobs["deploy"]
+}
+
+// upThenReadBack: recreate the project's container (labelled with this
+// job), wait, read back which job's container the engine runs.
+func upThenReadBack(sleep int) []string {
+	return []string{
+		"docker-compose -p lockapp up -d --force-recreate > up.log 2>&1 || { cat up.log; exit 1; }",
+		fmt.Sprintf("sleep %d", sleep),
+		`echo "READBACK $(docker inspect lockapp_web_1 --format '{{index .Config.Labels "lock.test/job"}}')"`,
+	}
+}
+
+func readBack(t *testing.T, res *runnerdriver.JobResult) string {
+	t.Helper()
+	log := runnerdriver.StripANSI(res.Log)
+	for _, l := range strings.Split(log, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "READBACK "); ok {
+			return v
+		}
+	}
+	t.Fatalf("job %d: no READBACK line:\n%s", res.ID, log)
+	return ""
+}
+
+// TestComposeDeployLock: two jobs on two runner hosts deploy one compose
+// project at once. With the lock, each finds its own container after its
+// sleep (the engine's labels), the second waited, printed one line naming
+// the first while it waited, and got the lock when the first job's cleanup
+// released it (well before the long lease could run out); with
+// --deploy-lock=false the same jobs interleave (the check can fail).
+func TestComposeDeployLock(t *testing.T) {
+	r := need(t)
+	image := r.PushBusybox("lock-web:1")
+	t.Cleanup(func() { r.Docker("rm", "-f", "lockapp_web_1") })
+
+	both := func(lockArgs []string) (a, b *runnerdriver.JobResult, waitSeen [2]string) {
+		hosts := []*lockHost{newLockHost(t, 71000, 971000, lockArgs...), newLockHost(t, 71000, 971001, lockArgs...)}
+		res := make([]*runnerdriver.JobResult, 2)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, h := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// The second job starts a little later: without the lock
+				// it recreates the container while the first one sleeps
+				// (at the same instant, compose v1's two recreates break
+				// each other instead).
+				time.Sleep(time.Duration(i) * 3 * time.Second)
+				res[i] = h.run(r, image, runnerdriver.Job{Script: upThenReadBack(8), OnLog: func(log []byte) bool {
+					// The waiting line, as the job log has it while the job
+					// still runs.
+					if s := runnerdriver.StripANSI(string(log)); strings.Contains(s, "ferry: deploy lock:") && !strings.Contains(s, "READBACK") {
+						mu.Lock()
+						if waitSeen[i] == "" {
+							for _, l := range strings.Split(s, "\n") {
+								if strings.Contains(l, "is held by") {
+									waitSeen[i] = l
+								}
+							}
+						}
+						mu.Unlock()
+					}
+					return false
+				}})
+			}()
+		}
+		wg.Wait()
+		return res[0], res[1], waitSeen
+	}
+
+	a, b, seen := both([]string{"--deploy-lock-lease=60s"})
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
+		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
+	}
+	waiter, holder := a, b
+	if strings.Contains(b.Log, "is held by") {
+		waiter, holder = b, a
+	}
+	line := fmt.Sprintf("ferry: deploy lock: compose project lockapp is held by team-a/app pipeline 71000 job %d since ", holder.ID)
+	if !strings.Contains(waiter.Log, line) || !strings.Contains(waiter.Log, "; 0 job(s) wait before this one; waiting (up to the job's timeout)") {
+		t.Fatalf("job %d: no waiting line %q...:\n%s", waiter.ID, line, waiter.Log)
+	}
+	if strings.Contains(holder.Log, "is held by") {
+		t.Fatalf("both jobs waited:\n%s\n%s", a.Log, b.Log)
+	}
+	i := 0
+	if waiter == b {
+		i = 1
+	}
+	if !strings.Contains(seen[i], line) {
+		t.Errorf("the waiting line did not reach the job log while the job ran (seen: %q)", seen[i])
+	}
+	// The waiter's container came after the holder's job ended: its
+	// cleanup released the lock, the 60 s lease did not run out.
+	if d := waiter.Duration - holder.Duration; d > 30*time.Second {
+		t.Errorf("the waiter ran %s longer than the holder: released by expiry, not by cleanup?", d)
+	}
+	if got := strings.TrimSpace(r.MustDocker("ps", "-a", "--filter", "label="+enginelock.LabelRole, "--format", "{{.Names}}")); got != "" {
+		t.Fatalf("lock containers left on the engine: %s", got)
+	}
+
+	// Control: the lock off, the same two jobs interleave.
+	a, b, _ = both([]string{"--deploy-lock=false"})
+	if a.Succeeded() && b.Succeeded() {
+		if ra, rb := readBack(t, a), readBack(t, b); ra == strconv.Itoa(a.ID) && rb == strconv.Itoa(b.ID) {
+			t.Fatalf("control run without the lock did not interleave (read back %s, %s): the test cannot tell", ra, rb)
+		}
+	} else {
+		// Two recreates at once: compose v1 fails one of them.
+		for _, res := range []*runnerdriver.JobResult{a, b} {
+			if !res.Succeeded() && !strings.Contains(res.Log, "ERROR: for lockapp_web_1") {
+				mustSucceed(t, res)
+			}
+		}
+		t.Logf("control run: the two deploys broke each other")
+	}
+	if strings.Contains(a.Log+b.Log, "ferry: deploy lock") {
+		t.Fatalf("--deploy-lock=false printed a lock line")
+	}
+}
+
+// lockers are the engine's lock and ticket containers of lockapp, "<role>
+// <holder>" per line.
+func lockers(r *dockertest.Remote) string {
+	out, _ := r.Docker("ps", "-a", "--filter", "label="+enginelock.LabelName+"=compose project lockapp",
+		"--format", `{{.Label "`+enginelock.LabelRole+`"}} {{.Label "`+enginelock.LabelHolder+`"}}`)
+	return strings.TrimSpace(out)
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestComposeDeployLockLostHolderReadsCancel: job A holds the lock and
+// sleeps; reads of the project by job R neither wait nor queue; job C
+// waits and is cancelled: its ticket goes; job B waits; A's holder is
+// SIGKILLed (its host lost): B gets the lock within the lease plus a margin,
+// judged from the engine's own times.
+func TestComposeDeployLockLostHolderReadsCancel(t *testing.T) {
+	r := need(t)
+	image := r.PushBusybox("lock-web:2")
+	t.Cleanup(func() { r.Docker("rm", "-f", "lockapp_web_1") })
+	const lease = 4 * time.Second
+	args := []string{"--deploy-lock-lease=" + lease.String()}
+
+	hostA := newLockHost(t, 72000, 972000, args...)
+	aDone := make(chan *runnerdriver.JobResult, 1)
+	var stopA atomic.Bool
+	go func() {
+		aDone <- hostA.run(r, image, runnerdriver.Job{Script: []string{
+			"docker-compose -p lockapp up -d --force-recreate > up.log 2>&1 || { cat up.log; exit 1; }",
+			"for i in $(seq 120); do echo tick; sleep 1; done"},
+			OnLog: func([]byte) bool { return stopA.Load() }})
+	}()
+	waitFor(t, 90*time.Second, "job A takes the lock", func() bool { return strings.HasPrefix(lockers(r), "lock team-a/app pipeline 72000 job 972000") })
+
+	// Reads: no wait, no ticket, no lock line.
+	t0 := time.Now()
+	rd := newLockHost(t, 72000, 972001, args...).run(r, image, runnerdriver.Job{Script: []string{
+		"docker-compose -p lockapp ps", "docker-compose -p lockapp config -q", "docker-compose -p lockapp pull -q",
+		"docker-compose -p lockapp logs --tail 1", "docker ps", "docker inspect lockapp_web_1 >/dev/null", "docker images >/dev/null"}})
+	mustSucceed(t, rd)
+	if strings.Contains(rd.Log, "ferry: deploy lock") {
+		t.Fatalf("reads printed a lock line:\n%s", rd.Log)
+	}
+	t.Logf("read-only job while the lock was held: %s", time.Since(t0).Round(time.Millisecond))
+
+	// C waits, then is cancelled (the UI's cancel) while waiting.
+	c := newLockHost(t, 72000, 972002, args...).run(r, image, runnerdriver.Job{Script: upThenReadBack(0), CancelOnLog: "is held by team-a/app pipeline 72000 job 972000"})
+	if c.Status != runnerdriver.StatusCanceled {
+		t.Fatalf("job C: %s, want canceled:\n%s", c.Status, c.Log)
+	}
+	if got := lockers(r); got != "lock team-a/app pipeline 72000 job 972000" {
+		t.Fatalf("after C's cancel the engine has %q, want only A's lock", got)
+	}
+
+	// B waits; A's holder is killed.
+	hostB := newLockHost(t, 72000, 972003, args...)
+	bDone := make(chan *runnerdriver.JobResult, 1)
+	go func() { bDone <- hostB.run(r, image, runnerdriver.Job{Script: upThenReadBack(0)}) }()
+	waitFor(t, 60*time.Second, "job B queues", func() bool { return strings.Contains(lockers(r), "ticket team-a/app pipeline 72000 job 972003") })
+	hs := holders(hostA.base)
+	if len(hs) != 1 {
+		t.Fatalf("job A's holders: %v", hs)
+	}
+	pid, _ := strconv.Atoi(strings.Fields(hs[0])[0])
+	killed := time.Now()
+	syscall.Kill(pid, syscall.SIGKILL)
+	res := <-bDone
+	mustSucceed(t, res)
+	if got := readBack(t, res); got != "972003" {
+		t.Fatalf("job B read back %s", got)
+	}
+	created, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(r.MustDocker("inspect", "lockapp_web_1", "--format", "{{.Created}}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := created.Sub(killed); d > lease+3*time.Second {
+		t.Fatalf("job B's container was created %s after A's holder died; the lease is %s", d, lease)
+	} else {
+		t.Logf("A's holder SIGKILLed: B's container created %s later (lease %s)", d.Round(time.Millisecond), lease)
+	}
+	if !strings.Contains(res.Log, "is held by team-a/app pipeline 72000 job 972000") {
+		t.Fatalf("job B: no waiting line naming A:\n%s", res.Log)
+	}
+	// A's job went on without its holder: cancel it.
+	stopA.Store(true)
+	select {
+	case <-aDone:
+	case <-time.After(time.Minute):
+		t.Fatal("job A not cancelled within a minute")
+	}
+	waitFor(t, 10*time.Second, "no lock containers left", func() bool { return lockers(r) == "" })
+}

@@ -1,0 +1,196 @@
+package enginelock
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+)
+
+var (
+	remoteOnce sync.Once
+	remote     *dockertest.Remote
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if remote != nil {
+		remote.Stop()
+	}
+	os.Exit(code)
+}
+
+// engine is the harness's real dockerd (its own network namespace).
+func engine(t *testing.T) *http.Client {
+	t.Helper()
+	dockertest.Need(t)
+	remoteOnce.Do(func() { remote = dockertest.Start(t) })
+	if remote == nil {
+		t.Fatal("setup failed in an earlier test")
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", remote.DockerSock)
+	}}}
+}
+
+type notes struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (n *notes) add(f string, a ...any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.lines = append(n.lines, fmt.Sprintf(f, a...))
+}
+
+func (n *notes) all() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.lines, "\n")
+}
+
+func newLocker(c *http.Client, who string, ttl time.Duration, n *notes) *Locker {
+	return &Locker{Client: c, TTL: ttl, Holder: who, Deadline: time.Now().Add(time.Minute), Log: io.Discard, Notice: n.add}
+}
+
+// leases lists the target's lock and ticket containers on the engine.
+func leases(t *testing.T, tg Target) string {
+	t.Helper()
+	out, err := remote.Docker("ps", "-a", "--filter", "label="+LabelTarget+"="+tg.Hash(), "--format", `{{.Label "`+LabelRole+`"}} {{.Label "`+LabelHolder+`"}} {{.State}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
+
+func waitNoLeases(t *testing.T, tg Target, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for leases(t, tg) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("leases of %s still there after %s: %s", tg, d, leases(t, tg))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestLockerSerialisesFIFOAndReleases: A holds; B then C wait in order,
+// each told who holds it and how many wait before it; A's release hands
+// over to B at once, B's to C; nothing stays behind.
+func TestLockerSerialisesFIFOAndReleases(t *testing.T) {
+	c := engine(t)
+	tg := Target{Kind: "compose project", Name: "fifo-" + randHex(3)}
+	var na, nb, nc notes
+	a := newLocker(c, "team-a/web pipeline 1 job 11", 6*time.Second, &na)
+	b := newLocker(c, "team-b/web pipeline 2 job 22", 6*time.Second, &nb)
+	cc := newLocker(c, "team-c/web pipeline 3 job 33", 6*time.Second, &nc)
+	ctx := context.Background()
+	if err := a.Acquire(ctx, tg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := leases(t, tg); !strings.HasPrefix(got, "lock team-a/web pipeline 1 job 11") {
+		t.Fatalf("after A: %q", got)
+	}
+	order := make(chan string, 2)
+	go func() {
+		if err := b.Acquire(ctx, tg, nil); err != nil {
+			t.Error(err)
+		}
+		order <- "b"
+	}()
+	for !strings.Contains(nb.all(), "held by") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		if err := cc.Acquire(ctx, tg, nil); err != nil {
+			t.Error(err)
+		}
+		order <- "c"
+	}()
+	for !strings.Contains(nc.all(), "held by") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if want := "ferry: deploy lock: " + tg.String() + " is held by team-a/web pipeline 1 job 11 since "; !strings.HasPrefix(nb.all(), want) || !strings.Contains(nb.all(), "; 0 job(s) wait before this one") {
+		t.Fatalf("B's line: %q", nb.all())
+	}
+	if !strings.Contains(nc.all(), "; 1 job(s) wait before this one") {
+		t.Fatalf("C's line: %q", nc.all())
+	}
+	time.Sleep(2500 * time.Millisecond) // past a renewal: A still holds it
+	if len(order) != 0 {
+		t.Fatalf("%s got the lock while A held it", <-order)
+	}
+	t0 := time.Now()
+	a.Release(ctx)
+	if got := <-order; got != "b" {
+		t.Fatalf("%s got the lock first, want b (first come)", got)
+	}
+	handoff := time.Since(t0)
+	if handoff > time.Second {
+		t.Errorf("handoff took %s", handoff)
+	}
+	t.Logf("handoff A -> B: %s", handoff)
+	b.Release(ctx)
+	if got := <-order; got != "c" {
+		t.Fatal(got)
+	}
+	cc.Release(ctx)
+	waitNoLeases(t, tg, 5*time.Second)
+}
+
+// TestLockerExpiresAndCancel: a holder that stops renewing (its host lost)
+// loses the lock within the TTL; a waiter whose ctx ends leaves no ticket.
+func TestLockerExpiresAndCancel(t *testing.T) {
+	c := engine(t)
+	tg := Target{Kind: "stack", Name: "exp-" + randHex(3)}
+	var na, nb notes
+	ttl := 3 * time.Second
+	a := newLocker(c, "A", ttl, &na)
+	b := newLocker(c, "B", ttl, &nb)
+	if err := a.Acquire(context.Background(), tg, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Cancel while waiting.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Acquire(ctx, tg, nil) }()
+	for !strings.Contains(nb.all(), "held by A") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := leases(t, tg); !strings.Contains(got, "ticket B running") {
+		t.Fatalf("no ticket while waiting: %q", got)
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("cancelled wait returned nil")
+	}
+	if got := leases(t, tg); got != "lock A running" {
+		t.Fatalf("after the cancel: %q, want only A's lock", got)
+	}
+	// A vanishes: stop its renewals without releasing.
+	a.mu.Lock()
+	close(a.stop)
+	a.renewing = false
+	a.mu.Unlock()
+	t0 := time.Now()
+	if err := b.Acquire(context.Background(), tg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > ttl+2*time.Second {
+		t.Fatalf("took the lost holder's lock after %s, TTL %s", d, ttl)
+	} else {
+		t.Logf("lost holder's lock taken after %s (TTL %s)", d, ttl)
+	}
+	b.Release(context.Background())
+	waitNoLeases(t, tg, 5*time.Second)
+}
