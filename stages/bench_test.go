@@ -135,6 +135,17 @@ func BenchmarkPrepare(b *testing.B) {
 // 2,000 of other jobs (a busy shared runner): the sandbox's cost must not
 // grow with them. private-tmp=off is the sandbox without the mount
 // namespace (kernels that refuse unprivileged user namespaces).
+//
+// The layout is a real runner's, not go test's: the runner user's HOME and
+// ferry's state, builds and cache dirs live outside /tmp (benchBase: /var/lib
+// as root, like gitlab-runner's, else the user's cache dir), so /tmp's own
+// entries are not walked as they would not be on a runner. The runner's
+// temp root is /tmp itself there (gitlab-runner's MkdirTemp("",
+// "custom-executor")), which ferry hides whole; the benchmark cannot fill
+// the host's /tmp with 2,000 dirs, so it keeps them in a dir of its own
+// under /tmp and hides /tmp as ferry hides a runner's (--sandbox-hide=/tmp).
+// The payload is a real one's size (~40 KB, job_info.project_id set), since
+// the sandbox reads the project id on every stage.
 func BenchmarkSandboxCost(b *testing.B) {
 	for _, n := range []int{20, 2000} {
 		for _, mode := range []string{"auto", "off"} {
@@ -144,14 +155,14 @@ func BenchmarkSandboxCost(b *testing.B) {
 }
 
 func sandboxCost(b *testing.B, siblings int, privateTmp string) {
-	on, off := newJob(b, "904"), newJob(b, "905")
-	on.args = append(on.args, "--private-tmp="+privateTmp)
+	on, off := newJobAt(b, "904", benchBase(b)), newJobAt(b, "905", benchBase(b))
+	on.args = append(on.args, "--private-tmp="+privateTmp, "--sandbox-hide=/tmp")
 	off.args = append(off.args, "--sandbox=false")
 	scripts := map[*fakeJob]string{}
 	for _, j := range []*fakeJob{on, off} {
 		// The runner's layout: TMPDIR and the payload in the job's own
 		// custom-executor* dir, beside those of other jobs.
-		root := filepath.Join(j.base, "runner-tmp")
+		root := filepath.Join(b.TempDir(), "runner-tmp")
 		own := filepath.Join(root, "custom-executor"+j.id)
 		if err := os.MkdirAll(own, 0o700); err != nil {
 			b.Fatal(err)
@@ -166,7 +177,7 @@ func sandboxCost(b *testing.B, siblings int, privateTmp string) {
 			}
 		}
 		j.payload = filepath.Join(own, "response.json")
-		j.writePayload(3600, nil)
+		writeRealisticPayload(b, j)
 		j.extra = append(j.extra, "TMPDIR="+own)
 		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
 			b.Fatalf("prepare: %v %s", err, out)
@@ -202,6 +213,51 @@ func sandboxCost(b *testing.B, siblings int, privateTmp string) {
 	b.ReportMetric(median(onCPU), "stage-cpu-ms")
 	for _, j := range []*fakeJob{on, off} {
 		j.cmd("cleanup").Run()
+	}
+}
+
+// benchBase is a directory outside /tmp for a benchmark job's HOME, state,
+// builds and cache dirs (see sandboxCost).
+func benchBase(b *testing.B) string {
+	b.Helper()
+	parent := "/var/lib"
+	if os.Geteuid() != 0 {
+		if d, err := os.UserCacheDir(); err == nil {
+			parent = d
+		}
+	}
+	d, err := os.MkdirTemp(parent, "ferry-bench-")
+	if err != nil {
+		b.Skipf("no directory outside /tmp for the runner's layout: %v", err)
+	}
+	b.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// writeRealisticPayload writes j's payload in the runner's field order
+// with a project id and 400 variables: ~40 KB, as real payloads are.
+func writeRealisticPayload(b *testing.B, j *fakeJob) {
+	b.Helper()
+	id, _ := atoi(j.id)
+	vars := make([]jobenv.Variable, 400)
+	for i := range vars {
+		vars[i] = jobenv.Variable{Key: fmt.Sprintf("VAR_%d", i), Value: fmt.Sprintf("value-%d-%s", i, strings.Repeat("x", 40)), Public: true}
+	}
+	jr := struct {
+		ID         int64             `json:"id"`
+		Token      string            `json:"token"`
+		JobInfo    map[string]any    `json:"job_info"`
+		GitInfo    map[string]any    `json:"git_info"`
+		RunnerInfo map[string]any    `json:"runner_info"`
+		Variables  []jobenv.Variable `json:"variables"`
+	}{int64(id), j.token, map[string]any{"name": "build", "stage": "build", "project_id": 77, "project_name": "proj"},
+		map[string]any{"repo_url": "https://gitlab.example.com/group/proj.git", "ref": "main"}, map[string]any{"timeout": 3600}, vars}
+	data, err := json.Marshal(jr)
+	if err == nil {
+		err = os.WriteFile(j.payload, data, 0o600)
+	}
+	if err != nil {
+		b.Fatal(err)
 	}
 }
 

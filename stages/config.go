@@ -139,11 +139,11 @@ func payloadProjectID(env *jobenv.Env) string {
 	if env.JobResponseFile == "" {
 		return ""
 	}
-	p, err := env.Payload()
-	if err != nil || p.JobInfo.ProjectID <= 0 {
+	id, err := jobenv.ReadProjectID(env.JobResponseFile)
+	if err != nil || id <= 0 {
 		return ""
 	}
-	return strconv.FormatInt(p.JobInfo.ProjectID, 10)
+	return strconv.FormatInt(id, 10)
 }
 
 // WriteConfig runs Config and prints the JSON.

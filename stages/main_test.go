@@ -70,10 +70,16 @@ func init() { fakeIDs.Store(int64(700000 + os.Getpid()%100000)) }
 // fresh one when id is not a positive number.
 func newJob(t testing.TB, id string) *fakeJob {
 	t.Helper()
+	return newJobAt(t, id, t.TempDir())
+}
+
+// newJobAt is newJob with the job's HOME, state, builds and cache dirs in
+// base.
+func newJobAt(t testing.TB, id, base string) *fakeJob {
+	t.Helper()
 	if n, err := atoi(id); err != nil || n <= 0 {
 		id = fmt.Sprint(fakeIDs.Add(1))
 	}
-	base := t.TempDir()
 	j := &fakeJob{t: t, base: base, id: id,
 		stateDir: filepath.Join(base, "state"),
 		builds:   filepath.Join(base, "builds"),

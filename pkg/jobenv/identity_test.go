@@ -156,3 +156,47 @@ func TestHTTPOrigin(t *testing.T) {
 		}
 	}
 }
+
+// TestReadProjectIDMatchesFullDecode: the streaming read of
+// job_info.project_id gives what a full decode gives, for the runner's
+// field order, other orders, a payload without job_info and broken ones.
+func TestReadProjectIDMatchesFullDecode(t *testing.T) {
+	cases := map[string][]byte{
+		"example":          examplePayload(t, 0),
+		"big":              examplePayload(t, 400),
+		"job-info-last":    []byte(`{"id":9,"token":"t","variables":[{"key":"CI_PROJECT_ID","value":"1"}],"job_info":{"project_id":77}}`),
+		"no-job-info":      []byte(`{"id":9,"token":"t","variables":[{"key":"CI_PROJECT_ID","value":"1"}]}`),
+		"no-project-id":    []byte(`{"id":9,"job_info":{"name":"x"}}`),
+		"string-project":   []byte(`{"id":9,"job_info":{"project_id":"77"}}`),
+		"syntax-before":    []byte(`{"id":9,,"job_info":{"project_id":77}}`),
+		"syntax-no-jobinf": []byte(`{"id":9,"token":"t",`),
+		"not-object":       []byte(`[1,2]`),
+	}
+	for name, b := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := writeTemp(t, b)
+			id, err := ReadProjectID(p)
+			jr, ferr := ReadJobResponse(p)
+			if (err != nil) != (ferr != nil) {
+				t.Fatalf("streaming %d, %v; full decode err %v", id, err, ferr)
+			}
+			if ferr == nil && id != jr.JobInfo.ProjectID {
+				t.Errorf("streaming %d, full decode %d", id, jr.JobInfo.ProjectID)
+			}
+		})
+	}
+	if id, err := ReadProjectID(writeTemp(t, examplePayload(t, 0))); err != nil || id <= 0 {
+		t.Errorf("the example payload's project id: %d, %v", id, err)
+	}
+}
+
+// BenchmarkReadProjectID against BenchmarkReadJobResponse: what a stage
+// pays to learn the project id from a 40 KB payload.
+func BenchmarkReadProjectID(b *testing.B) {
+	p := writeTemp(b, examplePayload(b, 400))
+	for i := 0; i < b.N; i++ {
+		if _, err := ReadProjectID(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -107,7 +107,12 @@ type Policy struct {
 	ReadOnly []string
 	// Hide are hierarchies the job may not read (and so not write) unless
 	// ReadOnly or ReadWrite name a path inside them. Everything else is
-	// readable and executable.
+	// readable and executable. A path the file permissions already keep
+	// the job's user out of (it may neither read, write nor search it, and
+	// does not own it; ferry is neither root nor capable) gets no rule:
+	// hiding costs a rule per sibling on every level above it. An admin
+	// who later opens its permissions to the runner user opens it to the
+	// jobs too.
 	Hide []string
 	// Devices are hierarchies of device files the job may read, write and
 	// ioctl (/dev: terminals, /dev/null, /dev/shm).
@@ -119,6 +124,8 @@ type Ruleset struct {
 	fd    int
 	abi   int
 	rules int
+	// skipped counts hidden paths left to the file permissions.
+	skipped int
 }
 
 // ABI is the Landlock ABI the ruleset was built for.
@@ -126,6 +133,46 @@ func (r *Ruleset) ABI() int { return r.abi }
 
 // Rules is how many path rules the ruleset holds.
 func (r *Ruleset) Rules() int { return r.rules }
+
+// Skipped is how many hidden paths needed no rule: the file permissions
+// already keep the job's user out of them (see Policy.Hide).
+func (r *Ruleset) Skipped() int { return r.skipped }
+
+// withoutPrivilege reports whether this process (and so the job, which
+// inherits its credentials) is bound by file permissions: not root and no
+// effective capability (CAP_DAC_OVERRIDE, CAP_FOWNER, ... would pass them).
+func withoutPrivilege() bool {
+	if os.Geteuid() == 0 {
+		return false
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[0].Effective == 0 && data[1].Effective == 0
+}
+
+// unreachable reports whether the file permissions alone keep this
+// process's user out of path for good: it can neither read, write nor
+// search (execute) it, and does not own it (the owner could chmod it back,
+// which Landlock does not restrict). Without search permission on a
+// directory nothing below it can be reached by path; a nested user
+// namespace of the job maps only the job's own uid and gid, so it gives no
+// capability over another owner's files. What cannot be told is kept
+// hidden.
+func unreachable(path string) bool {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil || int(st.Uid) == os.Geteuid() {
+		return false
+	}
+	for _, mode := range []uint32{unix.R_OK, unix.W_OK, unix.X_OK} {
+		if err := unix.Faccessat(unix.AT_FDCWD, path, mode, unix.AT_EACCESS); !errors.Is(err, unix.EACCES) {
+			return false
+		}
+	}
+	return true
+}
 
 // Close releases the ruleset; threads it restricted stay restricted.
 func (r *Ruleset) Close() error {
@@ -189,7 +236,15 @@ func realPaths(in []string) []string {
 
 func (b *builder) add(p Policy) error {
 	b.hidden = map[string]bool{}
+	dacOnly := withoutPrivilege()
 	for _, h := range realPaths(p.Hide) {
+		if dacOnly && unreachable(h) {
+			// The file permissions hide it already: no walk of its
+			// siblings (a root-only /etc/gitlab-runner cost a rule per
+			// entry of /etc).
+			b.r.skipped++
+			continue
+		}
 		if !b.hidden[h] {
 			b.hidden[h] = true
 			b.hiddenList = append(b.hiddenList, h)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/asuser"
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
 )
 
@@ -112,6 +113,89 @@ func TestPolicyFiles(t *testing.T) {
 	if b, _ := os.ReadFile(own); string(b) != "OWN-JOB" {
 		t.Errorf("own kubeconfig changed to %q", b)
 	}
+}
+
+// TestHideLeftToFilePermissions, as an unprivileged user: a hidden path
+// that user can neither read, write nor search and does not own (root's
+// 0700 /etc/gitlab-runner) gets no rule and costs no walk of its siblings;
+// it stays unreadable (file permissions) and its siblings readable. A path
+// the user owns, even mode 000, is hidden by Landlock all the same: the
+// job could chmod it back.
+func TestHideLeftToFilePermissions(t *testing.T) {
+	needLandlock(t)
+	vals := map[string]string{}
+	if !asuser.IsChild() {
+		if os.Geteuid() != 0 {
+			t.Skip("makes root-owned files: needs root (CI runs as root)")
+		}
+		// Not under /tmp: asuser's user must reach it.
+		base, err := os.MkdirTemp("/var/lib", "ferry-sandbox-dac-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(base) })
+		etc, mine := filepath.Join(base, "etc"), filepath.Join(base, "mine")
+		for _, d := range []string{etc, filepath.Join(etc, "gitlab-runner"), mine} {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.Chmod(base, 0o755)
+		os.Chmod(filepath.Join(etc, "gitlab-runner"), 0o700)
+		os.Chmod(mine, 0o1777)
+		for i := 0; i < 50; i++ {
+			if err := os.WriteFile(filepath.Join(etc, "f"+strconv.Itoa(i)), []byte("SIBLING\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(etc, "gitlab-runner", "config.toml"), []byte("RUNNER-TOKEN\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		vals["ETC"], vals["MINE"] = etc, mine
+	}
+	asuser.Run(t, asuser.Spec{User: "ferry-sandbox-dac", Values: vals}, func(t *testing.T, env asuser.Env) {
+		etc, mine := env.Values["ETC"], env.Values["MINE"]
+		build := func(hide ...string) *Ruleset {
+			r, err := Policy{Hide: hide, Devices: []string{"/dev"}}.Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			return r
+		}
+		none := build().Rules()
+		// The control: a path of /etc the user can read costs the walk.
+		if r := build(filepath.Join(etc, "f1")); r.Rules() < 50 || r.Skipped() != 0 {
+			t.Fatalf("hiding a readable file: %d rules, %d skipped; want the walk of its 50 siblings", r.Rules(), r.Skipped())
+		}
+		r := build(filepath.Join(etc, "gitlab-runner"))
+		if r.Rules() != none || r.Skipped() != 1 {
+			t.Errorf("hiding root's 0700 dir: %d rules (%d without it), %d skipped: want it left to the file permissions", r.Rules(), none, r.Skipped())
+		}
+		if out, code := run(t, r, "cat "+filepath.Join(etc, "gitlab-runner", "config.toml")); code == 0 || strings.Contains(out, "RUNNER-TOKEN") {
+			t.Errorf("read root's config: exit %d: %s", code, out)
+		}
+		if out, code := run(t, r, "cat "+filepath.Join(etc, "f7")); code != 0 || !strings.Contains(out, "SIBLING") {
+			t.Errorf("read a sibling: exit %d: %s", code, out)
+		}
+
+		own := filepath.Join(mine, "own")
+		if err := os.Mkdir(own, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(own, "f"), []byte("OWN-SECRET\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(own, 0)
+		defer os.Chmod(own, 0o700)
+		r = build(own)
+		if r.Skipped() != 0 || r.Rules() == none {
+			t.Errorf("hiding the user's own mode-000 dir: %d rules, %d skipped: want a Landlock rule layout", r.Rules(), r.Skipped())
+		}
+		if out, code := run(t, r, "chmod 700 "+own+" && cat "+own+"/f"); code == 0 || strings.Contains(out, "OWN-SECRET") {
+			t.Errorf("chmod back and read the user's own hidden dir: exit %d: %s", code, out)
+		}
+	})
 }
 
 // TestScopes: a sandboxed process cannot signal, ptrace or read the
