@@ -78,3 +78,13 @@ awk '/^BenchmarkComposeV[12]\/(ferry|ssh|floor)/ { n=$1; sub(/-[0-9]+$/, "", n);
     if (v["V1/floor"]) printf "  floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor\n", v["V1/floor"]/1e6, v["V1/ferry"]/v["V1/floor"]
     if (v["V2/ferry"] && v["V2/ssh"]) printf "compose v2 pull+up: ferry %.0f ms, ssh:// %.0f ms: ferry %.2fx as fast (goal >= 1x: no slower)\n", v["V2/ferry"]/1e6, v["V2/ssh"]/1e6, v["V2/ssh"]/v["V2/ferry"]
     if (v["V2/floor"]) printf "  floor (compose on the daemon socket, no SSH) %.0f ms: ferry = %.2fx the floor, ssh:// = %.2fx\n", v["V2/floor"]/1e6, v["V2/ferry"]/v["V2/floor"], v["V2/ssh"]/v["V2/floor"] }' "$out"
+
+section "docker deploy lock: what it adds to a seed-000-style compose job when free, paired with --deploy-lock=false (goal < 5 ms/job), the handoff to a waiting job (goal < 1 s), the one-time lease image load"
+# Root and the `make tools` packages, as above. The lock's own requests on
+# the engine's socket (pkg/docker/enginelock), then whole jobs each way.
+$GO test -run '^$' -bench 'LockFree|LockHandoff' -benchtime "${DOCKER_LOCK_BENCHTIME:-10x}" ./pkg/docker/enginelock | tee "$out"
+$GO test -run '^$' -bench 'ComposeV1Lock' -benchtime "${DOCKER_LOCK_JOBS:-6x}" ./internal/docker/dockerjobs | tee -a "$out"
+awk '/^Benchmark(LockFree|LockHandoff|ComposeV1Lock)/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
+  END { if (v["take-ms"] != "") printf "lock requests (engine socket): take a free lock %.1f ms (list + container create), release %.1f ms (rename + SIGTERM); lease image load, once per engine: %.1f ms\n", v["take-ms"], v["release-ms"], v["load-ms"]
+    if (v["handoff-ms"] != "") printf "lock handoff to the waiting job: %.1f ms (goal < 1000)\n", v["handoff-ms"]
+    if (v["added-deploy-ms"] != "") printf "seed-000-style job (compose v1 pull + up -d): deploy stage %.0f ms with the lock off, %.0f ms on: %+.1f ms; cleanup %+.1f ms (goal < 5 ms per job)\n", v["deploy-off-ms"], v["deploy-on-ms"], v["added-deploy-ms"], v["added-cleanup-ms"] }' "$out"

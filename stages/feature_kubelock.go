@@ -31,7 +31,7 @@ func init() {
 	Register(Feature{
 		Name: "deploylock",
 		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&lockFlags.Enabled, "deploy-lock", true, "one deploy at a time per target: the job's first mutating kubectl call takes a Lease in the cluster (its environment in the namespace, else the namespace), held until the job ends (docs/deploy-safety.md)")
+			fs.BoolVar(&lockFlags.Enabled, "deploy-lock", true, "one deploy at a time per target: the job's first mutating kubectl call takes a Lease in the cluster (its environment in the namespace, else the namespace), a Docker deploy a lock container on the engine (its compose project or stack), held until the job ends (docs/deploy-safety.md)")
 			fs.DurationVar(&lockFlags.Lease, "deploy-lock-lease", 15*time.Second, "the deploy lock's lease: a holder that vanished (host lost) loses the lock after this long; renewed every third of it")
 		},
 		Prepare: lockPrepare,

@@ -4,7 +4,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
+	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 )
@@ -138,4 +140,71 @@ func benchThroughFerry(b *testing.B, r *dockertest.Remote, id string, setupHome 
 			b.Fatalf("%v\n%s", err, out)
 		}
 	}
+}
+
+// BenchmarkComposeV1Lock is what the deploy lock adds to a seed-000-style
+// job (`docker-compose pull -q && docker-compose up -d` of a free compose
+// project), side by side with --deploy-lock=false: each iteration runs one
+// whole job each way (prepare, the deploy stage, cleanup: the lock is held
+// until cleanup, so later stages of a job pay nothing) and reports the
+// paired differences of the deploy stage and of cleanup (the release).
+// The lease image is loaded before the timing (once per engine).
+func BenchmarkComposeV1Lock(b *testing.B) {
+	r := need(b)
+	image := r.PushBusybox("benchlock:1")
+	dir := b.TempDir()
+	proj := filepath.Join(dir, "proj")
+	os.MkdirAll(proj, 0o755)
+	os.WriteFile(filepath.Join(proj, "docker-compose.yml"), []byte("version: '3.8'\nservices:\n  web:\n    image: "+image+"\n    command: [\"sleep\", \"3600\"]\n    stop_signal: SIGKILL\n"), 0o644)
+	b.Cleanup(func() { r.Docker("rm", "-f", "benchlock_web_1") })
+	login := "docker login -u " + r.RegUser + " --password-stdin " + r.Registry + " <<< '" + r.RegPass + "' >/dev/null"
+	deploy := "cd " + proj + " && docker-compose -p benchlock pull -q && docker-compose -p benchlock up -d 2>/dev/null"
+	e := &env{base: b.TempDir()}
+	e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
+	os.MkdirAll(e.home, 0o700)
+	script := filepath.Join(e.base, "script")
+	job := func(id int, lock bool) (stage, cleanup time.Duration) {
+		j := newRawJob(nil, e, r, strconv.Itoa(id))
+		// The script lives in the bench's /tmp dir, which a private /tmp hides.
+		j.args = append(j.args, "--private-tmp=off")
+		if !lock {
+			j.args = append(j.args, "--deploy-lock=false")
+		}
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			b.Fatalf("prepare: %v\n%s", err, out)
+		}
+		os.WriteFile(script, []byte(login+"\n"), 0o700)
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			b.Fatalf("login: %v\n%s", err, out)
+		}
+		os.WriteFile(script, []byte("set -e\n"+deploy+"\n"), 0o700)
+		t0 := time.Now()
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			b.Fatalf("deploy: %v\n%s", err, out)
+		}
+		t1 := time.Now()
+		if out, err := j.cmd("cleanup").CombinedOutput(); err != nil {
+			b.Fatalf("cleanup: %v\n%s", err, out)
+		}
+		return t1.Sub(t0), time.Since(t1)
+	}
+	job(9300, true) // loads the lease image, warms the engine
+	var on, off, onC, offC time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Alternate which goes first: the machine's drift cancels out.
+		first := i%2 == 0
+		s1, c1 := job(9310+2*i, first)
+		s2, c2 := job(9311+2*i, !first)
+		if !first {
+			s1, s2, c1, c2 = s2, s1, c2, c1
+		}
+		on, off, onC, offC = on+s1, off+s2, onC+c1, offC+c2
+	}
+	n := float64(b.N)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / n }
+	b.ReportMetric(ms(off), "deploy-off-ms")
+	b.ReportMetric(ms(on), "deploy-on-ms")
+	b.ReportMetric(ms(on-off), "added-deploy-ms")
+	b.ReportMetric(ms(onC-offC), "added-cleanup-ms")
 }

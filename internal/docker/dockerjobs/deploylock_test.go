@@ -299,3 +299,70 @@ func TestComposeDeployLockLostHolderReadsCancel(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "no lock containers left", func() bool { return lockers(r) == "" })
 }
+
+// TestStackDeployLock: two jobs on two runner hosts `docker stack deploy`
+// one stack at once (single-node swarm): with the lock each reads back its
+// own service label after its sleep and one waited, named in its log; with
+// --deploy-lock=false they interleave.
+func TestStackDeployLock(t *testing.T) {
+	r := need(t)
+	r.MustDocker("swarm", "init", "--advertise-addr", "127.0.0.1")
+	t.Cleanup(func() {
+		r.Docker("stack", "rm", "lockstack")
+		r.Docker("swarm", "leave", "--force")
+	})
+	image := r.PushBusybox("lock-stack:1")
+	stack := map[string]string{"docker-stack.yml": `version: '3.8'
+services:
+  web:
+    image: ` + image + `
+    command: ["sleep", "3600"]
+    deploy:
+      labels:
+        lock.test/job: "${CI_JOB_ID}"
+`}
+	script := []string{
+		"docker stack deploy --with-registry-auth -c docker-stack.yml lockstack",
+		"sleep 8",
+		`echo "READBACK $(docker service inspect lockstack_web --format '{{index .Spec.Labels "lock.test/job"}}')"`,
+	}
+	both := func(args []string) (a, b *runnerdriver.JobResult) {
+		res := make([]*runnerdriver.JobResult, 2)
+		var wg sync.WaitGroup
+		for i := range 2 {
+			h := newLockHost(t, 73000, 973000+i, args...)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				time.Sleep(time.Duration(i) * 3 * time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+				defer cancel()
+				vars := append(ferryVars(r, dockertest.UserOK),
+					runnerdriver.Variable{Key: "CI_REGISTRY", Value: r.Registry},
+					runnerdriver.Variable{Key: "REG_USER", Value: r.RegUser},
+					runnerdriver.Variable{Key: "REG_PASSWORD", Value: r.RegPass, Masked: true})
+				pr := h.d.RunPipeline(ctx, runnerdriver.Pipeline{ProjectPath: "team-a/app", ProjectID: 101, Files: stack,
+					Jobs: []runnerdriver.Job{{Name: "deploy", Stage: "deploy", Variables: vars,
+						Script: append([]string{"docker login -u $REG_USER -p $REG_PASSWORD $CI_REGISTRY >/dev/null 2>&1"}, script...)}}})
+				res[i] = pr.Jobs["deploy"]
+			}()
+		}
+		wg.Wait()
+		return res[0], res[1]
+	}
+	a, b := both(nil)
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
+		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
+	}
+	if line := fmt.Sprintf("ferry: deploy lock: stack lockstack is held by team-a/app pipeline 73000 job %d since ", a.ID); !strings.Contains(b.Log, line) {
+		t.Fatalf("job %d: no waiting line %q:\n%s", b.ID, line, b.Log)
+	}
+	a, b = both([]string{"--deploy-lock=false"})
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	if ra, rb := readBack(t, a), readBack(t, b); ra == strconv.Itoa(a.ID) && rb == strconv.Itoa(b.ID) {
+		t.Fatalf("control run without the lock did not interleave (read back %s, %s): the test cannot tell", ra, rb)
+	}
+}

@@ -459,8 +459,10 @@ func (r *Remote) Stop() {
 	r.procs = nil
 	// dockerd unmounts its layers on a clean stop; anything left mounted
 	// would make RemoveAll fail, so say so instead of hiding it.
-	if err := os.RemoveAll(r.Dir); err != nil && r.tb != nil {
-		r.tb.Logf("dockertest: remove %s: %v", r.Dir, err)
+	// Stderr, not r.tb: Stop runs from TestMain, after the test that
+	// started the engine has completed (its Logf would panic).
+	if err := os.RemoveAll(r.Dir); err != nil {
+		fmt.Fprintf(os.Stderr, "dockertest: remove %s: %v\n", r.Dir, err)
 	}
 }
 

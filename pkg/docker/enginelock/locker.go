@@ -480,6 +480,7 @@ func (l *Locker) Release(ctx context.Context) {
 	for _, ls := range l.held {
 		all = append(all, ls)
 	}
+	tickets := l.tickets
 	for _, ls := range l.tickets {
 		all = append(all, ls)
 	}
@@ -500,13 +501,21 @@ func (l *Locker) Release(ctx context.Context) {
 			case <-ls.started:
 			case <-ctx.Done():
 			}
+			if _, isTicket := tickets[ls.id]; isTicket {
+				l.remove(ctx, ls.id)
+				return
+			}
 			// Renaming frees the name at once (a waiter's create can
-			// win right away); removing a running container takes the
-			// engine a few hundred milliseconds more.
+			// win right away); SIGTERM ends the lease program and the
+			// engine removes the container (AutoRemove). Neither waits
+			// for the container to die, which takes the engine a few
+			// hundred milliseconds (DELETE ?force, SIGKILL do wait).
 			if _, err := l.do(ctx, http.MethodPost, "/containers/"+ls.id+"/rename?name=ferry-lockdone-"+ls.id[:20], nil, nil); err != nil {
 				fmt.Fprintf(l.Log, "deploy lock: rename %s: %v\n", ls.id[:12], err)
 			}
-			l.remove(ctx, ls.id)
+			if _, err := l.do(ctx, http.MethodPost, "/containers/"+ls.id+"/kill?signal=SIGTERM", nil, nil); err != nil {
+				l.remove(ctx, ls.id) // never started: no lease program to end
+			}
 			fmt.Fprintf(l.Log, "deploy lock: released %s (%s)\n", ls.target, ls.id[:12])
 		}()
 	}

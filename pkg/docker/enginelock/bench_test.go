@@ -1,0 +1,97 @@
+package enginelock
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+)
+
+// BenchmarkLockFree: what the lock adds to a job when its target is free:
+// the take (one list, one create; the start runs in the background) and
+// the release at cleanup (rename, SIGTERM), against the harness's real
+// dockerd on its socket (a job's holder adds its SSH channel per request).
+// The one-time load of the lease image is reported as load-ms.
+func BenchmarkLockFree(b *testing.B) {
+	c := engine(&testing.T{})
+	if remote == nil {
+		b.Skip("SKIPPED: no engine (root, dockerd: see dockertest.Need)")
+	}
+	ttl := 15 * time.Second
+	tag, _ := leaseImage(ttl)
+	remote.Docker("rmi", "-f", tag)
+	ctx := context.Background()
+	var n notes
+	l := newLocker(c, "bench", ttl, &n)
+	t0 := time.Now()
+	l.image = tag
+	if err := l.loadImage(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(time.Since(t0).Microseconds())/1000, "load-ms")
+	var take, release time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		l := newLocker(c, "bench", ttl, &n)
+		tg := Target{Kind: "compose project", Name: "bench-" + randHex(4)}
+		t0 := time.Now()
+		if err := l.Acquire(ctx, tg, nil); err != nil {
+			b.Fatal(err)
+		}
+		take += time.Since(t0)
+		// A deploy runs for a while: the lease has started by cleanup.
+		l.mu.Lock()
+		ls := l.held[tg.Hash()]
+		l.mu.Unlock()
+		<-ls.started
+		t1 := time.Now()
+		l.Release(ctx)
+		release += time.Since(t1)
+	}
+	b.ReportMetric(float64(take.Microseconds())/1000/float64(b.N), "take-ms")
+	b.ReportMetric(float64(release.Microseconds())/1000/float64(b.N), "release-ms")
+}
+
+// BenchmarkLockHandoff: a job waits for the lock; the holder releases it
+// (cleanup); the time until the waiter holds it.
+func BenchmarkLockHandoff(b *testing.B) {
+	c := engine(&testing.T{})
+	if remote == nil {
+		b.Skip("SKIPPED: no engine")
+	}
+	ctx := context.Background()
+	var n notes
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		tg := Target{Kind: "compose project", Name: "handoff-" + randHex(4)}
+		a, w := newLocker(c, "A", 15*time.Second, &n), newLocker(c, "W", 15*time.Second, &n)
+		w.Log = io.Discard
+		if err := a.Acquire(ctx, tg, nil); err != nil {
+			b.Fatal(err)
+		}
+		got := make(chan time.Time, 1)
+		go func() {
+			if err := w.Acquire(ctx, tg, nil); err != nil {
+				b.Error(err)
+			}
+			got <- time.Now()
+		}()
+		// Queued: its ticket runs.
+		for {
+			st, err := a.list(ctx, tg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(st.live) == 1 && st.live[0].State == "running" {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // the waiter is in its wait
+		t0 := time.Now()
+		a.Release(ctx)
+		total += (<-got).Sub(t0)
+		w.Release(ctx)
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "handoff-ms")
+}
