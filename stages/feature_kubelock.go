@@ -36,7 +36,13 @@ func init() {
 		},
 		Prepare: lockPrepare,
 		Cleanup: func(_ context.Context, j *Job) error {
-			return lockclient.Stop(j.State.Path(lockDirName), 5*time.Second)
+			dir := j.State.Path(lockDirName)
+			if log, ended := lockclient.EndedEarly(dir); ended {
+				// Its log goes with the dir: say here why the job's
+				// kubectl found nobody to answer.
+				j.Log.Warnf("ferry: deploy lock: this job's lock holder had ended before cleanup; its log:\n%s", log)
+			}
+			return lockclient.Stop(dir, 5*time.Second)
 		},
 		// The holder is started only for a job with a kubeconfig of ferry's,
 		// which only the kube feature writes, in the engine: without a

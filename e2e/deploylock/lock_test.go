@@ -169,7 +169,7 @@ func TestTwoProjectsTwoHostsAreSerialised(t *testing.T) {
 			t.Fatalf("%s: %+v", mark, j)
 		}
 		if got := observed(j.Log); got != mark {
-			t.Errorf("%s found %q in the ConfigMap after its sleep: another job wrote in between\n%s", mark, got, j.Log)
+			t.Errorf("%s found %q in the ConfigMap after its sleep: another job wrote in between\n%s\nsystem log:\n%s", mark, got, j.Log, j.SystemLog)
 		}
 		if strings.Contains(j.Log, "ferry: deploy lock: namespace lock-serial is held by team-") {
 			waited++
@@ -336,7 +336,7 @@ func TestNoLeasePermissionIsOneLine(t *testing.T) {
 		"kubectl get configmap -o name", "echo READ-OK", "kubectl create configmap x --from-literal=a=b"}}))
 	j := pr.Jobs["deploy"]
 	if j.Status != rd.StatusFailed || j.ScriptExitCode != 1 {
-		t.Fatalf("want a script failure with kubectl's exit 1, got %s/%d:\n%s", j.Status, j.ScriptExitCode, j.Log)
+		t.Fatalf("want a script failure with kubectl's exit 1, got %s/%d:\n%s\nsystem log:\n%s", j.Status, j.ScriptExitCode, j.Log, j.SystemLog)
 	}
 	want := "error: ferry: deploy lock: the job's credentials may not create leases.coordination.k8s.io in namespace lock-norbac; " +
 		"the namespace's admin must add: kubectl -n lock-norbac create role ferry-deploy-lock --verb=get,list,watch,create,update,delete --resource=leases.coordination.k8s.io " +
@@ -374,7 +374,7 @@ func TestNoLeasePermissionIsOneLine(t *testing.T) {
 		time.Sleep(500 * time.Millisecond) // RBAC sees the binding through an informer
 	}
 	if j.Status != rd.StatusSuccess {
-		t.Errorf("with the Role and RoleBinding the line names, the job still fails:\n%s", j.Log)
+		t.Errorf("with the Role and RoleBinding the line names, the job still fails:\n%s\nsystem log:\n%s", j.Log, j.SystemLog)
 	}
 }
 
@@ -413,7 +413,7 @@ func TestCancelWhileWaitingAndReads(t *testing.T) {
 	}}))
 	r := pr.Jobs["read"]
 	if r.Status != rd.StatusSuccess || strings.Contains(r.Log, "deploy lock") {
-		t.Errorf("reads while the lock is held: %s\n%s", r.Status, r.Log)
+		t.Errorf("reads while the lock is held: %s\n%s\nsystem log:\n%s", r.Status, r.Log, r.SystemLog)
 	}
 	if l, _ := lease(t, ns, deploylock.LeaseName("")); strings.Contains(l.Annotations[deploylock.QueueAnnotation], "team-c") {
 		t.Errorf("a read queued for the lock: %v", l.Annotations)

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Subcommand is the hidden engine subcommand that runs the holder.
@@ -167,12 +169,24 @@ func Start(exe string, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	// The config is complete in the holder's stdin before it starts: an
+	// in-memory file, written and rewound here. (It was an io.Reader, which
+	// os/exec copies into a pipe from a goroutine of this process: prepare
+	// returns right after Start, and when it exited before that goroutine
+	// ran, the holder read end of file, logged "bad config" and ended,
+	// leaving a socket nobody listened on: the job's kubectl got
+	// "connection refused".)
+	in, err := configFile(append(b, '\n'))
+	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: the lock holder's config: %w", err)
+	}
+	defer in.Close()
 	cmd := exec.Command(exe, Subcommand, cfg.Dir)
 	// Nothing of the runner's conversation (CUSTOM_ENV_*, JOB_RESPONSE_FILE):
 	// the holder is not a process of the job script.
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
 	cmd.Dir = "/"
-	cmd.Stdin = strings.NewReader(string(b) + "\n")
+	cmd.Stdin = in // an *os.File: handed over as fd 0, no copying goroutine
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{lf}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -180,13 +194,33 @@ func Start(exe string, cfg Config) error {
 		return fmt.Errorf("ferry: deploy lock: start the lock holder: %w", err)
 	}
 	err = jobproc.WritePIDFile(filepath.Join(cfg.Dir, PIDFile), cmd.Process.Pid)
-	// Reaped by whoever adopts it once prepare exits; stdin is a reader
-	// copied by a goroutine, so wait for that copy only, briefly.
+	// Reaped by whoever adopts it once prepare exits. Every file the holder
+	// gets is an *os.File, so Wait has nothing of the holder's to finish.
 	go cmd.Wait()
 	if err != nil {
 		return fmt.Errorf("ferry: deploy lock: %w", err)
 	}
 	return nil
+}
+
+// configFile is an anonymous in-memory file (memfd) holding b, rewound:
+// whatever its size, it is all there before the holder reads it, and no
+// path ever names it.
+func configFile(b []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("ferry-lock-config", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "ferry-lock-config")
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // Stop asks the holder of dir to release what it holds and end (SIGTERM),
@@ -199,6 +233,21 @@ func Stop(dir string, wait time.Duration) error {
 		return fmt.Errorf("ferry: deploy lock: remove %s: %w", dir, err)
 	}
 	return nil
+}
+
+// EndedEarly reports a holder of dir that is no longer running although
+// nobody stopped it (it must serve until cleanup), with its log: for the
+// runner's log at cleanup, since the job's kubectl can only say that
+// nobody answered.
+func EndedEarly(dir string) (log string, ended bool) {
+	if _, err := os.Stat(filepath.Join(dir, PIDFile)); err != nil {
+		return "", false // never started (no kubeconfig of ferry's, lock off)
+	}
+	if _, ok := HolderPID(dir); ok {
+		return "", false
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, LogFile))
+	return strings.TrimRight(string(b), "\n"), true
 }
 
 // HolderPID is the running holder of dir, from its PID file.
