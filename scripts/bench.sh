@@ -85,6 +85,6 @@ section "docker deploy lock: what it adds to a seed-000-style compose job when f
 $GO test -run '^$' -bench 'LockFree|LockHandoff' -benchtime "${DOCKER_LOCK_BENCHTIME:-10x}" ./pkg/docker/enginelock | tee "$out"
 $GO test -run '^$' -bench 'ComposeV1Lock' -benchtime "${DOCKER_LOCK_JOBS:-6x}" ./internal/docker/dockerjobs | tee -a "$out"
 awk '/^Benchmark(LockFree|LockHandoff|ComposeV1Lock)/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
-  END { if (v["take-ms"] != "") printf "lock requests (engine socket): take a free lock %.1f ms (list + container create), release %.1f ms (rename + SIGTERM); lease image load, once per engine: %.1f ms\n", v["take-ms"], v["release-ms"], v["load-ms"]
+  END { if (v["take-ms"] != "") printf "lock requests (engine socket): take a free lock %.1f ms (list + rename of the spare; %.1f ms without a spare: list + create), release %.1f ms (rename + SIGTERM); lease image load, once per engine: %.1f ms\n", v["take-ms"], v["take-create-ms"], v["release-ms"], v["load-ms"]
     if (v["handoff-ms"] != "") printf "lock handoff to the waiting job: %.1f ms (goal < 1000)\n", v["handoff-ms"]
-    if (v["added-deploy-ms"] != "") printf "seed-000-style job (compose v1 pull + up -d): deploy stage %.0f ms with the lock off, %.0f ms on: %+.1f ms; cleanup %+.1f ms (goal < 5 ms per job)\n", v["deploy-off-ms"], v["deploy-on-ms"], v["added-deploy-ms"], v["added-cleanup-ms"] }' "$out"
+    if (v["added-deploy-ms"] != "") printf "seed-000-style job (compose v1 pull + up -d), medians: deploy stage %.0f ms with the lock off, %.0f ms on; paired difference %+.1f ms, cleanup %+.1f ms (goal < 5 ms per job)\n", v["deploy-off-ms"], v["deploy-on-ms"], v["added-deploy-ms"], v["added-cleanup-ms"] }' "$out"

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,9 +176,10 @@ func TestComposeDeployLock(t *testing.T) {
 	if d := waiter.Duration - holder.Duration; d > 30*time.Second {
 		t.Errorf("the waiter ran %s longer than the holder: released by expiry, not by cleanup?", d)
 	}
-	if got := strings.TrimSpace(r.MustDocker("ps", "-a", "--filter", "label="+enginelock.LabelRole, "--format", "{{.Names}}")); got != "" {
-		t.Fatalf("lock containers left on the engine: %s", got)
-	}
+	// Released: renamed at once, gone once the engine has removed it.
+	waitFor(t, 10*time.Second, "no lease containers left on the engine", func() bool {
+		return strings.TrimSpace(r.MustDocker("ps", "-a", "--filter", "label="+enginelock.LabelLease, "--format", "{{.Names}}")) == ""
+	})
 
 	// Control: the lock off, the same two jobs interleave.
 	a, b, _ = both([]string{"--deploy-lock=false"})
@@ -202,8 +204,11 @@ func TestComposeDeployLock(t *testing.T) {
 // lockers are the engine's lock and ticket containers of lockapp, "<role>
 // <holder>" per line.
 func lockers(r *dockertest.Remote) string {
-	out, _ := r.Docker("ps", "-a", "--filter", "label="+enginelock.LabelName+"=compose project lockapp",
-		"--format", `{{.Label "`+enginelock.LabelRole+`"}} {{.Label "`+enginelock.LabelHolder+`"}}`)
+	tg := enginelock.Target{Kind: "compose project", Name: "lockapp"}
+	out, _ := r.Docker("ps", "-a", "--filter", "name="+tg.LockName(), "--filter", "name="+tg.TicketPrefix(),
+		"--format", `{{.Names}} {{.Label "`+enginelock.LabelHolder+`"}}`)
+	out = strings.ReplaceAll(out, tg.LockName()+" ", "lock ")
+	out = regexp.MustCompile(regexp.QuoteMeta(tg.TicketPrefix())+`[0-9a-f]+ `).ReplaceAllString(out, "ticket ")
 	return strings.TrimSpace(out)
 }
 

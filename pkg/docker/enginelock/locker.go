@@ -26,6 +26,8 @@ const (
 	LabelRole   = "ferry.gitlab.io/lock-role"   // "lock" or "ticket"
 	LabelHolder = "ferry.gitlab.io/lock-holder" // "team-a/web pipeline 5212 job 5060270"
 	LabelSeq    = "ferry.gitlab.io/lock-seq"    // the waiter's arrival (unix nanos, its host's clock)
+	LabelLease  = "ferry.gitlab.io/lock-lease"  // "1" on every lease container (the events filter)
+	LabelExpiry = "ferry.gitlab.io/lock-expiry" // a spare's last useful second (unix, the job's deadline)
 )
 
 // Target is what one lock serialises: a compose project or a stack on one
@@ -73,6 +75,10 @@ type Locker struct {
 	warned      bool
 	renewing    bool
 	stop        chan struct{}
+	primed      bool
+	released    bool
+	spare       *lease               // created, not started: the next free take renames it
+	seenCreated map[string]time.Time // engine time a container was first seen never started
 }
 
 type lease struct {
@@ -93,10 +99,7 @@ const requestTimeout = 30 * time.Second
 // Acquire returns nil: the deploy goes on unlocked.
 func (l *Locker) Acquire(ctx context.Context, t Target, keepalive func()) error {
 	l.mu.Lock()
-	if l.held == nil {
-		l.held, l.tickets, l.stop = map[string]*lease{}, map[string]*lease{}, make(chan struct{})
-		l.image, _ = leaseImage(l.TTL)
-	}
+	l.init()
 	_, held := l.held[t.Hash()]
 	unavailable := l.unavailable
 	l.mu.Unlock()
@@ -110,6 +113,70 @@ func (l *Locker) Acquire(ctx context.Context, t Target, keepalive func()) error 
 		return nil
 	}
 	return err
+}
+
+// init needs l.mu.
+func (l *Locker) init() {
+	if l.held == nil {
+		l.held, l.tickets, l.stop = map[string]*lease{}, map[string]*lease{}, make(chan struct{})
+		l.seenCreated = map[string]time.Time{}
+		l.image, _ = leaseImage(l.TTL)
+	}
+}
+
+// Prime creates, in the background, the job's spare lease container on
+// this engine (once): a container created but not started, which the first
+// free take renames to the lock's name (a rename is as atomic as a create,
+// and a few milliseconds where a create is tens to hundreds: dockerd
+// writes the container and prepares its filesystem). Call it at the job's
+// first use of the engine. It also removes other jobs' spares past their
+// expiry (a holder that died before its cleanup).
+func (l *Locker) Prime() {
+	l.mu.Lock()
+	l.init()
+	if l.primed || l.unavailable != "" {
+		l.mu.Unlock()
+		return
+	}
+	l.primed = true
+	l.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		l.sweepSpares(ctx)
+		ls, err := l.createContainer(ctx, Target{}, "spare", "ferry-lockspare-"+randHex(10))
+		if err != nil {
+			fmt.Fprintf(l.Log, "deploy lock: spare: %v\n", err)
+			return
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.stop == nil || l.released {
+			go l.remove(context.Background(), ls.id)
+			return
+		}
+		l.spare = ls
+	}()
+}
+
+// sweepSpares removes spares whose holder's job is over (by their expiry
+// label, on the engine's clock).
+func (l *Locker) sweepSpares(ctx context.Context) {
+	f, _ := json.Marshal(map[string][]string{"label": {LabelRole + "=spare"}})
+	var cs []container
+	resp, err := l.do(ctx, http.MethodGet, "/containers/json?all=1&filters="+url.QueryEscape(string(f)), nil, &cs)
+	if err != nil {
+		return
+	}
+	now, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		return
+	}
+	for _, c := range cs {
+		if exp, err := strconv.ParseInt(c.Labels[LabelExpiry], 10, 64); err == nil && c.State == "created" && now.Unix() > exp {
+			l.remove(ctx, c.ID)
+		}
+	}
 }
 
 func (l *Locker) acquire(ctx context.Context, t Target, keepalive func()) error {
@@ -197,6 +264,12 @@ func (l *Locker) wait(ctx context.Context, t Target, keepalive func()) (err erro
 		if !printed && st.lock != nil {
 			printed = true
 			since := time.Unix(st.lock.Created, 0).UTC().Format("15:04:05")
+			// A spare's lock was created before it was taken: it
+			// started when it was taken.
+			var in struct{ State struct{ StartedAt time.Time } }
+			if _, err := l.do(ctx, http.MethodGet, "/containers/"+st.lock.ID+"/json", nil, &in); err == nil && in.State.StartedAt.Year() > 2000 {
+				since = in.State.StartedAt.UTC().Format("15:04:05")
+			}
 			l.Notice("ferry: deploy lock: %s is held by %s since %s; %d job(s) wait before this one; waiting (up to the job's timeout)",
 				t, st.lock.Labels[LabelHolder], since, pos)
 		}
@@ -235,7 +308,7 @@ func holderOf(st *state) string {
 // (a destroy is the lock passing on); the caller polls too, so a broken
 // stream only slows it down.
 func (l *Locker) watch(ctx context.Context, t Target, changed chan<- struct{}) {
-	f, _ := json.Marshal(map[string][]string{"type": {"container"}, "label": {LabelTarget + "=" + t.Hash()}, "event": {"destroy", "die", "rename"}})
+	f, _ := json.Marshal(map[string][]string{"type": {"container"}, "label": {LabelLease + "=1"}, "event": {"destroy", "die", "rename"}})
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/events?filters="+url.QueryEscape(string(f)), nil)
 	if err != nil {
 		return
@@ -276,7 +349,8 @@ type state struct {
 // started within a TTL (a holder that died between create and start),
 // judged by the engine's own clock (its Date header).
 func (l *Locker) list(ctx context.Context, t Target) (*state, error) {
-	f, _ := json.Marshal(map[string][]string{"label": {LabelTarget + "=" + t.Hash()}})
+	// By name: a lock taken by renaming a spare has no target label.
+	f, _ := json.Marshal(map[string][]string{"name": {t.LockName(), t.TicketPrefix()}})
 	var cs []container
 	resp, err := l.do(ctx, http.MethodGet, "/containers/json?all=1&filters="+url.QueryEscape(string(f)), nil, &cs)
 	if err != nil {
@@ -293,22 +367,36 @@ func (l *Locker) list(ctx context.Context, t Target) (*state, error) {
 		switch c.State {
 		case "running", "restarting", "paused":
 		case "created":
-			dead = now.Sub(time.Unix(c.Created, 0)) > l.TTL+2*time.Second
+			// Never started: its holder died between create (or
+			// rename) and start, or is starting it right now. Dead once
+			// seen so for longer than a lease.
+			l.mu.Lock()
+			first, ok := l.seenCreated[c.ID]
+			if !ok {
+				l.seenCreated[c.ID] = now
+				first = now
+			}
+			l.mu.Unlock()
+			dead = now.Sub(first) > l.TTL+2*time.Second
 		case "removing":
 			continue
 		default: // exited, dead
 			dead = true
 		}
 		if dead {
-			fmt.Fprintf(l.Log, "deploy lock: removing the expired %s %s of %s\n", c.Labels[LabelRole], c.ID[:12], t)
+			fmt.Fprintf(l.Log, "deploy lock: removing the expired %s of %s\n", c.ID[:12], t)
 			l.remove(ctx, c.ID)
 			continue
 		}
+		name := ""
+		if len(c.Names) > 0 {
+			name = strings.TrimPrefix(c.Names[0], "/")
+		}
 		switch {
-		case c.Labels[LabelRole] == "ticket":
-			st.live = append(st.live, *c)
-		case len(c.Names) > 0 && strings.TrimPrefix(c.Names[0], "/") == t.LockName():
+		case name == t.LockName():
 			st.lock = c
+		case strings.HasPrefix(name, t.TicketPrefix()):
+			st.live = append(st.live, *c)
 		}
 		// Else a released lock, renamed, on its way out.
 	}
@@ -331,6 +419,31 @@ func (l *Locker) list(ctx context.Context, t Target) (*state, error) {
 // createLock tries to create t's lock container: false when another job's
 // exists (the engine's names are unique: exactly one create wins).
 func (l *Locker) createLock(ctx context.Context, t Target) (bool, error) {
+	l.mu.Lock()
+	sp := l.spare
+	l.spare = nil
+	l.mu.Unlock()
+	if sp != nil {
+		resp, err := l.do(ctx, http.MethodPost, "/containers/"+sp.id+"/rename?name="+t.LockName(), nil, nil)
+		if err == nil {
+			sp.target = t
+			l.mu.Lock()
+			l.held[t.Hash()] = sp
+			l.mu.Unlock()
+			l.startLease(ctx, sp, "lock")
+			l.startRenewing()
+			fmt.Fprintf(l.Log, "deploy lock: took %s (spare %s)\n", t, sp.id[:12])
+			return true, nil
+		}
+		if resp != nil && resp.StatusCode == http.StatusConflict {
+			l.mu.Lock()
+			l.spare = sp
+			l.mu.Unlock()
+			return false, nil
+		}
+		fmt.Fprintf(l.Log, "deploy lock: rename the spare: %v\n", err)
+		go l.remove(context.WithoutCancel(ctx), sp.id)
+	}
 	ls, err := l.createLease(ctx, t, "lock", t.LockName(), false)
 	if errors.Is(err, errConflict) {
 		return false, nil
@@ -351,16 +464,39 @@ var (
 	errUnavailable = errors.New("no lock on this engine")
 )
 
-// createLease creates (and starts: now, or in the background when the
-// caller need not wait for it) a lease container. The create is the lock:
-// a lock whose start is still under way is already held.
+// createLease creates and starts a lease container: now, or in the
+// background when the caller need not wait for it. The create is the
+// lock: a lock whose start is still under way is already held.
 func (l *Locker) createLease(ctx context.Context, t Target, role, name string, wait bool) (*lease, error) {
+	ls, err := l.createContainer(ctx, t, role, name)
+	if err != nil {
+		return nil, err
+	}
+	if wait {
+		if err := l.start(ctx, ls, role); err != nil {
+			l.remove(context.WithoutCancel(ctx), ls.id)
+			return nil, err
+		}
+		return ls, nil
+	}
+	l.startLease(ctx, ls, role)
+	return ls, nil
+}
+
+// createContainer creates a lease container, not started.
+func (l *Locker) createContainer(ctx context.Context, t Target, role, name string) (*lease, error) {
+	labels := map[string]string{
+		LabelLease: "1", LabelRole: role, LabelHolder: l.Holder,
+		LabelSeq: strconv.FormatInt(time.Now().UnixNano(), 10),
+	}
+	if role == "spare" {
+		labels[LabelExpiry] = strconv.FormatInt(l.Deadline.Add(time.Hour).Unix(), 10)
+	} else {
+		labels[LabelTarget], labels[LabelName] = t.Hash(), t.String()
+	}
 	body := map[string]any{
-		"Image": l.image,
-		"Labels": map[string]string{
-			LabelTarget: t.Hash(), LabelName: t.String(), LabelRole: role,
-			LabelHolder: l.Holder, LabelSeq: strconv.FormatInt(time.Now().UnixNano(), 10),
-		},
+		"Image":           l.image,
+		"Labels":          labels,
 		"NetworkDisabled": true,
 		"HostConfig": map[string]any{
 			"AutoRemove":     true,
@@ -390,28 +526,25 @@ func (l *Locker) createLease(ctx context.Context, t Target, role, name string, w
 	if err != nil {
 		return nil, err
 	}
-	ls := &lease{target: t, id: created.ID, started: make(chan struct{})}
-	start := func(ctx context.Context) error {
-		defer close(ls.started)
-		_, err := l.do(ctx, http.MethodPost, "/containers/"+created.ID+"/start", nil, nil)
-		if err != nil {
-			fmt.Fprintf(l.Log, "deploy lock: start %s %s of %s: %v\n", role, created.ID[:12], t, err)
-		}
-		return err
+	return &lease{target: t, id: created.ID, started: make(chan struct{})}, nil
+}
+
+func (l *Locker) start(ctx context.Context, ls *lease, role string) error {
+	defer close(ls.started)
+	_, err := l.do(ctx, http.MethodPost, "/containers/"+ls.id+"/start", nil, nil)
+	if err != nil {
+		fmt.Fprintf(l.Log, "deploy lock: start %s %s of %s: %v\n", role, ls.id[:12], ls.target, err)
 	}
-	if wait {
-		if err := start(ctx); err != nil {
-			l.remove(context.WithoutCancel(ctx), created.ID)
-			return nil, err
-		}
-		return ls, nil
-	}
+	return err
+}
+
+// startLease starts ls in the background.
+func (l *Locker) startLease(ctx context.Context, ls *lease, role string) {
 	go func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
 		defer cancel()
-		start(sctx)
+		l.start(sctx, ls, role)
 	}()
-	return ls, nil
 }
 
 // startRenewing starts the renewal loop once: every third of the TTL, each
@@ -483,6 +616,13 @@ func (l *Locker) Release(ctx context.Context) {
 	tickets := l.tickets
 	for _, ls := range l.tickets {
 		all = append(all, ls)
+	}
+	l.released = true
+	if l.spare != nil {
+		tickets[l.spare.id] = l.spare // never started: removed like a ticket
+		close(l.spare.started)
+		all = append(all, l.spare)
+		l.spare = nil
 	}
 	l.held, l.tickets = map[string]*lease{}, map[string]*lease{}
 	if l.stop != nil && l.renewing {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -66,11 +67,31 @@ func newLocker(c *http.Client, who string, ttl time.Duration, n *notes) *Locker 
 // leases lists the target's lock and ticket containers on the engine.
 func leases(t *testing.T, tg Target) string {
 	t.Helper()
-	out, err := remote.Docker("ps", "-a", "--filter", "label="+LabelTarget+"="+tg.Hash(), "--format", `{{.Label "`+LabelRole+`"}} {{.Label "`+LabelHolder+`"}} {{.State}}`)
+	out, err := remote.Docker("ps", "-a", "--filter", "name="+tg.LockName(), "--filter", "name="+tg.TicketPrefix(), "--format", `{{.Names}} {{.Label "`+LabelHolder+`"}} {{.State}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
+	out = strings.ReplaceAll(out, tg.LockName()+" ", "lock ")
+	out = regexp.MustCompile(regexp.QuoteMeta(tg.TicketPrefix())+`[0-9a-f]+ `).ReplaceAllString(out, "ticket ")
 	return strings.TrimSpace(out)
+}
+
+// primed readies l's spare and waits for it.
+func primed(t testing.TB, l *Locker) *Locker {
+	t.Helper()
+	l.Prime()
+	for i := 0; ; i++ {
+		l.mu.Lock()
+		ok := l.spare != nil
+		l.mu.Unlock()
+		if ok {
+			return l
+		}
+		if i > 400 {
+			t.Fatal("no spare within 20s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func waitNoLeases(t *testing.T, tg Target, d time.Duration) {
@@ -91,9 +112,10 @@ func TestLockerSerialisesFIFOAndReleases(t *testing.T) {
 	c := engine(t)
 	tg := Target{Kind: "compose project", Name: "fifo-" + randHex(3)}
 	var na, nb, nc notes
-	a := newLocker(c, "team-a/web pipeline 1 job 11", 6*time.Second, &na)
+	// A and C take by renaming their spare, B by creating.
+	a := primed(t, newLocker(c, "team-a/web pipeline 1 job 11", 6*time.Second, &na))
 	b := newLocker(c, "team-b/web pipeline 2 job 22", 6*time.Second, &nb)
-	cc := newLocker(c, "team-c/web pipeline 3 job 33", 6*time.Second, &nc)
+	cc := primed(t, newLocker(c, "team-c/web pipeline 3 job 33", 6*time.Second, &nc))
 	ctx := context.Background()
 	if err := a.Acquire(ctx, tg, nil); err != nil {
 		t.Fatal(err)
@@ -146,6 +168,17 @@ func TestLockerSerialisesFIFOAndReleases(t *testing.T) {
 	}
 	cc.Release(ctx)
 	waitNoLeases(t, tg, 5*time.Second)
+	// Released leases go as the engine removes them (AutoRemove).
+	for i := 0; ; i++ {
+		out := strings.TrimSpace(remote.MustDocker("ps", "-a", "--filter", "label="+LabelHolder+"=team-c/web pipeline 3 job 33", "--format", "{{.Names}}"))
+		if out == "" {
+			break
+		}
+		if i > 100 {
+			t.Fatalf("C's containers left: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestLockerExpiresAndCancel: a holder that stops renewing (its host lost)
@@ -155,7 +188,7 @@ func TestLockerExpiresAndCancel(t *testing.T) {
 	tg := Target{Kind: "stack", Name: "exp-" + randHex(3)}
 	var na, nb notes
 	ttl := 3 * time.Second
-	a := newLocker(c, "A", ttl, &na)
+	a := primed(t, newLocker(c, "A", ttl, &na))
 	b := newLocker(c, "B", ttl, &nb)
 	if err := a.Acquire(context.Background(), tg, nil); err != nil {
 		t.Fatal(err)

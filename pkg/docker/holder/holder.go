@@ -180,6 +180,11 @@ func (h *holder) start(ctx context.Context) (Report, error) {
 			return rep, fmt.Errorf("ferry: docker socket %s: %w", ep.Socket, err)
 		}
 		srv := &http.Server{Handler: h.proxy(lc), ErrorLog: nil, ConnContext: peerContext}
+		if ep.Preflight && h.cfg.Lock != nil && len(h.locks) > 0 {
+			// Connected already: ready the lock's spare while the job
+			// starts, off the deploy's path.
+			h.locks[len(h.locks)-1].l.Prime()
+		}
 		h.servers = append(h.servers, srv)
 		go srv.Serve(l)
 	}
