@@ -182,7 +182,11 @@ func sandboxCost(b *testing.B, siblings int, privateTmp string) {
 		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
 			b.Fatalf("prepare: %v %s", err, out)
 		}
-		scripts[j] = benchScript(b, j)
+		// Where the runner writes its stage scripts: the job's own dir.
+		scripts[j] = filepath.Join(own, "script.build_script")
+		if err := os.WriteFile(scripts[j], []byte("#!/usr/bin/env bash\necho \"$CI_JOB_ID hello\"\ntrue\n"), 0o700); err != nil {
+			b.Fatal(err)
+		}
 	}
 	stage := func(j *fakeJob) (wall, cpu time.Duration) {
 		c := j.cmd("run", scripts[j], "build_script")

@@ -22,8 +22,13 @@ import (
 // noticed; a path the job names itself in a line with "Permission denied"
 // may be reported though nothing was refused; reporting is all it does.
 type denials struct {
-	writable []string // the job's writable hierarchies, resolved
-	tmpdir   string
+	// writable are the job's writable hierarchies, resolved (with their
+	// unresolved names) on the first refusal: most stages have none, and
+	// resolving them cost every stage ~50 lstats.
+	writable  []string
+	resolve   sync.Once
+	unchecked []string
+	tmpdir    string
 
 	mu      sync.Mutex
 	first   string
@@ -32,14 +37,19 @@ type denials struct {
 }
 
 func newDenials(writable []string, tmpdir string) *denials {
-	d := &denials{tmpdir: tmpdir, seen: map[string]bool{}}
-	for _, w := range writable {
-		if r, err := filepath.EvalSymlinks(w); err == nil {
-			d.writable = append(d.writable, r)
+	return &denials{tmpdir: tmpdir, seen: map[string]bool{}, unchecked: writable}
+}
+
+func (d *denials) writableDirs() []string {
+	d.resolve.Do(func() {
+		for _, w := range d.unchecked {
+			if r, err := filepath.EvalSymlinks(w); err == nil {
+				d.writable = append(d.writable, r)
+			}
+			d.writable = append(d.writable, filepath.Clean(w))
 		}
-		d.writable = append(d.writable, filepath.Clean(w))
-	}
-	return d
+	})
+	return d.writable
 }
 
 var permDenied = []byte("Permission denied")
@@ -66,7 +76,7 @@ func (d *denials) note(line []byte) {
 		return
 	}
 	p = filepath.Clean(p)
-	for _, w := range d.writable {
+	for _, w := range d.writableDirs() {
 		if within(p, w) {
 			return // inside its own dirs: not the sandbox's doing
 		}

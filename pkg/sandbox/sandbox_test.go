@@ -295,3 +295,35 @@ func cpuTime() int64 {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
+
+// TestRealPathsLikeEvalSymlinks: the build's memoised resolution gives what
+// filepath.EvalSymlinks gives, path by path: symlinks at the end, in the
+// middle, relative and chained, missing paths and paths through a file
+// dropped.
+func TestRealPathsLikeEvalSymlinks(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"a/b/c", "x/y"} {
+		os.MkdirAll(filepath.Join(root, d), 0o700)
+	}
+	os.WriteFile(filepath.Join(root, "a/file"), nil, 0o600)
+	os.Symlink(filepath.Join(root, "x"), filepath.Join(root, "a/b/abs-link"))
+	os.Symlink("../../x/y", filepath.Join(root, "a/b/rel-link"))
+	os.Symlink("rel-link", filepath.Join(root, "a/b/chain"))
+	os.Symlink(filepath.Join(root, "nowhere"), filepath.Join(root, "a/dangling"))
+	in := []string{"/", root, root + "/a/b/c", root + "/a/b/abs-link", root + "/a/b/abs-link/y", root + "/a/b/rel-link",
+		root + "/a/b/chain", root + "/a/b/chain/", root + "/a/./b/../b/c", root + "/a/missing", root + "/a/missing/deeper",
+		root + "/a/file", root + "/a/file/under", root + "/a/dangling", root + "/a/b/c", "relative/path", ""}
+	var want []string
+	for _, p := range in {
+		if p == "" || !filepath.IsAbs(p) {
+			continue
+		}
+		if rp, err := filepath.EvalSymlinks(filepath.Clean(p)); err == nil {
+			want = append(want, rp)
+		}
+	}
+	got := (&builder{}).realPaths(in)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("realPaths:\n%s\nEvalSymlinks:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
