@@ -27,6 +27,7 @@ func TestPrivateTmpJobs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		planted.WriteString(hostTmpContent + "\n")
 		planted.Close()
 		os.Chown(planted.Name(), s.uid, s.gid)
 		defer os.Remove(planted.Name())
@@ -79,6 +80,15 @@ func TestPrivateTmpJobs(t *testing.T) {
 				if !strings.Contains(log, "PLANTED-HIDDEN") {
 					t.Errorf("job %s: the check of the host's file did not run:\n%s", name, log)
 				}
+				// The escapes: a nested user+mount namespace, a chroot
+				// escape, another process's root. None reaches the host's
+				// /tmp (docs/threat-model.md, "/tmp and /var/tmp").
+				if !strings.Contains(log, "NESTED-USERNS-OK") {
+					t.Errorf("job %s: could not make a nested user namespace: the escapes below prove nothing:\n%s", name, log)
+				}
+				if n := strings.Count(log, "ESCAPE-DENIED "); n != len(tmpEscapes) || strings.Contains(log, "ESCAPE-WORKED") || strings.Contains(log, hostTmpContent) {
+					t.Errorf("job %s: %d of %d escapes to the host's /tmp denied:\n%s", name, n, len(tmpEscapes), log)
+				}
 				if refused != 0 {
 					t.Errorf("job %s: a refusal reported with a private /tmp:\n%s", name, log)
 				}
@@ -101,9 +111,36 @@ func TestPrivateTmpJobs(t *testing.T) {
 	})
 }
 
+// hostTmpContent is in the host's /tmp file TestPrivateTmpJobs plants.
+const hostTmpContent = "HOST-TMP-CONTENT-3b9e"
+
+// tmpEscapes are a job's ways out of its private /tmp to the host's ($P:
+// the host's file, readable to the runner user by its permissions). Each
+// must fail: a nested user+mount namespace (a copy of the job's own mount
+// tree, entered again with setns or not) and a nested user namespace's
+// chroot escape (its top is the job's namespace's root) see the job's
+// /tmp; another process's root (ferry's, init's) is refused (by the
+// kernel already: tried with the job's Landlock domain taken out). The
+// nested namespaces get no uid map (Landlock refuses the job's write of
+// /proc/<pid>/uid_map) but every capability in them. Seen failing (the
+// first one) with the private /tmp's binds and Landlock both taken out.
+var tmpEscapes = [][2]string{
+	{"nested-userns-mountns", `unshare -Um cat "$P"`},
+	{"nested-setns-own-mountns", `unshare -Um nsenter --mount=/proc/self/ns/mnt cat "$P"`},
+	{"chroot-escape", `unshare -U perl -e 'mkdir "esc"; chroot "esc" or die; chdir ".." for 1..64; chroot "." or die; open F, "<", $ARGV[0] or die; print <F>' "$P"`},
+	{"proc-ferry-root", `cat "/proc/$PPID/root$P"`},
+	{"proc-init-root", `cat "/proc/1/root$P"`},
+}
+
 // privateTmpScript is job name's script for TestPrivateTmpJobs.
 func privateTmpScript(rv, name, planted string) []string {
-	return []string{fmt.Sprintf(`RV=%s; NAME=%s
+	var esc strings.Builder
+	fmt.Fprintf(&esc, "P=%s\nunshare -U true 2>/dev/null && echo NESTED-USERNS-OK\n", shellQuote(planted))
+	esc.WriteString(`esc() { if out=$( eval "$2" 2>/dev/null ) && [ "${out#*HOST-TMP-}" != "$out" ]; then echo "ESCAPE-WORKED $1"; else echo "ESCAPE-DENIED $1"; fi; }` + "\n")
+	for _, e := range tmpEscapes {
+		fmt.Fprintf(&esc, "esc %s %s\n", e[0], shellQuote(e[1]))
+	}
+	return []string{esc.String(), fmt.Sprintf(`RV=%s; NAME=%s
 if echo "$NAME" > /tmp/x; then touch "$RV/$NAME.wrote"; fi
 echo "$NAME" > /var/tmp/v && [ "$(cat /var/tmp/v)" = "$NAME" ] && echo "VARTMP-OK $NAME"
 touch "$RV/$NAME.done"
