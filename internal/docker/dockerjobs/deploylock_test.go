@@ -371,3 +371,41 @@ services:
 		t.Fatalf("control run without the lock did not interleave (read back %s, %s): the test cannot tell", ra, rb)
 	}
 }
+
+// TestComposeV2DeployLock: the same with `docker compose` (v2, the
+// plugin, a Go client): the deploy command is the plugin process (argv
+// "docker-compose compose up ..."); each job finds its own container after
+// its sleep, the waiter's line names the holder.
+func TestComposeV2DeployLock(t *testing.T) {
+	r := need(t)
+	plugin := dockertest.ComposeV2(t)
+	image := r.PushBusybox("lock-web:3")
+	t.Cleanup(func() { r.Docker("rm", "-f", "lockapp2-web-1") })
+	script := []string{
+		"docker compose -p lockapp2 up -d --force-recreate > up.log 2>&1 || { cat up.log; exit 1; }",
+		"sleep 8",
+		`echo "READBACK $(docker inspect lockapp2-web-1 --format '{{index .Config.Labels "lock.test/job"}}')"`,
+	}
+	res := make([]*runnerdriver.JobResult, 2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		h := newLockHost(t, 74000, 974000+i)
+		dockertest.InstallPlugin(t, filepath.Join(h.base, "home", ".docker"), plugin)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 3 * time.Second)
+			res[i] = h.run(r, image, runnerdriver.Job{Script: script})
+		}()
+	}
+	wg.Wait()
+	a, b := res[0], res[1]
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
+		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
+	}
+	if line := fmt.Sprintf("ferry: deploy lock: compose project lockapp2 is held by team-a/app pipeline 74000 job %d since ", a.ID); !strings.Contains(b.Log, line) {
+		t.Fatalf("job %d: no waiting line %q:\n%s", b.ID, line, b.Log)
+	}
+}
