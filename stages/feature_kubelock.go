@@ -42,7 +42,7 @@ func init() {
 				// kubectl found nobody to answer.
 				j.Log.Warnf("ferry: deploy lock: this job's lock holder had ended before cleanup; its log:\n%s", log)
 			}
-			return lockclient.Stop(dir, 5*time.Second)
+			return lockclient.Stop(dir)
 		},
 		// The holder is started only for a job with a kubeconfig of ferry's,
 		// which only the kube feature writes, in the engine: without a

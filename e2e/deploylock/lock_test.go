@@ -96,6 +96,78 @@ func lease(t testing.TB, ns, name string) (*coordinationv1.Lease, bool) {
 	return l, true
 }
 
+// leaseGone waits until the Lease is gone: cleanup does not wait for the
+// holder's release, which lands shortly after it (releaseWithin).
+func leaseGone(t testing.TB, ns, name string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		l, ok := lease(t, ns, name)
+		if !ok {
+			return time.Since(start)
+		}
+		if time.Since(start) > releaseWithin {
+			t.Fatalf("the Lease %s/%s is still there %s after the jobs' cleanup: %+v", ns, name, releaseWithin, l)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// releaseWithin bounds the release after cleanup: one DELETE (two requests
+// when a waiter queued meanwhile) on a loaded test machine.
+const releaseWithin = 3 * time.Second
+
+// A job takes the lock and ends: its cleanup signals the holder and
+// returns at once, and the Lease is gone shortly after (the holder
+// releases on its own, then exits); the next job takes the lock freely.
+func TestReleasedShortlyAfterCleanup(t *testing.T) {
+	const ns = "lock-release"
+	sa := saCreds(t, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d := host(t)
+	for i := range 3 {
+		pr := d.RunPipeline(ctx, pipeline("team-a/web", sa, rd.Job{Name: "deploy", Stage: "deploy", Script: []string{
+			fmt.Sprintf("kubectl create configmap r%d --from-literal=a=b", i),
+			// A later call of the same job finds the lock held (the
+			// holder's mark) and goes on at once.
+			fmt.Sprintf("kubectl label configmap r%d x=y", i)}}))
+		j := pr.Jobs["deploy"]
+		if j.Status != rd.StatusSuccess || strings.Contains(j.Log, "deploy lock") {
+			t.Fatalf("job %d: %s\n%s\nsystem log:\n%s", i, j.Status, j.Log, j.SystemLog)
+		}
+		took := leaseGone(t, ns, deploylock.LeaseName(""))
+		t.Logf("job %d: the Lease was gone %s after the driver saw cleanup end", i, took.Round(time.Millisecond))
+		// And its holder has ended.
+		deadline := time.Now().Add(releaseWithin)
+		for holders(t) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("job %d: a deploy-lock-holder still runs %s after cleanup", i, releaseWithin)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// holders counts this test process's lock holders (their command line
+// names a dir below this process's temp dirs).
+func holders(t *testing.T) int {
+	t.Helper()
+	n := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) >= 3 && args[1] == "deploy-lock-holder" && strings.Contains(args[2], "/"+t.Name()) {
+			n++
+		}
+	}
+	return n
+}
+
 // The seed's ServiceAccount (ClusterRole admin bound in its namespace) may
 // write Leases: the lock needs nothing more from the namespace's admin.
 func TestAdminMayWriteLeases(t *testing.T) {
@@ -181,9 +253,7 @@ func TestTwoProjectsTwoHostsAreSerialised(t *testing.T) {
 	if waited != 1 {
 		t.Errorf("%d jobs printed the waiting line, want exactly 1", waited)
 	}
-	if _, ok := lease(t, "lock-serial", deploylock.LeaseName("")); ok {
-		t.Errorf("the lock's Lease is still there after both jobs ended")
-	}
+	leaseGone(t, "lock-serial", deploylock.LeaseName(""))
 
 	// Control: the same jobs without the lock interleave, so the check
 	// above can fail.
@@ -455,7 +525,5 @@ func TestCancelWhileWaitingAndReads(t *testing.T) {
 	if _, err := c.Client().CoreV1().ConfigMaps(ns).Get(context.Background(), "a", metav1.GetOptions{}); err != nil {
 		t.Errorf("the cancelled job's delete ran: %v", err)
 	}
-	if l, ok := lease(t, ns, deploylock.LeaseName("")); ok {
-		t.Errorf("a Lease is left after every job ended: %+v", l)
-	}
+	leaseGone(t, ns, deploylock.LeaseName(""))
 }

@@ -23,6 +23,7 @@ import (
 
 	"gitlab.com/ferry-ci/ferry/pkg/deploylock/lockclient"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/stallguard"
 )
 
@@ -49,7 +50,12 @@ func Main(stdin io.Reader, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "ferry: deploy lock holder: fd 3 is not a unix socket")
 		return 1
 	}
-	h := &holder{cfg: cfg, log: stderr, held: map[Target]*Lock{}, clients: map[[32]byte]kubernetes.Interface{}}
+	start, err := jobproc.StartTime(os.Getpid())
+	if err != nil {
+		// Not a reason to end: the job's calls then always ask.
+		fmt.Fprintf(stderr, "ferry: deploy lock holder: no held marks: %v\n", err)
+	}
+	h := &holder{cfg: cfg, log: stderr, start: start, held: map[Target]*Lock{}, clients: map[[32]byte]kubernetes.Interface{}}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ctx, cancel := context.WithDeadline(ctx, cfg.Deadline.Add(time.Hour))
@@ -65,6 +71,14 @@ func Main(stdin io.Reader, stderr io.Writer) int {
 	go func() {
 		<-ctx.Done()
 		l.Close()
+		// Nobody waits for the holder to end (cleanup only signals it):
+		// whatever happens from here (a stalled API server, a connection
+		// that never ends), it ends within releaseBudget, and what it could
+		// not release runs out with its lease.
+		time.AfterFunc(releaseBudget, func() {
+			fmt.Fprintf(stderr, "ferry: deploy lock holder: not done releasing after %s: exiting (what it holds runs out with its lease)\n", releaseBudget)
+			os.Exit(1)
+		})
 	}()
 	go h.renew(ctx)
 	go h.prewarm(ctx)
@@ -86,9 +100,14 @@ func Main(stdin io.Reader, stderr io.Writer) int {
 	return 0
 }
 
+// releaseBudget bounds the holder's end: leaving queues (10 s each at
+// most) and releasing (5 s each).
+const releaseBudget = 30 * time.Second
+
 type holder struct {
 	cfg     lockclient.Config
 	log     io.Writer
+	start   uint64 // this process's start time, for the held marks
 	mu      sync.Mutex
 	held    map[Target]*Lock
 	clients map[[32]byte]kubernetes.Interface
@@ -162,11 +181,24 @@ func (h *holder) acquire(ctx context.Context, req lockclient.Request, wait func(
 	}
 	start := time.Now()
 	if err := k.Acquire(ctx, t, wait); err != nil {
+		if ctx.Err() != nil {
+			// The kubectl left (or the job ends) with a write in flight:
+			// one the server did apply would leave a lock nobody renews
+			// or releases, until it runs out.
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = k.Release(rctx, t)
+			cancel()
+		}
 		return err
 	}
 	h.mu.Lock()
 	h.held[t] = k
 	h.mu.Unlock()
+	if h.start == 0 {
+		// no marks (Main)
+	} else if err := lockclient.MarkHeld(h.cfg.Dir, t.Namespace, os.Getpid(), h.start); err != nil {
+		fmt.Fprintf(h.log, "ferry: deploy lock holder: mark %s held: %v (the job's later calls ask)\n", t, err)
+	}
 	fmt.Fprintf(h.log, "ferry: deploy lock holder: took %s (%s) in %s for kubectl %s\n", t, t.Name, time.Since(start).Round(time.Millisecond), req.Verb)
 	return nil
 }
@@ -262,6 +294,7 @@ func (h *holder) renew(ctx context.Context) {
 				fmt.Fprintf(h.log, "ferry: deploy lock holder: renew %s: %v\n", t, err)
 			case lost:
 				fmt.Fprintf(h.log, "ferry: deploy lock holder: lost %s (not renewed for a lease duration)\n", t)
+				lockclient.UnmarkHeld(h.cfg.Dir, t.Namespace)
 				h.mu.Lock()
 				delete(h.held, t)
 				h.mu.Unlock()
@@ -280,6 +313,7 @@ func (h *holder) releaseAll() {
 	h.mu.Unlock()
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Namespace+"/"+ts[i].Name < ts[j].Namespace+"/"+ts[j].Name })
 	for _, t := range ts {
+		lockclient.UnmarkHeld(h.cfg.Dir, t.Namespace)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := h.held[t].Release(ctx, t); err != nil {
 			fmt.Fprintf(h.log, "ferry: deploy lock holder: release %s: %v\n", t, err)

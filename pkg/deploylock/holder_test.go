@@ -89,14 +89,14 @@ func TestHolderServesAfterPrepareExits(t *testing.T) {
 		got := strings.TrimSpace(string(out))
 		if err != nil || got != "ferry: deploy lock: no namespace" {
 			log, _ := os.ReadFile(filepath.Join(cfg.Dir, lockclient.LogFile))
-			lockclient.Stop(cfg.Dir, 5*time.Second)
+			lockclient.Stop(cfg.Dir)
 			t.Fatalf("run %d: the holder did not serve the job's kubectl: %v %q\nholder.log:\n%s", i, err, got, log)
 		}
 		_, running := lockclient.HolderPID(cfg.Dir)
 		if !running {
 			t.Fatalf("run %d: the holder is not running after it answered", i)
 		}
-		if err := lockclient.Stop(cfg.Dir, 5*time.Second); err != nil {
+		if err := lockclient.Stop(cfg.Dir); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(cfg.Dir); !os.IsNotExist(err) {

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -101,6 +102,26 @@ type Lock struct {
 	Client   kubernetes.Interface
 	Me       Who
 	Duration time.Duration // lease duration; renewed every third of it
+
+	mu sync.Mutex
+	// last is, per held Lease, the resourceVersion of this job's last
+	// write when that write left nobody queued: Release then deletes it in
+	// one request, on that version (a waiter that queued since changed it,
+	// and Release takes the long way).
+	last map[Target]string
+}
+
+func (k *Lock) wrote(t Target, l *coordinationv1.Lease, queued int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.last == nil {
+		k.last = map[Target]string{}
+	}
+	if l == nil || queued > 0 {
+		delete(k.last, t)
+		return
+	}
+	k.last[t] = l.ResourceVersion
 }
 
 type state struct {
@@ -230,8 +251,9 @@ func (k *Lock) Acquire(ctx context.Context, t Target, wait func(string)) (err er
 					AcquireTime: &metav1.MicroTime{Time: now}, RenewTime: &metav1.MicroTime{Time: now}}}
 			s := state{lease: l, holder: &me}
 			s.encode()
-			_, err = leases.Create(ctx, l, metav1.CreateOptions{})
+			created, err := leases.Create(ctx, l, metav1.CreateOptions{})
 			if err == nil {
+				k.wrote(t, created, 0)
 				return nil
 			}
 			if apierrors.IsAlreadyExists(err) {
@@ -266,12 +288,14 @@ func (k *Lock) Acquire(ctx context.Context, t Target, wait func(string)) (err er
 			}
 			tr++
 			l.Spec.LeaseTransitions = &tr
-			if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+			taken, err := leases.Update(ctx, l, metav1.UpdateOptions{})
+			if err != nil {
 				if apierrors.IsConflict(err) {
 					continue
 				}
 				return k.apiError(err, t, "update")
 			}
+			k.wrote(t, taken, len(s.queue))
 			return nil
 		}
 		if pos < 0 {
@@ -369,12 +393,14 @@ func (k *Lock) Renew(ctx context.Context, t Target) (lost bool, err error) {
 		}
 		now := metav1.MicroTime{Time: time.Now()}
 		l.Spec.RenewTime = &now
-		if _, err := leases.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		renewed, err := leases.Update(ctx, l, metav1.UpdateOptions{})
+		if err != nil {
 			if apierrors.IsConflict(err) {
 				continue
 			}
 			return false, err
 		}
+		k.wrote(t, renewed, len(decode(renewed).queue))
 		return false, nil
 	}
 	return false, errConflict
@@ -383,6 +409,19 @@ func (k *Lock) Renew(ctx context.Context, t Target) (lost bool, err error) {
 // Release gives t up: the next waiter takes it; with nobody waiting the
 // Lease is deleted, so a free target leaves nothing behind.
 func (k *Lock) Release(ctx context.Context, t Target) error {
+	k.mu.Lock()
+	rv, ok := k.last[t]
+	delete(k.last, t)
+	k.mu.Unlock()
+	if ok {
+		// Nobody queued at this job's last write: delete on that version,
+		// one request; anything else (a waiter queued) takes the long way.
+		err := k.Client.CoordinationV1().Leases(t.Namespace).Delete(ctx, t.Name,
+			metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
+		if err == nil || apierrors.IsNotFound(err) {
+			return nil
+		}
+	}
 	return k.update(ctx, t, func(s *state) bool {
 		if holderID(s.lease) != k.Me.ID {
 			return false

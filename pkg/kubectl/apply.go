@@ -184,8 +184,21 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	if output != "" && output != "name" && output != "yaml" && output != "json" {
 		return fmt.Errorf("unable to match a printer suitable for the output format %q, allowed formats are: json,name,yaml", output)
 	}
+	// The deploy lock (never for a dry run), taken while the manifests are
+	// read and the client is built, held before the first request.
+	lock, cancelLock := func() error { return nil }, func() {}
+	if dr == apply.DryRunNone {
+		lock, cancelLock = e.takeLockAhead(ctx, "apply")
+	}
+	defer cancelLock()
 	objs, err := e.read(&src)
 	if err != nil {
+		if errors.Is(err, errNeedsEngine) {
+			// The engine redoes the call: it finds the lock taken.
+			if lerr := lock(); lerr != nil {
+				return lerr
+			}
+		}
 		return err
 	}
 	if selector != "" {
@@ -199,13 +212,15 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	}
 	a := t.applier
 	if !a.Mappable(objs) || (prune && e.rt.Discovery == nil) {
-		// The small kubectl, before any request: the engine has discovery.
-		return errNeedsEngine
-	}
-	if dr == apply.DryRunNone {
-		if err := e.takeLock(ctx, t.ns, "apply"); err != nil {
+		// The small kubectl, before any request: the engine has discovery
+		// (and finds the lock taken).
+		if err := lock(); err != nil {
 			return err
 		}
+		return errNeedsEngine
+	}
+	if err := lock(); err != nil {
+		return err
 	}
 	opts := apply.ApplyOptions{
 		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,

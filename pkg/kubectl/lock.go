@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"k8s.io/client-go/rest"
@@ -24,6 +25,9 @@ func (e *env) takeLock(ctx context.Context, ns, verb string) error {
 	sock := os.Getenv(lockclient.SocketEnv)
 	if sock == "" {
 		return nil
+	}
+	if lockclient.Held(sock, ns) {
+		return nil // an earlier call of this job took it; the holder keeps it
 	}
 	req := lockclient.Request{Namespace: ns, Verb: verb}
 	cfg, err := e.clientConfig().ClientConfig()
@@ -54,6 +58,34 @@ func (e *env) takeLock(ctx context.Context, ns, verb string) error {
 			Username: cfg.Username, Password: cfg.Password}
 	}
 	return lockclient.Acquire(ctx, sock, req, e.stderr)
+}
+
+// takeLockAhead starts taking the deploy lock for a mutating call in the
+// background, so that the holder's request to the API server overlaps
+// what the call does before its first request of its own (reading the
+// manifests, building its client); wait returns its outcome, and must be
+// called before anything is sent. The namespace is the call's (-n, else
+// the kubeconfig's). cancel (deferred by the caller) drops the request
+// when the call fails first; a lock already taken stays with the job, as
+// any taken lock does.
+func (e *env) takeLockAhead(ctx context.Context, verb string) (wait func() error, cancel context.CancelFunc) {
+	if os.Getenv(lockclient.SocketEnv) == "" {
+		return func() error { return nil }, func() {}
+	}
+	ns, _, err := e.resolvedNamespace()
+	if err != nil {
+		// Reported by the call itself, which resolves it again.
+		return func() error { return nil }, func() {}
+	}
+	ctx, cancel = context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.takeLock(ctx, ns, verb) }()
+	var once sync.Once
+	var res error
+	return func() error {
+		once.Do(func() { res = <-done })
+		return res
+	}, cancel
 }
 
 // lockedOther is other preceded, for a mutating call, by the deploy lock:

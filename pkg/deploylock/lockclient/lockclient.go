@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -223,11 +224,16 @@ func configFile(b []byte) (*os.File, error) {
 	return f, nil
 }
 
-// Stop asks the holder of dir to release what it holds and end (SIGTERM),
-// waits up to wait, then kills it and removes dir. Safe when there is none.
-func Stop(dir string, wait time.Duration) error {
+// Stop asks the holder of dir to release what it holds and end (SIGTERM)
+// and removes dir, without waiting for it: the holder gives its leases up
+// on its own (one request each, bounded by its own timeouts, and a
+// watchdog that ends it whatever happens; a lease it could not give up
+// runs out) and exits. So cleanup does not wait for the API server, and
+// the next job waiting for the lock gets it as soon as the release lands.
+// Safe when there is no holder.
+func Stop(dir string) error {
 	if pid, ok := HolderPID(dir); ok {
-		jobproc.Terminate(pid, wait)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("ferry: deploy lock: remove %s: %w", dir, err)
@@ -249,6 +255,60 @@ func EndedEarly(dir string) (log string, ended bool) {
 	b, _ := os.ReadFile(filepath.Join(dir, LogFile))
 	return strings.TrimRight(string(b), "\n"), true
 }
+
+// A job's later mutating calls find the lock held by their own job. So that
+// they need not even ask (a connection, and the holder's check of the
+// peer's ancestry), the holder keeps a mark in its dir while it holds the
+// lock of a namespace: a symlink held-<namespace> whose target is the
+// holder's pid and start time. A kubectl that finds the mark, made by the
+// holder that still runs, goes on at once; whenever unsure (no mark, a
+// sandbox that forbids the look, another process with that pid) it asks
+// the holder. The holder removes the mark before it gives the lock up or
+// when it finds the lock lost. (A job can make the mark itself, as it can
+// bypass the lock in other ways: docs/deploy-safety.md, what the lock
+// does not do.)
+func heldMark(dir, ns string) string { return filepath.Join(dir, "held-"+ns) }
+
+// MarkHeld records (holder side) that the holder pid, started at start,
+// holds the lock of ns.
+func MarkHeld(dir, ns string, pid int, start uint64) error {
+	if !dnsLabel.MatchString(ns) {
+		return nil // not a namespace name: the kubectl asks, as before
+	}
+	p := heldMark(dir, ns)
+	_ = os.Remove(p)
+	return os.Symlink(fmt.Sprintf("%d %d", pid, start), p)
+}
+
+// UnmarkHeld removes the mark of ns (holder side).
+func UnmarkHeld(dir, ns string) {
+	if dnsLabel.MatchString(ns) {
+		_ = os.Remove(heldMark(dir, ns))
+	}
+}
+
+// Held reports (kubectl side) whether the holder of socket holds the lock
+// of ns: its mark is there and the process that made it still runs.
+func Held(socket, ns string) bool {
+	if !dnsLabel.MatchString(ns) {
+		return false
+	}
+	v, err := os.Readlink(heldMark(filepath.Dir(socket), ns))
+	if err != nil {
+		return false
+	}
+	var pid int
+	var start uint64
+	if _, err := fmt.Sscanf(v, "%d %d", &pid, &start); err != nil || pid <= 1 {
+		return false
+	}
+	st, err := jobproc.StartTime(pid)
+	return err == nil && st == start
+}
+
+// dnsLabel is a namespace's name: what may follow "held-" in a file name
+// (never a path).
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // HolderPID is the running holder of dir, from its PID file.
 func HolderPID(dir string) (int, bool) {
