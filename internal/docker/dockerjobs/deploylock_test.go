@@ -409,3 +409,33 @@ func TestComposeV2DeployLock(t *testing.T) {
 		t.Fatalf("job %d: no waiting line %q:\n%s", b.ID, line, b.Log)
 	}
 }
+
+// TestComposeLockThenGuard: an older pipeline's deploy that waited behind
+// a newer one is judged by the deploy rules on what the engine has once
+// it holds the lock: refused, the newer container stays.
+func TestComposeLockThenGuard(t *testing.T) {
+	r := need(t)
+	image := r.PushBusybox("lock-web:4")
+	t.Cleanup(func() { r.Docker("rm", "-f", "lockapp_web_1") })
+	r.Docker("rm", "-f", "lockapp_web_1")
+	// The older job has the lower id: a higher one would be a retry (a rollback).
+	newer, older := newLockHost(t, 76000, 976000), newLockHost(t, 75000, 975000)
+	var wg sync.WaitGroup
+	var a, b *runnerdriver.JobResult
+	wg.Add(2)
+	go func() { defer wg.Done(); a = newer.run(r, image, runnerdriver.Job{Script: upThenReadBack(8)}) }()
+	go func() {
+		defer wg.Done()
+		time.Sleep(3 * time.Second)
+		b = older.run(r, image, runnerdriver.Job{Script: upThenReadBack(0)})
+	}()
+	wg.Wait()
+	mustSucceed(t, a)
+	if !strings.Contains(b.Log, "is held by team-a/app pipeline 76000 job 976000") {
+		t.Fatalf("the older pipeline's job did not wait:\n%s", b.Log)
+	}
+	mustBeRefused(t, b, "ferry: compose project lockapp was deployed by pipeline 76000 of team-a/app (id 101), newer than this pipeline 75000: refusing to deploy an older pipeline over a newer one")
+	if got := strings.TrimSpace(r.MustDocker("inspect", "lockapp_web_1", "--format", `{{index .Config.Labels "lock.test/job"}}`)); got != "976000" {
+		t.Fatalf("the engine runs job %s's container, want the newer pipeline's 976000", got)
+	}
+}

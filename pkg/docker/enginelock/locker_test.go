@@ -227,3 +227,25 @@ func TestLockerExpiresAndCancel(t *testing.T) {
 	b.Release(context.Background())
 	waitNoLeases(t, tg, 5*time.Second)
 }
+
+// TestLockerJobTimeout: a wait ends at the job's timeout with one line
+// naming the holder, and leaves no ticket.
+func TestLockerJobTimeout(t *testing.T) {
+	c := engine(t)
+	tg := Target{Kind: "compose project", Name: "timeout-" + randHex(3)}
+	var na, nb notes
+	a := newLocker(c, "team-a/web pipeline 1 job 11", 6*time.Second, &na)
+	if err := a.Acquire(context.Background(), tg, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release(context.Background())
+	b := newLocker(c, "B", 6*time.Second, &nb)
+	b.Deadline = time.Now().Add(2 * time.Second)
+	err := b.Acquire(context.Background(), tg, nil)
+	if err == nil || err.Error() != "ferry: deploy lock: "+tg.String()+" still held by team-a/web pipeline 1 job 11 at the job's timeout" {
+		t.Fatalf("wait past the job's timeout: %v", err)
+	}
+	if got := leases(t, tg); got != "lock team-a/web pipeline 1 job 11 running" {
+		t.Fatalf("after the timeout: %q", got)
+	}
+}
