@@ -229,6 +229,10 @@ func (h *holder) client(req lockclient.Request) (kubernetes.Interface, error) {
 				ServerName: c.TLSServerName, Insecure: c.Insecure}}
 	}
 	cfg.UserAgent = "ferry-deploy-lock"
+	// Leases are built-in: protobuf is cheaper than JSON to encode and,
+	// for the API server, to decode.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.QPS, cfg.Burst = 50, 100
 	cfg = stallguard.Guard(cfg, 0)
 	cl, err := kubernetes.NewForConfig(cfg)

@@ -186,16 +186,16 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	}
 	// The deploy lock (never for a dry run), taken while the manifests are
 	// read and the client is built, held before the first request.
-	lock, cancelLock := func() error { return nil }, func() {}
+	lock := &lockAhead{cancel: func() {}}
 	if dr == apply.DryRunNone {
-		lock, cancelLock = e.takeLockAhead(ctx, "apply")
+		lock = e.takeLockAhead(ctx, "apply")
 	}
-	defer cancelLock()
+	defer lock.cancel()
 	objs, err := e.read(&src)
 	if err != nil {
 		if errors.Is(err, errNeedsEngine) {
 			// The engine redoes the call: it finds the lock taken.
-			if lerr := lock(); lerr != nil {
+			if lerr := lock.wait(); lerr != nil {
 				return lerr
 			}
 		}
@@ -214,12 +214,18 @@ func (e *env) apply(ctx context.Context, args []string) error {
 	if !a.Mappable(objs) || (prune && e.rt.Discovery == nil) {
 		// The small kubectl, before any request: the engine has discovery
 		// (and finds the lock taken).
-		if err := lock(); err != nil {
+		if err := lock.wait(); err != nil {
 			return err
 		}
 		return errNeedsEngine
 	}
-	if err := lock(); err != nil {
+	if lock.pending() {
+		// While the holder takes the lock, open this call's own
+		// connection to the API server (its TLS handshake) with a read
+		// that needs no lock: the first request below finds it open.
+		go a.ServerVersion(ctx)
+	}
+	if err := lock.wait(); err != nil {
 		return err
 	}
 	opts := apply.ApplyOptions{

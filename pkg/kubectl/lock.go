@@ -63,29 +63,49 @@ func (e *env) takeLock(ctx context.Context, ns, verb string) error {
 // takeLockAhead starts taking the deploy lock for a mutating call in the
 // background, so that the holder's request to the API server overlaps
 // what the call does before its first request of its own (reading the
-// manifests, building its client); wait returns its outcome, and must be
+// manifests, building its client). wait returns its outcome and must be
 // called before anything is sent. The namespace is the call's (-n, else
-// the kubeconfig's). cancel (deferred by the caller) drops the request
+// the kubeconfig's). The caller defers cancel, which drops the request
 // when the call fails first; a lock already taken stays with the job, as
 // any taken lock does.
-func (e *env) takeLockAhead(ctx context.Context, verb string) (wait func() error, cancel context.CancelFunc) {
+func (e *env) takeLockAhead(ctx context.Context, verb string) *lockAhead {
+	la := &lockAhead{cancel: func() {}}
 	if os.Getenv(lockclient.SocketEnv) == "" {
-		return func() error { return nil }, func() {}
+		return la
 	}
 	ns, _, err := e.resolvedNamespace()
 	if err != nil {
-		// Reported by the call itself, which resolves it again.
-		return func() error { return nil }, func() {}
+		return la // reported by the call itself, which resolves it again
 	}
-	ctx, cancel = context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- e.takeLock(ctx, ns, verb) }()
-	var once sync.Once
-	var res error
-	return func() error {
-		once.Do(func() { res = <-done })
-		return res
-	}, cancel
+	if lockclient.Held(os.Getenv(lockclient.SocketEnv), ns) {
+		return la // an earlier call of this job took it
+	}
+	ctx, la.cancel = context.WithCancel(ctx)
+	la.done = make(chan error, 1)
+	go func() { la.done <- e.takeLock(ctx, ns, verb) }()
+	return la
+}
+
+// lockAhead is a lock being taken by takeLockAhead.
+type lockAhead struct {
+	done   chan error // nil: nothing to take
+	once   sync.Once
+	err    error
+	cancel context.CancelFunc
+}
+
+// pending reports whether the lock is still being taken.
+func (la *lockAhead) pending() bool {
+	return la.done != nil && len(la.done) == 0
+}
+
+// wait returns once the lock is taken (nil) or cannot be.
+func (la *lockAhead) wait() error {
+	if la.done == nil {
+		return nil
+	}
+	la.once.Do(func() { la.err = <-la.done })
+	return la.err
 }
 
 // lockedOther is other preceded, for a mutating call, by the deploy lock:
