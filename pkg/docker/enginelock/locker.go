@@ -85,6 +85,7 @@ type lease struct {
 	target  Target
 	id      string
 	started chan struct{} // closed once the container runs (or failed to)
+	pending *time.Timer   // a lock's start, not yet due
 }
 
 // requestTimeout bounds each of the locker's own requests.
@@ -266,9 +267,8 @@ func (l *Locker) wait(ctx context.Context, t Target, keepalive func()) (err erro
 			since := time.Unix(st.lock.Created, 0).UTC().Format("15:04:05")
 			// A spare's lock was created before it was taken: it
 			// started when it was taken.
-			var in struct{ State struct{ StartedAt time.Time } }
-			if _, err := l.do(ctx, http.MethodGet, "/containers/"+st.lock.ID+"/json", nil, &in); err == nil && in.State.StartedAt.Year() > 2000 {
-				since = in.State.StartedAt.UTC().Format("15:04:05")
+			if at, ok := l.takenAt(ctx, st.lock); ok {
+				since = at.UTC().Format("15:04:05")
 			}
 			l.Notice("ferry: deploy lock: %s is held by %s since %s; %d job(s) wait before this one; waiting (up to the job's timeout)",
 				t, st.lock.Labels[LabelHolder], since, pos)
@@ -294,6 +294,49 @@ func (l *Locker) wait(ctx context.Context, t Target, keepalive func()) (err erro
 			}
 		}
 		poll.Stop()
+	}
+}
+
+// takenAt is when a lock was taken: the engine's event of its create or
+// its rename to the lock's name (dockerd keeps its last 256 events; on a
+// busier engine, when its lease started).
+func (l *Locker) takenAt(ctx context.Context, c *container) (time.Time, bool) {
+	f, _ := json.Marshal(map[string][]string{"container": {c.ID}, "event": {"create", "rename"}})
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ectx, http.MethodGet, fmt.Sprintf("http://docker/events?since=%d&until=%d&filters=%s",
+		c.Created-1, time.Now().Add(time.Hour).Unix(), url.QueryEscape(string(f))), nil)
+	if err != nil {
+		return time.Time{}, false
+	}
+	// until is in the future: the engine streams past events, then
+	// waits; the first ones are all that is needed.
+	resp, err := l.Client.Do(req)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer resp.Body.Close()
+	var at time.Time
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev struct {
+			Action   string
+			TimeNano int64 `json:"timeNano"`
+			Actor    struct{ Attributes map[string]string }
+		}
+		done := make(chan error, 1)
+		go func() { done <- dec.Decode(&ev) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				return at, !at.IsZero()
+			}
+		case <-time.After(200 * time.Millisecond):
+			return at, !at.IsZero()
+		}
+		if ev.Action == "create" || (ev.Action == "rename" && ev.Actor.Attributes["name"] == strings.TrimPrefix(c.Names[0], "/")) {
+			at = time.Unix(0, ev.TimeNano)
+		}
 	}
 }
 
@@ -430,7 +473,7 @@ func (l *Locker) createLock(ctx context.Context, t Target) (bool, error) {
 			l.mu.Lock()
 			l.held[t.Hash()] = sp
 			l.mu.Unlock()
-			l.startLease(ctx, sp, "lock")
+			l.startLater(sp)
 			l.startRenewing()
 			fmt.Fprintf(l.Log, "deploy lock: took %s (spare %s)\n", t, sp.id[:12])
 			return true, nil
@@ -479,7 +522,7 @@ func (l *Locker) createLease(ctx context.Context, t Target, role, name string, w
 		}
 		return ls, nil
 	}
-	l.startLease(ctx, ls, role)
+	l.startLater(ls)
 	return ls, nil
 }
 
@@ -538,13 +581,21 @@ func (l *Locker) start(ctx context.Context, ls *lease, role string) error {
 	return err
 }
 
-// startLease starts ls in the background.
-func (l *Locker) startLease(ctx context.Context, ls *lease, role string) {
-	go func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), requestTimeout)
+// startLater starts a lock's lease a third of the lease after the take.
+// Not at once: starting a container is a few hundred milliseconds of the
+// engine's and the host's work (runc), which would compete with the deploy
+// the lock was taken for; a job whose deploy ends sooner releases a lock
+// that never ran (a fast DELETE). Safe: the name is the lock, and waiters
+// take a never-started lock for dead only after seeing it so for longer
+// than a lease.
+func (l *Locker) startLater(ls *lease) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ls.pending = time.AfterFunc(l.TTL/3, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
-		l.start(sctx, ls, role)
-	}()
+		l.start(ctx, ls, "lock")
+	})
 }
 
 // startRenewing starts the renewal loop once: every third of the TTL, each
@@ -628,6 +679,13 @@ func (l *Locker) Release(ctx context.Context) {
 	if l.stop != nil && l.renewing {
 		close(l.stop)
 		l.renewing = false
+	}
+	for _, ls := range all {
+		if ls.pending != nil && ls.pending.Stop() {
+			// Never started: removed at once, like a ticket.
+			close(ls.started)
+			tickets[ls.id] = ls
+		}
 	}
 	l.mu.Unlock()
 	var wg sync.WaitGroup

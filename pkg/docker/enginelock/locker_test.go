@@ -67,7 +67,7 @@ func newLocker(c *http.Client, who string, ttl time.Duration, n *notes) *Locker 
 // leases lists the target's lock and ticket containers on the engine.
 func leases(t *testing.T, tg Target) string {
 	t.Helper()
-	out, err := remote.Docker("ps", "-a", "--filter", "name="+tg.LockName(), "--filter", "name="+tg.TicketPrefix(), "--format", `{{.Names}} {{.Label "`+LabelHolder+`"}} {{.State}}`)
+	out, err := remote.Docker("ps", "-a", "--filter", "name="+tg.LockName(), "--filter", "name="+tg.TicketPrefix(), "--format", `{{.Names}} {{.Label "`+LabelHolder+`"}}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,6 +117,9 @@ func TestLockerSerialisesFIFOAndReleases(t *testing.T) {
 	b := newLocker(c, "team-b/web pipeline 2 job 22", 6*time.Second, &nb)
 	cc := primed(t, newLocker(c, "team-c/web pipeline 3 job 33", 6*time.Second, &nc))
 	ctx := context.Background()
+	// A's spare was created 3 s before the take: "since" is the take.
+	time.Sleep(3 * time.Second)
+	took := time.Now().UTC()
 	if err := a.Acquire(ctx, tg, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +150,17 @@ func TestLockerSerialisesFIFOAndReleases(t *testing.T) {
 	}
 	if !strings.Contains(nc.all(), "; 1 job(s) wait before this one") {
 		t.Fatalf("C's line: %q", nc.all())
+	}
+	since := regexp.MustCompile(`since (\d\d:\d\d:\d\d);`).FindStringSubmatch(nb.all())
+	if since == nil {
+		t.Fatalf("B's line has no since: %q", nb.all())
+	}
+	at, _ := time.Parse("15:04:05", since[1])
+	day := func(t time.Time) time.Duration {
+		return time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute + time.Duration(t.Second())*time.Second
+	}
+	if d := day(at) - day(took.Truncate(time.Second)); d < 0 || d > 2*time.Second {
+		t.Fatalf("B's line says since %s; A took the lock at %s", since[1], took.Format("15:04:05.000"))
 	}
 	time.Sleep(2500 * time.Millisecond) // past a renewal: A still holds it
 	if len(order) != 0 {
@@ -200,14 +214,14 @@ func TestLockerExpiresAndCancel(t *testing.T) {
 	for !strings.Contains(nb.all(), "held by A") {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if got := leases(t, tg); !strings.Contains(got, "ticket B running") {
+	if got := leases(t, tg); !strings.Contains(got, "ticket B") {
 		t.Fatalf("no ticket while waiting: %q", got)
 	}
 	cancel()
 	if err := <-done; err == nil {
 		t.Fatal("cancelled wait returned nil")
 	}
-	if got := leases(t, tg); got != "lock A running" {
+	if got := leases(t, tg); got != "lock A" {
 		t.Fatalf("after the cancel: %q, want only A's lock", got)
 	}
 	// A vanishes: stop its renewals without releasing.
@@ -245,7 +259,7 @@ func TestLockerJobTimeout(t *testing.T) {
 	if err == nil || err.Error() != "ferry: deploy lock: "+tg.String()+" still held by team-a/web pipeline 1 job 11 at the job's timeout" {
 		t.Fatalf("wait past the job's timeout: %v", err)
 	}
-	if got := leases(t, tg); got != "lock team-a/web pipeline 1 job 11 running" {
+	if got := leases(t, tg); got != "lock team-a/web pipeline 1 job 11" {
 		t.Fatalf("after the timeout: %q", got)
 	}
 }

@@ -111,6 +111,8 @@ func (h *holder) take(w http.ResponseWriter, r *http.Request, el *engineLock, t 
 		}
 		return msg
 	}
+	// What the lock cost this request (make bench reads it).
+	fmt.Fprintf(h.log, "deploy lock: %s held for %s %s after %s\n", t, r.Method, r.URL.Path, time.Since(start))
 	if d := time.Since(start); d > time.Second {
 		h.notice("ferry: deploy lock: %s taken after waiting %s", t, d.Round(time.Second))
 	}
