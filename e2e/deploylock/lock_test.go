@@ -19,6 +19,7 @@ import (
 
 	authv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -457,14 +458,16 @@ func TestCancelWhileWaitingAndReads(t *testing.T) {
 	a := &logWatch{}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	release := filepath.Join(t.TempDir(), "release")
+	// A holds the lock until the test creates the ConfigMap go-on (a
+	// read, which takes no lock: a file under the test's /tmp is not seen
+	// from the job's private /tmp, and A then held it for its whole minute).
 	go func() {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		host(t).RunPipeline(ctx, pipeline("team-a/web", sa, rd.Job{Name: "deploy", Stage: "deploy", OnLog: a.on, Script: []string{
 			"kubectl create configmap a --from-literal=x=1", "echo HOLDING",
-			"for i in $(seq 600); do [ -e " + release + " ] && break; sleep 0.1; done"}}))
+			"for i in $(seq 600); do kubectl get configmap go-on -o name >/dev/null 2>&1 && break; sleep 0.1; done"}}))
 	}()
 	a.wait(t, "HOLDING", time.Minute)
 
@@ -515,7 +518,7 @@ func TestCancelWhileWaitingAndReads(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := os.WriteFile(release, nil, 0o600); err != nil {
+	if _, err := c.Client().CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "go-on"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
