@@ -192,6 +192,9 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 			Holder:   fmt.Sprintf("%s pipeline %s job %d", project, pipeline, id.ID),
 			Deadline: time.Now().Add(timeout),
 		}
+		if p := j.Env.Getenv("CUSTOM_ENV_CI_PROJECT_DIR"); filepath.IsAbs(p) {
+			cfg.Lock.ProjectDir = filepath.Clean(p)
+		}
 	}
 	rep, err := holder.Start(ctx, exe, cfg, dockerFlags.PreflightTimeout+5*time.Second)
 	if err != nil {

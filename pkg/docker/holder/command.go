@@ -63,7 +63,9 @@ func peerContext(ctx context.Context, c net.Conn) context.Context {
 }
 
 // commandTargets is what the peer of r deploys, per its command line.
-func commandTargets(r *http.Request) []enginelock.Target {
+// root is the only tree the holder reads the job's files in (.env, the
+// compose file's name:): the job's project dir.
+func commandTargets(r *http.Request, root string) []enginelock.Target {
 	p, _ := r.Context().Value(peerKey{}).(*peer)
 	if p == nil {
 		return nil
@@ -85,7 +87,7 @@ func commandTargets(r *http.Request) []enginelock.Target {
 			return ""
 		}
 		cwd, _ := os.Readlink(dir + "/cwd")
-		p.targets = DeployTargets(argv, env, cwd)
+		p.targets = DeployTargets(argv, env, cwd, root)
 	})
 	return p.targets
 }
@@ -119,29 +121,34 @@ var (
 // DeployTargets reads a command line: the compose project a compose
 // deploy command changes, or the stacks of `docker stack deploy|rm`.
 // env reads the process's environment; cwd is its working directory.
-func DeployTargets(argv []string, env func(string) string, cwd string) []enginelock.Target {
+//
+// Files (.env, the compose file) are read only beneath root, the job's
+// project dir, never through a symlink: the holder runs with the runner
+// user's rights, outside the job's sandbox, and a path on the command line
+// is the job's choice. Elsewhere compose's other sources decide.
+func DeployTargets(argv []string, env func(string) string, cwd, root string) []enginelock.Target {
 	for i, a := range argv {
 		base := filepath.Base(a)
 		switch {
 		case base == "docker-compose" && i+1 < len(argv) && argv[i+1] == "compose":
-			return composeTarget(argv[i+2:], env, cwd) // the v2 plugin
+			return composeTarget(argv[i+2:], env, cwd, root) // the v2 plugin
 		case base == "docker-compose":
-			return composeTarget(argv[i+1:], env, cwd) // v1
+			return composeTarget(argv[i+1:], env, cwd, root) // v1
 		case base == "docker":
-			return dockerTargets(argv[i+1:], env, cwd)
+			return dockerTargets(argv[i+1:], env, cwd, root)
 		}
 	}
 	return nil
 }
 
-func dockerTargets(args []string, env func(string) string, cwd string) []enginelock.Target {
+func dockerTargets(args []string, env func(string) string, cwd, root string) []enginelock.Target {
 	// Skip the docker CLI's global options to its command.
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") {
 			switch a {
 			case "compose":
-				return composeTarget(args[i+1:], env, cwd)
+				return composeTarget(args[i+1:], env, cwd, root)
 			case "stack":
 				return stackTargets(args[i+1:])
 			}
@@ -190,7 +197,7 @@ func stackTargets(args []string) []enginelock.Target {
 // composeTarget follows compose's own order: -p, COMPOSE_PROJECT_NAME (the
 // environment, then the project directory's .env), the compose file's
 // top-level name:, the project directory's name.
-func composeTarget(args []string, env func(string) string, cwd string) []enginelock.Target {
+func composeTarget(args []string, env func(string) string, cwd, root string) []enginelock.Target {
 	var name, projectDir string
 	var files []string
 	sub := ""
@@ -234,7 +241,7 @@ func composeTarget(args []string, env func(string) string, cwd string) []enginel
 		name = env("COMPOSE_PROJECT_NAME")
 	}
 	if name == "" {
-		name = scanFile(filepath.Join(projectDir, ".env"), func(l string) string {
+		name = scanFile(root, filepath.Join(projectDir, ".env"), func(l string) string {
 			v, ok := strings.CutPrefix(l, "COMPOSE_PROJECT_NAME=")
 			if !ok {
 				return ""
@@ -245,7 +252,7 @@ func composeTarget(args []string, env func(string) string, cwd string) []enginel
 	if name == "" {
 		if len(files) == 0 {
 			for _, f := range []string{"compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml"} {
-				if st, err := os.Lstat(filepath.Join(projectDir, f)); err == nil && st.Mode().IsRegular() {
+				if scanFile(root, filepath.Join(projectDir, f), func(string) string { return "y" }) != "" {
 					files = []string{f}
 					break
 				}
@@ -259,7 +266,7 @@ func composeTarget(args []string, env func(string) string, cwd string) []enginel
 					f = filepath.Join(projectDir, files[0])
 				}
 			}
-			name = scanFile(f, func(l string) string {
+			name = scanFile(root, f, func(l string) string {
 				if m := reComposeName.FindStringSubmatch(l); m != nil {
 					return m[1]
 				}
@@ -278,9 +285,24 @@ func composeTarget(args []string, env func(string) string, cwd string) []enginel
 }
 
 // scanFile returns the first non-empty pick of a line of a small regular
-// file of the job (never through a symlink: the holder is not the job).
-func scanFile(path string, pick func(string) string) string {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+// file beneath root (openat2: no symlink, no "..", no magic link).
+func scanFile(root, path string, pick func(string) string) string {
+	if root == "" || !filepath.IsAbs(root) {
+		return ""
+	}
+	rel, err := filepath.Rel(root, path)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return ""
+	}
+	dir, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat2(dir, rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	})
 	if err != nil {
 		return ""
 	}

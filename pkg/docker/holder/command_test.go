@@ -26,6 +26,10 @@ func TestDeployTargets(t *testing.T) {
 	os.MkdirAll(linked, 0o755)
 	os.Symlink(secret, filepath.Join(linked, ".env"))
 
+	outside := filepath.Join(t.TempDir(), "outside")
+	os.MkdirAll(outside, 0o755)
+	os.WriteFile(filepath.Join(outside, ".env"), []byte("COMPOSE_PROJECT_NAME=runnerfile\n"), 0o600)
+	os.WriteFile(filepath.Join(outside, "compose.yaml"), []byte("name: runnerfile\n"), 0o600)
 	noEnv := func(string) string { return "" }
 	cases := []struct {
 		argv string
@@ -46,6 +50,9 @@ func TestDeployTargets(t *testing.T) {
 			return ""
 		}, app, "compose project fromenv"},
 		{"docker-compose up -d", noEnv, linked, "compose project linked"}, // the .env symlink is not followed
+		// Files outside the project dir are not read: the job names them.
+		{"docker-compose --project-directory " + outside + " up -d", noEnv, app, "compose project outside"},
+		{"docker-compose -f " + filepath.Join(outside, "compose.yaml") + " up -d", noEnv, app, "compose project outside"},
 		{"docker-compose -p x ps", noEnv, app, ""},
 		{"docker-compose -p x logs -f", noEnv, app, ""},
 		{"docker-compose -p x pull", noEnv, app, ""},
@@ -58,7 +65,7 @@ func TestDeployTargets(t *testing.T) {
 	}
 	for _, c := range cases {
 		var got []string
-		for _, tg := range DeployTargets(strings.Fields(c.argv), c.env, c.cwd) {
+		for _, tg := range DeployTargets(strings.Fields(c.argv), c.env, c.cwd, dir) {
 			got = append(got, tg.String())
 		}
 		if g := strings.Join(got, ","); g != c.want {

@@ -31,6 +31,10 @@ type LockConfig struct {
 	Holder string
 	// Deadline is the job's timeout: no wait goes past it.
 	Deadline time.Time
+	// ProjectDir (CI_PROJECT_DIR) is the only tree the holder reads the
+	// job's compose files and .env in, for a deploy command's project
+	// name (command.go).
+	ProjectDir string
 }
 
 var (
@@ -77,7 +81,7 @@ func (h *holder) newEngineLock(engine http.RoundTripper) *engineLock {
 func (h *holder) lockFor(w http.ResponseWriter, r *http.Request, el *engineLock) ([]enginelock.Target, string) {
 	var want []enginelock.Target
 	if !handshake(r) {
-		want = commandTargets(r)
+		want = commandTargets(r, h.cfg.Lock.ProjectDir)
 	}
 	if t := el.target(r); t != nil {
 		want = append(want, *t)
