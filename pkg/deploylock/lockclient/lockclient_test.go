@@ -71,3 +71,33 @@ func TestHeldMark(t *testing.T) {
 		t.Errorf("marks left: %v", ents)
 	}
 }
+
+// A holder that ended before cleanup is reported with its log; a running
+// one, or none ever started, is not.
+func TestEndedEarly(t *testing.T) {
+	dir := t.TempDir()
+	if _, ended := EndedEarly(dir); ended {
+		t.Fatal("no holder was started, yet it ended early")
+	}
+	if err := jobproc.WritePIDFile(filepath.Join(dir, PIDFile), os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ended := EndedEarly(dir); ended {
+		t.Fatal("a running holder ended early")
+	}
+	cmd := exec.Command("sleep", "0.05")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobproc.WritePIDFile(filepath.Join(dir, PIDFile), cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if err := os.WriteFile(filepath.Join(dir, LogFile), []byte("ferry: deploy lock holder: bad config: EOF\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	log, ended := EndedEarly(dir)
+	if !ended || log != "ferry: deploy lock holder: bad config: EOF" {
+		t.Fatalf("ended %v, log %q", ended, log)
+	}
+}
