@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/enginebin"
 	"golang.org/x/sys/unix"
 
+	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
 	"gitlab.com/ferry-ci/ferry/pkg/jobenv"
 	"gitlab.com/ferry-ci/ferry/pkg/joblog"
 	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
@@ -87,9 +90,9 @@ func init() {
 			fs.Var(&sandboxOpts.readable, "sandbox-readable", "extra paths jobs may read inside hidden ones (comma-separated, repeatable)")
 			fs.Var(&sandboxOpts.writable, "sandbox-writable", "extra paths jobs may write (comma-separated, repeatable); each is shared by every job")
 			sandboxOpts.privateTmp = "auto"
-			fs.Func("private-tmp", "auto: give each job a private /tmp and /var/tmp in a user+mount namespace where the kernel lets an unprivileged user make one (else, and with off, /tmp stays refused and the job log names what was refused)", func(v string) error {
-				if v != "auto" && v != "off" {
-					return fmt.Errorf("must be auto or off, not %q", v)
+			fs.Func("private-tmp", "auto: give each job a private /tmp and /var/tmp in a user+mount namespace where the kernel lets an unprivileged user make one (else, and with off, /tmp stays refused and the job log names what was refused); reexec: the same, made on every stage by a re-exec of ferry instead of once per job by a holder process (5-9 ms a stage)", func(v string) error {
+				if v != "auto" && v != "off" && v != "reexec" {
+					return fmt.Errorf("must be auto, reexec or off, not %q", v)
 				}
 				sandboxOpts.privateTmp = v
 				return nil
@@ -97,6 +100,10 @@ func init() {
 			fs.Var(&sandboxOpts.hide, "sandbox-hide", "extra paths jobs may not read (comma-separated, repeatable), besides ferry's and the runner's own")
 		},
 		Prepare: sandboxPrepare,
+		Cleanup: func(_ context.Context, j *Job) error {
+			tmpns.StopHolder(j.State.Path(tmpHoldDir), 2*time.Second)
+			return nil
+		},
 	})
 }
 
@@ -159,9 +166,117 @@ func privateTmpPrepare(j *Job) error {
 	}
 	if mode == "on" {
 		j.Log.Infof("Sandbox: private /tmp and /var/tmp (user+mount namespace): this job sees only its own temp files there")
+		startTmpHolder(j)
 	} else {
 		j.Log.Infof("Sandbox: no private /tmp (%s): /tmp and /var/tmp are not writable, use $TMPDIR", strings.TrimPrefix(mode, "off: "))
 	}
+	return nil
+}
+
+// tmpHoldDir is the private /tmp's holder directory in the job state
+// (pkg/tmpns: its PID file, plan, log and EnterProgram), read-only to the
+// job.
+const tmpHoldDir = "tmpns"
+
+// startTmpHolder makes the job's private /tmp once, in a holder process
+// every stage enters (pkg/tmpns, EnterProgram): the re-exec of ferry it
+// replaces cost a stage 5 to 9 ms. Where it cannot (another architecture
+// than x86-64, a failure), every stage makes it through the re-exec, as
+// before; the job log says so here, once.
+func startTmpHolder(j *Job) {
+	const slower = "Sandbox: every stage makes its private /tmp through a re-exec of ferry (5-9 ms a stage)"
+	if sandboxOpts.privateTmp == "reexec" {
+		j.Log.Infof("%s: --private-tmp=reexec", slower)
+		return
+	}
+	if !tmpns.EnterSupported() {
+		j.Log.Infof("%s: the fast path is x86-64 code, this is %s", slower, runtime.GOARCH)
+		return
+	}
+	err := func() error {
+		p, err := jobPolicy(j.Env, j.Options, j.State)
+		if err != nil {
+			return err
+		}
+		owner, err := runnerProcess(j)
+		if err != nil {
+			return fmt.Errorf("the runner process: %w", err)
+		}
+		mark, err := jobproc.OpenMark(j.State.Path(jobproc.MarkFile))
+		if err != nil {
+			return err
+		}
+		defer mark.Close()
+		dir := j.State.Path(tmpHoldDir)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return err
+		}
+		if err := tmpns.WriteEnterProgram(filepath.Join(dir, tmpns.HoldEnterFile)); err != nil {
+			return err
+		}
+		timeout := j.State.Timeout
+		if timeout <= 0 {
+			timeout = time.Hour
+		}
+		return tmpns.StartHolder(selfExe, dir, *privateTmpSpec(j.State, p), owner, time.Now().Add(timeout+time.Hour), mark)
+	}()
+	if err != nil {
+		j.Log.Warnf("%s: %v", slower, err)
+	}
+}
+
+// runnerProcess is the runner process of the job: above a wrapper script
+// the admin may run ferry through (jobsocket.RunnerOf), else ferry's
+// parent.
+func runnerProcess(j *Job) (jobproc.Owner, error) {
+	if pid, err := jobsocket.RunnerOf(os.Getpid(), j.Env.JobResponseFile); err == nil {
+		if start, err := jobproc.StartTime(pid); err == nil {
+			return jobproc.Owner{PID: pid, Start: start}, nil
+		}
+	}
+	return jobproc.Parent()
+}
+
+// heldTmp is how a stage enters the holder's namespaces: its namespace
+// files and EnterProgram.
+type heldTmp struct {
+	ns   *tmpns.Namespaces
+	prog string
+	cwd  string
+}
+
+// Close releases the namespace files (nil-safe).
+func (h *heldTmp) Close() {
+	if h != nil {
+		h.ns.Close()
+	}
+}
+
+// Held opens the job's holder for this stage, or returns nil (the stage
+// then makes its private /tmp through the re-exec): no private /tmp, no
+// holder (prepare said why), or one that is gone or does not match, which
+// the job log says.
+func (b *jobBox) Held(log *joblog.Logger) *heldTmp {
+	if b == nil || b.ns == nil || b.hold == "" || sandboxOpts.privateTmp != "auto" || !tmpns.EnterSupported() {
+		return nil
+	}
+	prog := filepath.Join(b.hold, tmpns.HoldEnterFile)
+	if _, err := os.Stat(filepath.Join(b.hold, tmpns.HoldPIDFile)); err != nil {
+		return nil // prepare could not start it, and said so
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		log.Infof("Sandbox: this stage makes its private /tmp through a re-exec of ferry: %v", err)
+		return nil
+	}
+	plan, err := b.ns.Plan()
+	if err == nil {
+		var ns *tmpns.Namespaces
+		if ns, err = tmpns.OpenHeld(b.hold, plan); err == nil {
+			return &heldTmp{ns: ns, prog: prog, cwd: cwd}
+		}
+	}
+	log.Infof("Sandbox: this stage makes its private /tmp through a re-exec of ferry (slower): %v", err)
 	return nil
 }
 
@@ -250,6 +365,8 @@ type jobBox struct {
 	ns *tmpns.Spec
 	// denied watches the job's output for refused paths.
 	denied *denials
+	// hold is the private /tmp holder's dir (tmpHoldDir) when ns is set.
+	hold string
 }
 
 // Rules is the ruleset (nil for a nil box).
@@ -321,6 +438,7 @@ func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*jobBox, error
 	b := &jobBox{rules: rs, denied: newDenials(p.ReadWrite, st.Path(jobTmpDir))}
 	if ns {
 		b.ns = privateTmpSpec(st, p)
+		b.hold = st.Path(tmpHoldDir)
 	}
 	return b, nil
 }
@@ -450,6 +568,25 @@ func jobBuildDirs(env *jobenv.Env, o *Options) []string {
 		}
 	}
 	return dirs
+}
+
+// enterHeldCommand turns cmd (`bash script`, ExtraFiles sized up to the
+// mark) into EnterProgram entering the holder's namespaces h, then
+// starting bash in h.cwd. The caller starts it from the thread the job's
+// ruleset restricts.
+func enterHeldCommand(cmd *exec.Cmd, h *heldTmp, script string) error {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		return fmt.Errorf("ferry: bash: %w", err)
+	}
+	if bash, err = filepath.Abs(bash); err != nil {
+		return fmt.Errorf("ferry: bash: %w", err)
+	}
+	cmd.Path = h.prog
+	cmd.Args = []string{h.prog, h.cwd, bash, script}
+	cmd.ExtraFiles[tmpns.UserFD-3] = h.ns.User
+	cmd.ExtraFiles[tmpns.MntFD-3] = h.ns.Mnt
+	return nil
 }
 
 // rulesetFD is the descriptor the re-exec finds the Landlock ruleset on,

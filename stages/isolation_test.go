@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/internal/proctest"
 	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 	"gitlab.com/ferry-ci/ferry/pkg/sandbox"
 )
 
@@ -61,10 +63,12 @@ type isoSetup struct {
 	privateTmp string
 }
 
-// privateTmpModes are the sandbox's two modes every isolation test runs
-// in: a private /tmp (where the kernel allows one: it does on CI's) and
-// the fallback without, forced.
-var privateTmpModes = []string{"auto", "off"}
+// privateTmpModes are the sandbox's modes every isolation test runs in: a
+// private /tmp (where the kernel allows one: it does on CI's) entered
+// through the job's namespace holder, the same made by a re-exec of ferry
+// on every stage (the path without a holder), and the fallback without,
+// forced.
+var privateTmpModes = []string{"auto", "reexec", "off"}
 
 // forEachTmpMode runs test once per mode, as subtests.
 func forEachTmpMode(t *testing.T, test func(t *testing.T, mode string)) {
@@ -395,6 +399,8 @@ func TestHelperProcessIsolation(t *testing.T) {
 		}
 		b, _ := json.Marshal(out)
 		fmt.Printf("RESULT-JSON %s\n", b)
+	case "holder":
+		holderRole(ctx, newDriver(filepath.Join(os.Getenv("HOME"), "driver")), rv)
 	case "tmp":
 		privateTmpRole(ctx, t, newDriver(filepath.Join(os.Getenv("HOME"), "driver")), rv)
 	case "survivors":
@@ -487,11 +493,15 @@ func runnerKilledNoSurvivors(t *testing.T, mode string) {
 	s := setupIsolation(t, mode)
 	cmd, out := startSurvivors(t, s)
 	state := readRV(t, s, "state")
+	holder := holderPID(t, state, mode)
 	cmd.Process.Kill() // the runner only: ferry run lives on, orphaned
 	cmd.Wait()
 	// --grace-period=1s: SIGTERM, a second, SIGKILL, then cleanup's work.
 	if !waitFor(15*time.Second, func() bool { return len(survivors()) == 0 }) {
 		t.Errorf("survivors after the runner died: %v\n%s", survivors(), out.String())
+	}
+	if holder > 0 && !waitFor(5*time.Second, func() bool { return !jobproc.Running(holder) }) {
+		t.Errorf("the job's namespace holder %d outlived the runner", holder)
 	}
 	if !waitFor(10*time.Second, func() bool { _, err := os.Stat(state); return os.IsNotExist(err) }) {
 		t.Errorf("job state %s still on disk after the runner died", state)
@@ -510,6 +520,7 @@ func runnerAndFerryKilledNextPrepareSweeps(t *testing.T, mode string) {
 	s := setupIsolation(t, mode)
 	cmd, _ := startSurvivors(t, s)
 	state := readRV(t, s, "state")
+	holder := holderPID(t, state, mode)
 	ferryPID, _ := strconv.Atoi(readRV(t, s, "ferry.pid"))
 	cmd.Process.Kill()
 	syscall.Kill(ferryPID, syscall.SIGKILL)
@@ -538,4 +549,21 @@ func runnerAndFerryKilledNextPrepareSweeps(t *testing.T, mode string) {
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("old job state %s still on disk after the next prepare (%v)", state, err)
 	}
+	if holder > 0 && jobproc.Running(holder) {
+		t.Errorf("the old job's namespace holder %d still runs", holder)
+	}
+}
+
+// holderPID is the private /tmp holder of the job whose state dir is
+// state: running in mode auto (on x86-64), else 0.
+func holderPID(t *testing.T, state, mode string) int {
+	t.Helper()
+	if mode != "auto" || runtime.GOARCH != "amd64" {
+		return 0
+	}
+	pid, ok := jobproc.ReadPIDFile(filepath.Join(state, "tmpns", "holder.pid"))
+	if !ok {
+		t.Fatalf("no running namespace holder for the job in %s", state)
+	}
+	return pid
 }

@@ -153,7 +153,9 @@ func Run(ctx context.Context, env *jobenv.Env, o *Options, script, stage string,
 			ends = append(ends, end)
 		}
 	}
-	code, err := runScript(ctx, script, childEnv, box.Watch(outW), box.Watch(errW), o.GracePeriod, box.Rules(), box.NS(), mark)
+	held := box.Held(log)
+	defer held.Close()
+	code, err := runScript(ctx, script, childEnv, box.Watch(outW), box.Watch(errW), o.GracePeriod, box.Rules(), box.NS(), held, mark)
 	for _, end := range ends {
 		end()
 	}
@@ -259,9 +261,11 @@ var subreaperOnce sync.Once
 // runScript runs `bash script` and returns its exit code (128+signal when a
 // signal ended it). The error is only for ferry's own failures.
 //
-// With ns, bash starts through ferry's re-exec in a private /tmp
-// (pkg/tmpns), which restricts itself with box: ferry's thread is not.
-func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset, ns *tmpns.Spec, mark *os.File) (int, error) {
+// With ns, bash starts in a private /tmp (pkg/tmpns): with held, through
+// EnterProgram into the namespaces prepare's holder made, from the thread
+// box restricts; without, through ferry's re-exec, which makes them and
+// restricts itself with box (ferry's thread is not).
+func runScript(ctx context.Context, script string, environ []string, stdout, stderr io.Writer, grace time.Duration, box *sandbox.Ruleset, ns *tmpns.Spec, held *heldTmp, mark *os.File) (int, error) {
 	subreaperOnce.Do(func() { _ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) })
 
 	// Own pipes, not exec's copying goroutines: a background process holding
@@ -288,7 +292,16 @@ func runScript(ctx context.Context, script string, environ []string, stdout, std
 		// it); the descriptors below it are closed in the child.
 		cmd.ExtraFiles[jobproc.MarkFD-3] = mark
 	}
-	if ns != nil {
+	if ns != nil && held != nil {
+		// The namespaces prepare's holder made: entered by a tiny
+		// program started, like bash would be, from the restricted thread.
+		if err := enterHeldCommand(cmd, held, script); err != nil {
+			for _, f := range []*os.File{outR, outW, errR, errW} {
+				f.Close()
+			}
+			return 0, err
+		}
+	} else if ns != nil {
 		nsFile, err := privateTmpCommand(cmd, *ns, script, box)
 		if err != nil {
 			for _, f := range []*os.File{outR, outW, errR, errW} {

@@ -208,7 +208,7 @@ func (s Spec) Args() []string {
 	return append(append(a, "--"), s.Argv...)
 }
 
-func parseArgs(args []string) (Spec, bool, error) {
+func parseArgs(args []string, needArgv bool) (Spec, bool, error) {
 	s := Spec{RulesetFD: -1}
 	for len(args) > 0 {
 		a := args[0]
@@ -248,7 +248,7 @@ func parseArgs(args []string) (Spec, bool, error) {
 		}
 		args = args[2:]
 	}
-	if len(s.Argv) == 0 || !filepath.IsAbs(s.Argv[0]) || s.Tmp == "" || s.VarTmp == "" {
+	if (needArgv && (len(s.Argv) == 0 || !filepath.IsAbs(s.Argv[0]))) || s.Tmp == "" || s.VarTmp == "" {
 		return s, false, errors.New("usage: " + Subcommand + " --tmp DIR --var-tmp DIR [--keep PATH]... [--ruleset-fd N] -- /abs/program [args]")
 	}
 	return s, false, nil
@@ -270,7 +270,13 @@ func Main(args []string) int {
 		}
 		return 0
 	}
-	spec, probe, err := parseArgs(args)
+	if len(args) > 0 && args[0] == holdArg {
+		return holdMain(args[1:])
+	}
+	if len(args) > 0 && args[0] == holdWaitArg {
+		return holdWait(args[1:])
+	}
+	spec, probe, err := parseArgs(args, true)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "ferry %s: %v\n", Subcommand, err)
 		return 127
