@@ -20,16 +20,13 @@ import (
 )
 
 var (
-	ferryBin   string
-	remoteOnce sync.Once
-	remote     *dockertest.Remote
+	ferryBin  string
+	ferryOnce sync.Once
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if remote != nil {
-		remote.Stop()
-	}
+	dockertest.StopShared()
 	ferrybuild.RemoveShared()
 	os.Exit(code)
 }
@@ -41,17 +38,16 @@ func need(t testing.TB) *dockertest.Remote {
 	if _, err := exec.LookPath("docker-compose"); err != nil {
 		t.Skip("SKIPPED: docker-compose (v1) missing: install docker-compose python3-paramiko (`make tools` does)")
 	}
-	remoteOnce.Do(func() {
+	ferryOnce.Do(func() {
 		var err error
 		if ferryBin, err = ferrybuild.Shared(); err != nil {
 			t.Fatal(err)
 		}
-		remote = dockertest.Start(t)
 	})
-	if remote == nil || ferryBin == "" {
-		t.Fatal("setup failed in an earlier test")
+	if ferryBin == "" {
+		t.Fatal("building ferry failed in an earlier test")
 	}
-	return remote
+	return dockertest.Shared(t)
 }
 
 // env is one runner host: its user's HOME (with ~/.docker and ~/.ssh when

@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,6 +71,34 @@ func Need(tb testing.TB) {
 		if _, err := os.Stat(b); err != nil {
 			tb.Skipf("SKIPPED: %s missing: install openssh-server docker.io docker-registry busybox-static (`make tools` does)", b)
 		}
+	}
+}
+
+// shared is the test binary's one Remote (Shared, StopShared): sshd,
+// dockerd and the registry take seconds to start, so a package's tests
+// share them.
+var shared struct {
+	once sync.Once
+	r    *Remote
+}
+
+// Shared starts the test binary's one Remote on first use (skipping tb as
+// Need does) and returns it; a failed start fails every later caller too.
+// TestMain calls StopShared after m.Run.
+func Shared(tb testing.TB) *Remote {
+	tb.Helper()
+	Need(tb)
+	shared.once.Do(func() { shared.r = Start(tb) })
+	if shared.r == nil {
+		tb.Fatal("the shared remote engine failed to start (see the first test's log)")
+	}
+	return shared.r
+}
+
+// StopShared stops what Shared started, if anything.
+func StopShared() {
+	if shared.r != nil {
+		shared.r.Stop()
 	}
 }
 

@@ -15,10 +15,7 @@ import (
 // dockerd on its socket (a job's holder adds its SSH channel per request).
 // The one-time load of the lease image is reported as load-ms.
 func BenchmarkLockFree(b *testing.B) {
-	c := engine(&testing.T{})
-	if remote == nil {
-		b.Skip("SKIPPED: no engine (root, dockerd: see dockertest.Need)")
-	}
+	c := engine(b)
 	ttl := 15 * time.Second
 	tag, _ := leaseImage(ttl)
 	remote.Docker("rmi", "-f", tag)
@@ -71,10 +68,7 @@ func BenchmarkLockFree(b *testing.B) {
 // BenchmarkLockHandoff: a job waits for the lock; the holder releases it
 // (cleanup); the time until the waiter holds it.
 func BenchmarkLockHandoff(b *testing.B) {
-	c := engine(&testing.T{})
-	if remote == nil {
-		b.Skip("SKIPPED: no engine")
-	}
+	c := engine(b)
 	ctx := context.Background()
 	var n notes
 	var total time.Duration

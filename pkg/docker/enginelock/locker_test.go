@@ -16,30 +16,24 @@ import (
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 )
 
-var (
-	remoteOnce sync.Once
-	remote     *dockertest.Remote
-)
+// remote is the harness's real dockerd (its own network namespace), set by
+// engine.
+var remote *dockertest.Remote
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if remote != nil {
-		remote.Stop()
-	}
+	dockertest.StopShared()
 	os.Exit(code)
 }
 
-// engine is the harness's real dockerd (its own network namespace).
-func engine(t *testing.T) *http.Client {
-	t.Helper()
-	dockertest.Need(t)
-	remoteOnce.Do(func() { remote = dockertest.Start(t) })
-	if remote == nil {
-		t.Fatal("setup failed in an earlier test")
-	}
+// engine is a client of the harness's real dockerd, on its socket.
+func engine(tb testing.TB) *http.Client {
+	tb.Helper()
+	remote = dockertest.Shared(tb)
+	sock := remote.DockerSock
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
-		return d.DialContext(ctx, "unix", remote.DockerSock)
+		return d.DialContext(ctx, "unix", sock)
 	}}}
 }
 

@@ -17,29 +17,14 @@ import (
 	"gitlab.com/ferry-ci/ferry/pkg/docker/sshdial"
 )
 
-var (
-	remoteOnce sync.Once
-	remote     *dockertest.Remote
-)
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if remote != nil {
-		remote.Stop()
-	}
+	dockertest.StopShared()
 	os.Exit(code)
 }
 
 // need starts the package's one remote engine on first use.
-func need(t *testing.T) *dockertest.Remote {
-	t.Helper()
-	dockertest.Need(t)
-	remoteOnce.Do(func() { remote = dockertest.Start(t) })
-	if remote == nil {
-		t.Fatal("remote engine failed to start (see the first test's log)")
-	}
-	return remote
-}
+func need(t *testing.T) *dockertest.Remote { return dockertest.Shared(t) }
 
 func config(t *testing.T, r *dockertest.Remote, user string, key []byte, known string) sshdial.Config {
 	t.Helper()
