@@ -575,11 +575,11 @@ func jobBuildDirs(env *jobenv.Env, o *Options) []string {
 // starting bash in h.cwd. The caller starts it from the thread the job's
 // ruleset restricts.
 func enterHeldCommand(cmd *exec.Cmd, h *heldTmp, script string) error {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		return fmt.Errorf("ferry: bash: %w", err)
+	if cmd.Err != nil {
+		return fmt.Errorf("ferry: bash: %w", cmd.Err)
 	}
-	if bash, err = filepath.Abs(bash); err != nil {
+	bash, err := filepath.Abs(cmd.Path) // exec.Command looked bash up
+	if err != nil {
 		return fmt.Errorf("ferry: bash: %w", err)
 	}
 	cmd.Path = h.prog

@@ -241,3 +241,22 @@ func TestEnterProgramFailsCleanly(t *testing.T) {
 	}
 	t.Logf("%d bytes; %s", len(EnterProgram()), out)
 }
+
+// TestResolverLikeEvalSymlinks: Plan's resolver gives filepath.EvalSymlinks'
+// answers (links to dirs, relative and absolute, chains, missing paths).
+func TestResolverLikeEvalSymlinks(t *testing.T) {
+	d := t.TempDir()
+	os.MkdirAll(filepath.Join(d, "a/b/c"), 0o700)
+	os.Symlink("a/b", filepath.Join(d, "rel"))
+	os.Symlink(filepath.Join(d, "a"), filepath.Join(d, "abs"))
+	os.Symlink("../rel", filepath.Join(d, "a/up"))
+	os.Symlink(filepath.Join(d, "abs/up"), filepath.Join(d, "chain"))
+	r := resolver{}
+	for _, p := range []string{d, d + "/a/b/c", d + "/rel/c", d + "/abs/b", d + "/a/up/c", d + "/chain/c", d + "/missing", d + "/rel/missing", "/tmp", "/var/tmp", "/"} {
+		want, werr := filepath.EvalSymlinks(p)
+		got, gerr := r.real(p)
+		if got != want || (werr == nil) != (gerr == nil) {
+			t.Errorf("%s: %q %v, EvalSymlinks %q %v", p, got, gerr, want, werr)
+		}
+	}
+}
