@@ -269,7 +269,7 @@ func (b *jobBox) Held(log *joblog.Logger) *heldTmp {
 		log.Infof("Sandbox: this stage makes its private /tmp through a re-exec of ferry: %v", err)
 		return nil
 	}
-	plan, err := b.ns.Plan()
+	plan, err := b.ns.PlanWith(b.rules.Real)
 	if err == nil {
 		var ns *tmpns.Namespaces
 		if ns, err = tmpns.OpenHeld(b.hold, plan); err == nil {

@@ -126,6 +126,9 @@ type Ruleset struct {
 	rules int
 	// skipped counts hidden paths left to the file permissions.
 	skipped int
+	// kinds are the file types of the path prefixes the build looked up
+	// (builder.kinds), for Real.
+	kinds map[string]uint32
 }
 
 // ABI is the Landlock ABI the ruleset was built for.
@@ -209,7 +212,23 @@ func (p Policy) build(abi int) (*Ruleset, error) {
 		r.Close()
 		return nil, err
 	}
+	r.kinds = b.kinds
 	return r, nil
+}
+
+// Real resolves the absolute path p like filepath.EvalSymlinks (false: it
+// does not exist), reusing the lstats of the build that made r: a caller
+// that resolves the policy's paths again (the private /tmp's plan, every
+// stage) pays no syscall for them. Not safe for concurrent use.
+func (r *Ruleset) Real(p string) (string, bool) {
+	if r == nil || !filepath.IsAbs(p) {
+		return "", false
+	}
+	if r.kinds == nil {
+		r.kinds = map[string]uint32{}
+	}
+	b := builder{kinds: r.kinds}
+	return b.real(filepath.Clean(p))
 }
 
 type builder struct {

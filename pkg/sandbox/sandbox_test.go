@@ -326,4 +326,23 @@ func TestRealPathsLikeEvalSymlinks(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("realPaths:\n%s\nEvalSymlinks:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	// Ruleset.Real, after a build that looked up some of them, answers
+	// the same for each path.
+	if _, err := Probe(); err != nil {
+		return
+	}
+	r, err := Policy{ReadOnly: in[:6], Hide: []string{root + "/a/missing"}}.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, p := range in {
+		if p == "" || !filepath.IsAbs(p) {
+			continue
+		}
+		want, werr := filepath.EvalSymlinks(filepath.Clean(p))
+		if got, ok := r.Real(p); ok != (werr == nil) || (ok && got != want) {
+			t.Errorf("Real(%s) = %q %v, EvalSymlinks %q %v", p, got, ok, want, werr)
+		}
+	}
 }

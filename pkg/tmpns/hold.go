@@ -130,7 +130,11 @@ func StopHolder(dir string, wait time.Duration) {
 // holder only if its own Spec's plan is the holder's: a kept directory
 // made again since prepare is another inode, which the holder's namespace
 // does not have.
-func (s Spec) Plan() (string, error) {
+func (s Spec) Plan() (string, error) { return s.PlanWith(nil) }
+
+// PlanWith is Plan resolving paths with known first (a Landlock ruleset's
+// Real, whose build resolved the same paths), then itself.
+func (s Spec) PlanWith(known func(string) (string, bool)) (string, error) {
 	var b strings.Builder
 	// One line each: kind, target, path, device:inode, tab-separated.
 	id := func(kind, target, p string) error {
@@ -144,7 +148,7 @@ func (s Spec) Plan() (string, error) {
 	// Every stage computes it: the kept paths share most of their
 	// prefixes, resolved once each (filepath.EvalSymlinks on each path
 	// was ~110 lstats a stage).
-	r := resolver{}
+	r := resolver{cache: map[string]string{}, known: known}
 	keep := map[string]bool{}
 	for _, k := range s.Keep {
 		if !filepath.IsAbs(k) {
@@ -188,15 +192,23 @@ func (s Spec) Plan() (string, error) {
 
 // resolver resolves absolute paths like filepath.EvalSymlinks, each
 // parent directory once.
-type resolver map[string]string
+type resolver struct {
+	cache map[string]string
+	known func(string) (string, bool)
+}
 
 func (r resolver) real(p string) (string, error) {
 	p = filepath.Clean(p)
 	if p == "/" || !filepath.IsAbs(p) {
 		return filepath.EvalSymlinks(p)
 	}
-	if v, ok := r[p]; ok {
+	if v, ok := r.cache[p]; ok {
 		return v, nil
+	}
+	if r.known != nil {
+		if v, ok := r.known(p); ok {
+			return v, nil
+		}
 	}
 	parent, err := r.real(filepath.Dir(p))
 	if err != nil {
@@ -212,7 +224,7 @@ func (r resolver) real(p string) (string, error) {
 			return "", err
 		}
 	}
-	r[p] = q
+	r.cache[p] = q
 	return q, nil
 }
 

@@ -251,7 +251,7 @@ func TestResolverLikeEvalSymlinks(t *testing.T) {
 	os.Symlink(filepath.Join(d, "a"), filepath.Join(d, "abs"))
 	os.Symlink("../rel", filepath.Join(d, "a/up"))
 	os.Symlink(filepath.Join(d, "abs/up"), filepath.Join(d, "chain"))
-	r := resolver{}
+	r := resolver{cache: map[string]string{}}
 	for _, p := range []string{d, d + "/a/b/c", d + "/rel/c", d + "/abs/b", d + "/a/up/c", d + "/chain/c", d + "/missing", d + "/rel/missing", "/tmp", "/var/tmp", "/"} {
 		want, werr := filepath.EvalSymlinks(p)
 		got, gerr := r.real(p)
