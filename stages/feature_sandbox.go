@@ -211,8 +211,12 @@ func startTmpHolder(j *Job) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
-		if err := tmpns.WriteEnterProgram(filepath.Join(dir, tmpns.HoldEnterFile)); err != nil {
+		enter := filepath.Join(dir, tmpns.HoldEnterFile)
+		if err := tmpns.WriteEnterProgram(enter); err != nil {
 			return err
+		}
+		if err := tmpns.TryEnterProgram(enter); err != nil {
+			return err // a noexec state dir, say
 		}
 		timeout := j.State.Timeout
 		if timeout <= 0 {

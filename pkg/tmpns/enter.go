@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -185,6 +186,23 @@ func WriteEnterProgram(path string) error {
 		return fmt.Errorf("private /tmp: %w", err)
 	}
 	return nil
+}
+
+// TryEnterProgram runs the EnterProgram at path without namespaces to
+// enter: it must start (a state dir on a noexec filesystem would refuse
+// every stage's exec) and fail at the first step, as written.
+func TryEnterProgram(path string) error {
+	cmd := exec.Command(path, "/", "/bin/true")
+	cmd.Env = []string{}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.ExitCode() == 127 && strings.Contains(string(out), "user namespace") {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("it exited 0")
+	}
+	return fmt.Errorf("private /tmp: %s does not run: %v %s", path, err, strings.TrimSpace(string(out)))
 }
 
 // Namespaces are a holder's namespace files, opened by OpenHeld.

@@ -260,3 +260,36 @@ func TestResolverLikeEvalSymlinks(t *testing.T) {
 		}
 	}
 }
+
+// TestTryEnterProgram: the program runs from an ordinary dir; from a
+// noexec filesystem (where every stage's exec of it would fail) prepare's
+// check refuses it, and the stages use the re-exec.
+func TestTryEnterProgram(t *testing.T) {
+	if !EnterSupported() {
+		t.Skip("EnterProgram is x86-64 code")
+	}
+	ok := filepath.Join(t.TempDir(), "enter")
+	if err := WriteEnterProgram(ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := TryEnterProgram(ok); err != nil {
+		t.Fatal(err)
+	}
+	if os.Getuid() != 0 {
+		t.Skip("the noexec case mounts a tmpfs: needs root")
+	}
+	d := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "noexec,size=1m", "tmpfs", d).CombinedOutput(); err != nil {
+		t.Skipf("mount: %v %s", err, out)
+	}
+	defer exec.Command("umount", d).Run()
+	bad := filepath.Join(d, "enter")
+	if err := WriteEnterProgram(bad); err != nil {
+		t.Fatal(err)
+	}
+	err := TryEnterProgram(bad)
+	if err == nil {
+		t.Fatal("TryEnterProgram accepted a program on a noexec filesystem")
+	}
+	t.Logf("noexec: %v", err)
+}
