@@ -66,6 +66,11 @@ awk '/^BenchmarkLockFree/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
   END { if (v["added-ms/job"] != "") printf "lock free: %+.1f ms per job wall (goal < 5): start in prepare %.1f, first apply %+.1f (apply %.1f ms with the lock off), later applies %+.1f, cleanup %.1f (the Lease gone %.1f ms after it, not waited for); the holder %.0f ms CPU in the background\n",
       v["added-ms/job"], v["start-ms"], v["take-ms"], v["apply-off-ms"], v["held-ms"], v["release-ms"], v["lease-gone-ms"], v["holder-cpu-ms"]
     if (v["handoff-ms"] != "") printf "lock handoff to the waiting job: median %.1f ms, max %.1f ms (goal < 1000)\n", v["handoff-ms"], v["handoff-max-ms"] }' "$out"
+# What the holder's start really costs prepare (start-ms above is lockclient.Start
+# alone): whole `ferry prepare`s of a job with a kubeconfig, lock on vs off, paired.
+$GO test -run '^$' -bench 'BenchmarkLockPrepareCost' -benchtime "${LOCK_PREPARE_BENCHTIME:-30x}" ./stages | tee "$out"
+awk '/^BenchmarkLockPrepareCost/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
+  END { if (v["lock-ms/prepare"] != "") printf "lock in a whole prepare (holder started, env written): %+.1f ms (median paired difference; prepare %.0f ms off, %.0f ms on)\n", v["lock-ms/prepare"], v["prepare-off-ms"], v["prepare-on-ms"] }' "$out"
 
 section "docker: seed 000's compose pull + up -d through ferry's socket vs the docker CLI's own ssh:// (targets: v1 ferry >= 3x faster, v2 no slower), and the floor"
 # Needs root (it starts sshd and dockerd in a network namespace) and the

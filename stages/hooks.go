@@ -17,6 +17,41 @@ type Job struct {
 	State   *jobstate.State     // the job's private state directory
 	Log     *joblog.Logger      // the job log (redacted); the system log in Cleanup
 	Options *Options            // parsed flags
+
+	feature string        // the feature whose Prepare runs
+	joins   []prepareJoin // work started by Prepare hooks, joined at its end
+}
+
+// prepareJoin is one piece of work a feature's Prepare left running.
+type prepareJoin struct {
+	feature string
+	wait    func() error
+}
+
+// PrepareInBackground runs f in a goroutine, for a Prepare hook whose
+// work need not hold up the features after it (the start of a process:
+// os/exec waits for its exec; a state file's fsyncs). prepare waits for it
+// before it returns, whatever the later features did, and f's error fails
+// prepare as the hook's own error would, named by the feature. f must not
+// change process-wide settings (umask, working dir) nor log to the job
+// log. Prepare hooks only.
+func (j *Job) PrepareInBackground(f func() error) {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	j.joins = append(j.joins, prepareJoin{j.feature, func() error { return <-done }})
+}
+
+// joinPrepare waits for every piece of work PrepareInBackground
+// recorded, in order, and returns the first error.
+func (j *Job) joinPrepare() error {
+	var first error
+	for _, w := range j.joins {
+		if err := w.wait(); err != nil && first == nil {
+			first = wrapFeature(w.feature, err)
+		}
+	}
+	j.joins = nil
+	return first
 }
 
 // Feature plugs into the stages. Nil functions are skipped.

@@ -67,6 +67,18 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 	}
 	end()
 	j := &Job{Env: env, Payload: payload, State: st, Log: log, Options: o}
+	err = prepareFeatures(ctx, j)
+	// Work a feature left running (the deploy lock holder's fork/exec) is
+	// done before prepare returns, whether or not a later feature failed:
+	// its PID file must be there for cleanup, and its error is prepare's.
+	if jerr := j.joinPrepare(); err == nil {
+		err = jerr
+	}
+	return err
+}
+
+// prepareFeatures runs the features' Prepare hooks in registration order.
+func prepareFeatures(ctx context.Context, j *Job) error {
 	for _, f := range Features() {
 		if f.Prepare == nil {
 			continue
@@ -74,6 +86,7 @@ func Prepare(ctx context.Context, env *jobenv.Env, o *Options, stdout io.Writer)
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
+		j.feature = f.Name
 		if err := f.Prepare(ctx, j); err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("%w (%v)", errInterrupted, wrapFeature(f.Name, err))

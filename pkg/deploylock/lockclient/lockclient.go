@@ -141,17 +141,27 @@ type Config struct {
 // Start creates dir and its socket, starts `<exe> deploy-lock-holder <dir>`
 // in a new session with the socket as fd 3 and cfg on its stdin, and
 // returns without waiting for it: the socket accepts connections at once
-// and the holder answers them when it is ready.
+// and the holder answers them when it is ready. Safe to call while other
+// goroutines of the process run (it changes no process-wide setting).
 func Start(exe string, cfg Config) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("ferry: deploy lock: %w", err)
 	}
+	if err := os.Chmod(cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
 	path := filepath.Join(cfg.Dir, SocketFile)
 	_ = os.Remove(path)
-	old := syscall.Umask(0o177)
+	// Made 0600 by a chmod, not the umask: the umask is the whole
+	// process's, and prepare starts the holder while its later features
+	// create files. Nobody else can connect meanwhile: only the owner may
+	// enter the 0700 dir.
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
 	if err != nil {
+		return fmt.Errorf("ferry: deploy lock: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
 		return fmt.Errorf("ferry: deploy lock: %w", err)
 	}
 	l.SetUnlinkOnClose(false) // the holder owns it now
