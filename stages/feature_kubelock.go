@@ -114,7 +114,7 @@ func lockPrepare(_ context.Context, j *Job) error {
 			return fmt.Errorf("ferry: deploy lock: cannot find the runner process: %w", err)
 		}
 		cfg.RunnerPID = runner
-		return lockclient.Start(exe, cfg)
+		return lockclient.StartAfterExit(exe, cfg)
 	})
 	j.PrepareInBackground(func() error {
 		return j.State.AddEnv(lockclient.SocketEnv, cfg.Dir+"/"+lockclient.SocketFile, false)

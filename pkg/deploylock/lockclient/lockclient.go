@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -143,7 +144,38 @@ type Config struct {
 // returns without waiting for it: the socket accepts connections at once
 // and the holder answers them when it is ready. Safe to call while other
 // goroutines of the process run (it changes no process-wide setting).
-func Start(exe string, cfg Config) error {
+func Start(exe string, cfg Config) error { return start(exe, cfg, false) }
+
+// StartAfterExit is Start for prepare: the holder's engine is exec'd only
+// once this process has exited. Until then the holder is a /bin/sh (a
+// millisecond of CPU) that waits for the end of file on a pipe whose write
+// end this process keeps open until it exits, then execs the engine in
+// place: same pid and start time (the PID file stays right), the socket
+// and config already its own. The engine's start is 20-30 ms of CPU (its
+// package init: client-go's scheme and kubectl's) that competed with the
+// rest of prepare on a loaded host (stages BenchmarkLockPrepareCost); the
+// job's kubectl cannot connect before the job's first stage anyway, and a
+// connection made before the holder is ready waits in the socket's
+// backlog. cleanup's SIGTERM ends the shell as it ends the holder. Without
+// /bin/sh it is Start.
+func StartAfterExit(exe string, cfg Config) error {
+	if _, err := os.Stat(waitShell); err != nil {
+		return start(exe, cfg, false)
+	}
+	return start(exe, cfg, true)
+}
+
+// waitShell runs StartAfterExit's wait.
+const waitShell = "/bin/sh"
+
+// exitPipes are the write ends StartAfterExit keeps open until this
+// process exits (held here so that no finalizer closes them earlier).
+var (
+	exitPipesMu sync.Mutex
+	exitPipes   []*os.File
+)
+
+func start(exe string, cfg Config, afterExit bool) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("ferry: deploy lock: %w", err)
 	}
@@ -193,6 +225,17 @@ func Start(exe string, cfg Config) error {
 	}
 	defer in.Close()
 	cmd := exec.Command(exe, Subcommand, cfg.Dir)
+	var exitR, exitW *os.File
+	if afterExit {
+		if exitR, exitW, err = os.Pipe(); err != nil {
+			return fmt.Errorf("ferry: deploy lock: %w", err)
+		}
+		defer exitR.Close()
+		// fd 4 is the pipe's read end: `read` returns at its end of file,
+		// when this process (the only holder of the write end: it is
+		// close-on-exec here) has exited.
+		cmd = exec.Command(waitShell, "-c", `read -r x <&4; exec 4<&- "$0" "$@"`, exe, Subcommand, cfg.Dir)
+	}
 	// Nothing of the runner's conversation (CUSTOM_ENV_*, JOB_RESPONSE_FILE):
 	// the holder is not a process of the job script.
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "LANG=C.UTF-8"}
@@ -200,9 +243,20 @@ func Start(exe string, cfg Config) error {
 	cmd.Stdin = in // an *os.File: handed over as fd 0, no copying goroutine
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{lf}
+	if afterExit {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, exitR)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
+		if exitW != nil {
+			exitW.Close()
+		}
 		return fmt.Errorf("ferry: deploy lock: start the lock holder: %w", err)
+	}
+	if exitW != nil {
+		exitPipesMu.Lock()
+		exitPipes = append(exitPipes, exitW)
+		exitPipesMu.Unlock()
 	}
 	err = jobproc.WritePIDFile(filepath.Join(cfg.Dir, PIDFile), cmd.Process.Pid)
 	// Reaped by whoever adopts it once prepare exits. Every file the holder
