@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 )
@@ -99,5 +100,61 @@ func TestEndedEarly(t *testing.T) {
 	log, ended := EndedEarly(dir)
 	if !ended || log != "ferry: deploy lock holder: bad config: EOF" {
 		t.Fatalf("ended %v, log %q", ended, log)
+	}
+}
+
+// StartAfterExit's holder waits, as a shell, until the process that
+// started it has closed its end of the pipe (prepare's exit; here the test
+// closes it), then becomes the holder program in place: same pid, so the
+// PID file still names it.
+func TestStartAfterExitWaitsForTheStarter(t *testing.T) {
+	if _, err := os.Stat(waitShell); err != nil {
+		t.Skip("no /bin/sh")
+	}
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "holder")
+	// $1 is the subcommand, $2 the lock dir.
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\necho \"$1\" > \"$2/started\"\nexec sleep 30\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Dir: filepath.Join(dir, "lock"), ID: "test"}
+	if err := StartAfterExit(exe, cfg); err != nil {
+		t.Fatal(err)
+	}
+	pid, ok := HolderPID(cfg.Dir)
+	if !ok {
+		t.Fatal("no running holder in the PID file")
+	}
+	defer Stop(cfg.Dir)
+	started := filepath.Join(cfg.Dir, "started")
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(started); err == nil {
+		t.Fatal("the holder program ran while its starter still runs")
+	}
+	exitPipesMu.Lock()
+	for _, w := range exitPipes {
+		w.Close() // what the starter's exit does
+	}
+	exitPipes = nil
+	exitPipesMu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, err := os.ReadFile(started); err == nil && string(b) == Subcommand+"\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the holder program did not run within 5 s of its starter's exit")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if p, ok := HolderPID(cfg.Dir); !ok || p != pid {
+		t.Fatalf("PID file: %d running %v, want %d still running", p, ok, pid)
+	}
+	Stop(cfg.Dir)
+	for deadline := time.Now().Add(5 * time.Second); jobproc.Running(pid); {
+		if time.Now().After(deadline) {
+			t.Fatalf("holder %d still runs 5 s after Stop", pid)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
