@@ -15,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -61,7 +60,7 @@ func Main(stdin io.Reader, stderr io.Writer) int {
 	ctx, cancel := context.WithDeadline(ctx, cfg.Deadline.Add(time.Hour))
 	defer cancel()
 	go func() {
-		if watchPID(ctx, cfg.RunnerPID) {
+		if jobproc.WaitPIDExit(ctx, cfg.RunnerPID) {
 			fmt.Fprintln(stderr, "ferry: deploy lock holder: the runner process died: releasing")
 			cancel()
 		}
@@ -326,40 +325,4 @@ func (h *holder) releaseAll() {
 		}
 		cancel()
 	}
-}
-
-// watchPID returns true when pid exits (pidfd), false when ctx ends first
-// or pid cannot be watched.
-func watchPID(ctx context.Context, pid int) bool {
-	if pid <= 1 {
-		return false
-	}
-	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return false
-	}
-	f := os.NewFile(uintptr(fd), "pidfd:runner")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return false
-	}
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-done:
-		}
-		f.Close()
-	}()
-	first := true
-	err = rc.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false
-		}
-		return true
-	})
-	close(done)
-	return err == nil && ctx.Err() == nil
 }

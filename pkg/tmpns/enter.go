@@ -1,7 +1,6 @@
 package tmpns
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"gitlab.com/ferry-ci/ferry/pkg/elfexec"
 	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 )
 
@@ -53,8 +53,6 @@ func EnterSupported() bool { return runtime.GOARCH == "amd64" }
 
 // EnterProgram is the static x86-64 ELF executable described above.
 func EnterProgram() []byte {
-	const base = 0x400000
-	const hdr = 64 + 56 // ELF header + one program header
 	var code []byte
 	emit := func(b ...byte) { code = append(code, b...) }
 	u32 := func(v uint32) { code = binary.LittleEndian.AppendUint32(code, v) }
@@ -150,33 +148,7 @@ func EnterProgram() []byte {
 		binary.LittleEndian.PutUint32(code[f.at:], uint32(int32(t-(f.at+4))))
 	}
 
-	size := uint64(hdr + len(code))
-	var b bytes.Buffer
-	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
-	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	w(uint16(2))          // ET_EXEC
-	w(uint16(62))         // EM_X86_64
-	w(uint32(1))          // EV_CURRENT
-	w(uint64(base + hdr)) // entry
-	w(uint64(64))         // phoff
-	w(uint64(0))          // shoff
-	w(uint32(0))          // flags
-	w(uint16(64))         // ehsize
-	w(uint16(56))         // phentsize
-	w(uint16(1))          // phnum
-	w(uint16(0))          // shentsize
-	w(uint16(0))          // shnum
-	w(uint16(0))          // shstrndx
-	w(uint32(1))          // PT_LOAD
-	w(uint32(5))          // PF_R|PF_X
-	w(uint64(0))          // offset
-	w(uint64(base))       // vaddr
-	w(uint64(base))       // paddr
-	w(size)               // filesz
-	w(size)               // memsz
-	w(uint64(0x1000))     // align
-	b.Write(code)
-	return b.Bytes()
+	return elfexec.Wrap(code)
 }
 
 // WriteEnterProgram writes EnterProgram to path (0500): prepare puts it in

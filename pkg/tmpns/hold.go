@@ -2,7 +2,6 @@ package tmpns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -276,7 +275,7 @@ func holdWait(args []string) int {
 	ctx, cancel := context.WithDeadline(ctx, time.Unix(secs, 0))
 	defer cancel()
 	go func() {
-		if watchRunner(ctx, runner) {
+		if runner.WaitExit(ctx) {
 			fmt.Fprintln(os.Stderr, "ferry: namespace holder: the runner process ended")
 			cancel()
 		}
@@ -286,44 +285,4 @@ func holdWait(args []string) int {
 	ready.Close()
 	<-ctx.Done()
 	return 0
-}
-
-// watchRunner returns true when the runner process ends (or is already
-// gone), false when ctx ends first or it cannot be watched.
-func watchRunner(ctx context.Context, o jobproc.Owner) bool {
-	if o.PID <= 1 {
-		return false
-	}
-	fd, err := unix.PidfdOpen(o.PID, unix.PIDFD_NONBLOCK)
-	if err != nil {
-		return errors.Is(err, unix.ESRCH)
-	}
-	if !o.Alive() { // the pid is another process's now
-		unix.Close(fd)
-		return true
-	}
-	f := os.NewFile(uintptr(fd), "pidfd:runner")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return false
-	}
-	done := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-done:
-		}
-		f.Close()
-	}()
-	first := true
-	err = rc.Read(func(uintptr) bool {
-		if first {
-			first = false
-			return false
-		}
-		return true
-	})
-	close(done)
-	return err == nil && ctx.Err() == nil
 }

@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"gitlab.com/ferry-ci/ferry/pkg/elfexec"
 )
 
 // The lease program: the PID 1 of every lock and ticket container. It
@@ -49,8 +51,6 @@ import (
 //	set: dq 1<<9 | 1<<14    ; SIGUSR1 (10), SIGTERM (15)
 //	ts:  dq ttl, 0
 func leaseProgram(ttl time.Duration) []byte {
-	const base = 0x400000
-	const hdr = 64 + 56 // ELF header + one program header
 	var code []byte
 	emit := func(b ...byte) { code = append(code, b...) }
 	var fix []struct {
@@ -99,36 +99,7 @@ func leaseProgram(ttl time.Duration) []byte {
 		binary.LittleEndian.PutUint32(code[f.at:], uint32(int32(data[f.target]-(f.at+4))))
 	}
 
-	size := uint64(hdr + len(code))
-	var b bytes.Buffer
-	le := binary.LittleEndian
-	w := func(v any) { binary.Write(&b, le, v) }
-	// ELF header
-	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
-	w(uint16(2))          // ET_EXEC
-	w(uint16(62))         // EM_X86_64
-	w(uint32(1))          // EV_CURRENT
-	w(uint64(base + hdr)) // entry
-	w(uint64(64))         // phoff
-	w(uint64(0))          // shoff
-	w(uint32(0))          // flags
-	w(uint16(64))         // ehsize
-	w(uint16(56))         // phentsize
-	w(uint16(1))          // phnum
-	w(uint16(0))          // shentsize
-	w(uint16(0))          // shnum
-	w(uint16(0))          // shstrndx
-	// PT_LOAD, R+X, the whole file at base
-	w(uint32(1))      // PT_LOAD
-	w(uint32(5))      // PF_R|PF_X
-	w(uint64(0))      // offset
-	w(uint64(base))   // vaddr
-	w(uint64(base))   // paddr
-	w(size)           // filesz
-	w(size)           // memsz
-	w(uint64(0x1000)) // align
-	b.Write(code)
-	return b.Bytes()
+	return elfexec.Wrap(code)
 }
 
 // leaseImage is the image tarball (the `docker save` layout POST
