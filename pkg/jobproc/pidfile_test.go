@@ -65,3 +65,27 @@ func TestTerminateEscalates(t *testing.T) {
 		t.Errorf("SIGKILL came after %v, before the wait was over", d)
 	}
 }
+
+// Terminate returns once a process that honours SIGTERM has ended, without
+// killing it: it ended of its own accord (exit 0 from its trap), long
+// before the wait was over.
+func TestTerminateWaitsForTheEnd(t *testing.T) {
+	cmd := exec.Command("bash", "-c", "trap 'kill $!; exit 0' TERM; echo ready; sleep 300 & wait")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	Terminate(cmd.Process.Pid, 30*time.Second)
+	if Running(cmd.Process.Pid) {
+		t.Fatal("Terminate returned while the process runs")
+	}
+	err := cmd.Wait()
+	if err != nil {
+		t.Fatalf("the process did not end by its own trap (killed?): %v", err)
+	}
+}
