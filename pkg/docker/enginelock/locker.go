@@ -215,7 +215,15 @@ func (l *Locker) wait(ctx context.Context, t Target, keepalive func()) (err erro
 	defer stopEvents()
 	go l.watch(evctx, t, changed)
 
-	ticket, err := l.createLease(ctx, t, "ticket", t.TicketPrefix()+randHex(6), true)
+	// A ticket whose start failed (the engine's runc, not the lease) is
+	// removed by createLease; a new one is tried, twice at most.
+	var ticket *lease
+	for try := 0; ; try++ {
+		ticket, err = l.createLease(ctx, t, "ticket", t.TicketPrefix()+randHex(6), true)
+		if err == nil || try == 2 || ctx.Err() != nil {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("ferry: deploy lock: queue for %s: %w", t, err)
 	}
@@ -547,9 +555,15 @@ func (l *Locker) createContainer(ctx context.Context, t Target, role, name strin
 			"ReadonlyRootfs": true,
 			"CapDrop":        []string{"ALL"},
 			"SecurityOpt":    []string{"no-new-privileges"},
-			"Memory":         8 << 20,
-			"PidsLimit":      4,
-			"LogConfig":      map[string]any{"Type": "none"},
+			// Limits for the engine's side of starting it, not for the
+			// lease program (one thread, no heap): runc's init, a Go
+			// program, runs in the container's cgroups until it execs
+			// the lease, and with 4 pids and 8 MiB it sometimes died
+			// under load ("cannot start a stopped process", a ticket
+			// refused in a loaded CI run).
+			"Memory":    32 << 20,
+			"PidsLimit": 32,
+			"LogConfig": map[string]any{"Type": "none"},
 		},
 	}
 	var created struct {
