@@ -42,16 +42,7 @@ func TestPIDFile(t *testing.T) {
 
 // Terminate kills a process that ignores SIGTERM once the wait is over.
 func TestTerminateEscalates(t *testing.T) {
-	cmd := exec.Command("bash", "-c", "trap '' TERM; echo ready; exec sleep 300")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	buf := make([]byte, 6)
-	if _, err := out.Read(buf); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startReady(t, "trap '' TERM; echo ready; exec sleep 300")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	start := time.Now()
@@ -70,16 +61,7 @@ func TestTerminateEscalates(t *testing.T) {
 // killing it: it ended of its own accord (exit 0 from its trap), long
 // before the wait was over.
 func TestTerminateWaitsForTheEnd(t *testing.T) {
-	cmd := exec.Command("bash", "-c", "trap 'kill $!; exit 0' TERM; echo ready; sleep 300 & wait")
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	buf := make([]byte, 6)
-	if _, err := out.Read(buf); err != nil {
-		t.Fatal(err)
-	}
+	cmd := startReady(t, "trap 'kill $!; exit 0' TERM; echo ready; sleep 300 & wait")
 	Terminate(cmd.Process.Pid, 30*time.Second)
 	if Running(cmd.Process.Pid) {
 		t.Fatal("Terminate returned while the process runs")
@@ -88,4 +70,21 @@ func TestTerminateWaitsForTheEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the process did not end by its own trap (killed?): %v", err)
 	}
+}
+
+// startReady starts a bash script and returns once it printed "ready" (its
+// traps are set); the process is killed and reaped when the test ends.
+func startReady(t *testing.T, script string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", script)
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	buf := make([]byte, 6)
+	if _, err := out.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	return cmd
 }
