@@ -3,8 +3,6 @@ package dockerjobs_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,24 +27,7 @@ type guardRun struct {
 // same job to ferry (its cleanup kills that job's processes).
 func runGuarded(t *testing.T, r *dockertest.Remote, g guardRun, files map[string]string, script ...string) *runnerdriver.JobResult {
 	t.Helper()
-	base := t.TempDir()
-	home := filepath.Join(base, "home")
-	os.MkdirAll(home, 0o700)
-	d, err := runnerdriver.New(runnerdriver.Config{
-		FerryBinary: ferryBin,
-		BaseDir:     filepath.Join(base, "driver"),
-		ExtraArgs: append([]string{"--state-dir=" + filepath.Join(base, "state"), "--kube-sources=none", "--kubectl-shim=false",
-			// The driver's repositories live under the test's /tmp dir,
-			// which a private /tmp hides from get_sources.
-			"--private-tmp=off"}, g.args...),
-		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=root", "LANG=C.UTF-8"},
-		PrepareAttempts: 1,
-		StepScript:      true,
-		FirstPipelineID: g.pipeline, FirstJobID: g.job,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := newLockHost(t, g.pipeline, g.job, g.args...).d
 	vars := append(ferryVars(r, dockertest.UserOK),
 		runnerdriver.Variable{Key: "CI_REGISTRY", Value: r.Registry},
 		runnerdriver.Variable{Key: "REG_USER", Value: r.RegUser},

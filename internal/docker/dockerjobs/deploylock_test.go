@@ -36,6 +36,8 @@ func newLockHost(t *testing.T, pipeline, job int, args ...string) *lockHost {
 		FerryBinary: ferryBin,
 		BaseDir:     filepath.Join(base, "driver"),
 		ExtraArgs: append([]string{"--state-dir=" + filepath.Join(base, "state"), "--kube-sources=none", "--kubectl-shim=false",
+			// The driver's repositories live under the test's /tmp dir,
+			// which a private /tmp hides from get_sources.
 			"--private-tmp=off"}, args...),
 		Env:             []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "USER=root", "LANG=C.UTF-8"},
 		PrepareAttempts: 1,
