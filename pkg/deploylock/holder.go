@@ -195,7 +195,7 @@ func (h *holder) acquire(ctx context.Context, req lockclient.Request, wait func(
 	h.mu.Unlock()
 	if h.start == 0 {
 		// no marks (Main)
-	} else if err := lockclient.MarkHeld(h.cfg.Dir, t.Namespace, os.Getpid(), h.start); err != nil {
+	} else if err := lockclient.MarkHeld(h.cfg.Dir, t.Namespace, jobproc.Owner{PID: os.Getpid(), Start: h.start}); err != nil {
 		fmt.Fprintf(h.log, "ferry: deploy lock holder: mark %s held: %v (the job's later calls ask)\n", t, err)
 	}
 	fmt.Fprintf(h.log, "ferry: deploy lock holder: took %s (%s) in %s for kubectl %s\n", t, t.Name, time.Since(start).Round(time.Millisecond), req.Verb)

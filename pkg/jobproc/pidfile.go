@@ -14,13 +14,34 @@ import (
 // holder, the deploy lock holder) as "<pid> <start time>", so that cleanup
 // finds it again and never signals a process that reused its pid.
 
+// Record is o as PID files and the deploy lock's held marks keep it:
+// "<pid> <start time>".
+func (o Owner) Record() string {
+	return strconv.Itoa(o.PID) + " " + strconv.FormatUint(o.Start, 10)
+}
+
+// ParseRecord reads a Record (surrounding white space allowed); ok is
+// false for anything else, or a pid of 1 or less.
+func ParseRecord(s string) (o Owner, ok bool) {
+	f := strings.Fields(s)
+	if len(f) != 2 {
+		return Owner{}, false
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	st, err2 := strconv.ParseUint(f[1], 10, 64)
+	if err1 != nil || err2 != nil || pid <= 1 {
+		return Owner{}, false
+	}
+	return Owner{PID: pid, Start: st}, true
+}
+
 // WritePIDFile records process pid in path (0600).
 func WritePIDFile(path string, pid int) error {
 	st, err := startTime(pid)
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(strconv.Itoa(pid)+" "+strconv.FormatUint(st, 10)+"\n"), 0o600)
+	return os.WriteFile(path, []byte(Owner{PID: pid, Start: st}.Record()+"\n"), 0o600)
 }
 
 // ReadPIDFile returns the process path records, when it still runs: same
@@ -30,17 +51,8 @@ func ReadPIDFile(path string) (int, bool) {
 	if err != nil {
 		return 0, false
 	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 0, false
-	}
-	pid, err1 := strconv.Atoi(f[0])
-	st, err2 := strconv.ParseUint(f[1], 10, 64)
-	if err1 != nil || err2 != nil || pid <= 1 {
-		return 0, false
-	}
-	now, err := startTime(pid) // fails for a zombie
-	return pid, err == nil && now == st
+	o, ok := ParseRecord(string(b))
+	return o.PID, ok && o.Alive() // Alive fails for a zombie
 }
 
 // Terminate sends pid SIGTERM, waits up to wait for it to go (a zombie

@@ -198,10 +198,11 @@ func (n *Namespaces) Close() {
 // the mounts plan describes (see Plan): a kept directory removed and made
 // again since prepare would be missing in the holder's namespace.
 func OpenHeld(dir, plan string) (*Namespaces, error) {
-	pid, start, err := readPIDFile(filepath.Join(dir, HoldPIDFile))
+	holder, err := readPIDFile(filepath.Join(dir, HoldPIDFile))
 	if err != nil {
 		return nil, err
 	}
+	pid := holder.PID
 	if b, err := os.ReadFile(filepath.Join(dir, HoldPlanFile)); err != nil || string(b) != plan {
 		return nil, errors.New("the job's directories under /tmp changed since prepare")
 	}
@@ -238,7 +239,7 @@ func OpenHeld(dir, plan string) (*Namespaces, error) {
 	}
 	// Last: the pid was the holder's all along (a process that took its
 	// pid since has another start time).
-	if now, err := jobproc.StartTime(pid); err != nil || now != start {
+	if !holder.Alive() {
 		ns.Close()
 		return nil, errors.New("the namespace holder is gone (its pid is another process's)")
 	}
@@ -247,16 +248,16 @@ func OpenHeld(dir, plan string) (*Namespaces, error) {
 
 func procRoot(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/root" }
 
-// readPIDFile reads a jobproc PID file: "<pid> <start time>".
-func readPIDFile(path string) (int, uint64, error) {
+// readPIDFile reads the holder's jobproc PID file, alive or not: its pid is
+// checked again after its namespaces are open.
+func readPIDFile(path string) (jobproc.Owner, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, fmt.Errorf("no namespace holder: %w", err)
+		return jobproc.Owner{}, fmt.Errorf("no namespace holder: %w", err)
 	}
-	var pid int
-	var start uint64
-	if n, err := fmt.Sscanf(string(b), "%d %d", &pid, &start); n != 2 || err != nil || pid <= 1 {
-		return 0, 0, fmt.Errorf("%s: not a PID file", path)
+	o, ok := jobproc.ParseRecord(string(b))
+	if !ok {
+		return jobproc.Owner{}, fmt.Errorf("%s: not a PID file", path)
 	}
-	return pid, start, nil
+	return o, nil
 }

@@ -333,15 +333,15 @@ func EndedEarly(dir string) (log string, ended bool) {
 // does not do.)
 func heldMark(dir, ns string) string { return filepath.Join(dir, "held-"+ns) }
 
-// MarkHeld records (holder side) that the holder pid, started at start,
-// holds the lock of ns.
-func MarkHeld(dir, ns string, pid int, start uint64) error {
+// MarkHeld records (holder side) that the holder process holds the lock
+// of ns.
+func MarkHeld(dir, ns string, holder jobproc.Owner) error {
 	if !dnsLabel.MatchString(ns) {
 		return nil // not a namespace name: the kubectl asks, as before
 	}
 	p := heldMark(dir, ns)
 	_ = os.Remove(p)
-	return os.Symlink(fmt.Sprintf("%d %d", pid, start), p)
+	return os.Symlink(holder.Record(), p)
 }
 
 // UnmarkHeld removes the mark of ns (holder side).
@@ -361,13 +361,8 @@ func Held(socket, ns string) bool {
 	if err != nil {
 		return false
 	}
-	var pid int
-	var start uint64
-	if _, err := fmt.Sscanf(v, "%d %d", &pid, &start); err != nil || pid <= 1 {
-		return false
-	}
-	st, err := jobproc.StartTime(pid)
-	return err == nil && st == start
+	holder, ok := jobproc.ParseRecord(v)
+	return ok && holder.Alive()
 }
 
 // dnsLabel is a namespace's name: what may follow "held-" in a file name

@@ -23,7 +23,7 @@ func TestHeldMark(t *testing.T) {
 	if Held(sock, "prod") {
 		t.Fatal("held without a mark")
 	}
-	if err := MarkHeld(dir, "prod", me, start); err != nil {
+	if err := MarkHeld(dir, "prod", jobproc.Owner{PID: me, Start: start}); err != nil {
 		t.Fatal(err)
 	}
 	if !Held(sock, "prod") {
@@ -42,14 +42,14 @@ func TestHeldMark(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	if err := MarkHeld(dir, "prod", cmd.Process.Pid, start); err != nil {
+	if err := MarkHeld(dir, "prod", jobproc.Owner{PID: cmd.Process.Pid, Start: start}); err != nil {
 		t.Fatal(err)
 	}
 	if Held(sock, "prod") {
 		t.Fatal("held on the mark of a holder that ended")
 	}
 	// Another process with the mark's pid (a start time that differs).
-	if err := MarkHeld(dir, "prod", me, start+1); err != nil {
+	if err := MarkHeld(dir, "prod", jobproc.Owner{PID: me, Start: start + 1}); err != nil {
 		t.Fatal(err)
 	}
 	if Held(sock, "prod") {
@@ -61,7 +61,7 @@ func TestHeldMark(t *testing.T) {
 	// Never a path: a namespace that is not a name is neither marked nor
 	// looked up.
 	for _, ns := range []string{"../x", "a/b", "", "UPPER", "-x", "x."} {
-		if err := MarkHeld(dir, ns, me, start); err != nil {
+		if err := MarkHeld(dir, ns, jobproc.Owner{PID: me, Start: start}); err != nil {
 			t.Errorf("namespace %q: %v", ns, err)
 		}
 		if Held(sock, ns) {
