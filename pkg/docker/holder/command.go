@@ -2,7 +2,6 @@ package holder
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"gitlab.com/ferry-ci/ferry/pkg/docker/enginelock"
+	"gitlab.com/ferry-ci/ferry/pkg/docker/jobsocket"
 )
 
 // Why the deploy lock looks at the client's command line: compose and
@@ -77,14 +77,11 @@ func commandTargets(r *http.Request, root string) []enginelock.Target {
 			return
 		}
 		argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		// Read once, and only for a command that needs a variable.
+		environ := sync.OnceValue(func() []byte { e, _ := os.ReadFile(dir + "/environ"); return e })
 		env := func(k string) string {
-			e, _ := os.ReadFile(dir + "/environ")
-			for _, kv := range bytes.Split(e, []byte{0}) {
-				if v, ok := bytes.CutPrefix(kv, []byte(k+"=")); ok {
-					return string(v)
-				}
-			}
-			return ""
+			v, _ := jobsocket.LookupEnviron(environ(), k)
+			return v
 		}
 		cwd, _ := os.Readlink(dir + "/cwd")
 		p.targets = DeployTargets(argv, env, cwd, root)

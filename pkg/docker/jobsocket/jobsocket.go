@@ -157,10 +157,16 @@ func environValue(pid int, key string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
+	return LookupEnviron(b, key)
+}
+
+// LookupEnviron finds key in environ, the NUL-separated content of a
+// /proc/<pid>/environ.
+func LookupEnviron(environ []byte, key string) (string, bool) {
 	prefix := []byte(key + "=")
-	for _, kv := range bytes.Split(b, []byte{0}) {
-		if bytes.HasPrefix(kv, prefix) {
-			return string(kv[len(prefix):]), true
+	for _, kv := range bytes.Split(environ, []byte{0}) {
+		if v, ok := bytes.CutPrefix(kv, prefix); ok {
+			return string(v), true
 		}
 	}
 	return "", false
