@@ -41,21 +41,8 @@ func TestJobHomeAsRunnerUser(t *testing.T) {
 		}
 		os.Chown(p, s.uid, s.gid)
 	}
-	var out bytes.Buffer
-	cmd := s.helper(t, "home", &out)
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out.String())
-	}
-	res := out.String()
-	i := strings.Index(res, "RESULT-JSON ")
-	if i < 0 {
-		t.Fatalf("helper gave no result:\n%s", res)
-	}
-	line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
 	var jobs []homeJobResult
-	if err := json.Unmarshal([]byte(line), &jobs); err != nil {
-		t.Fatal(err)
-	}
+	res := s.runHelper(t, "home", &jobs)
 	if len(jobs) != len(homeSteps) {
 		t.Fatalf("%d job results, want %d:\n%s", len(jobs), len(homeSteps), res)
 	}

@@ -161,6 +161,29 @@ func (s *isoSetup) helper(t *testing.T, role string, stdout io.Writer) *exec.Cmd
 	return cmd
 }
 
+// runHelper runs the helper process in role (env added to its environment)
+// and decodes the RESULT-JSON line it prints into result. It returns the
+// helper's whole output, for failure messages.
+func (s *isoSetup) runHelper(t *testing.T, role string, result any, env ...string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := s.helper(t, role, &out)
+	cmd.Env = append(cmd.Env, env...)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, out.String())
+	}
+	res := out.String()
+	i := strings.Index(res, "RESULT-JSON ")
+	if i < 0 {
+		t.Fatalf("helper gave no result:\n%s", res)
+	}
+	line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
+	if err := json.Unmarshal([]byte(line), result); err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // TestIsolationAttacks: job B of another project, running at the same time
 // as job A on the same runner user, tries to read A's kubeconfig, build
 // dir, payload and stage scripts, A's process environment and memory, the
@@ -173,21 +196,8 @@ func TestIsolationAttacks(t *testing.T) { forEachTmpMode(t, isolationAttacks) }
 
 func isolationAttacks(t *testing.T, mode string) {
 	s := setupIsolation(t, mode)
-	var out bytes.Buffer
-	cmd := s.helper(t, "attack", &out)
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out.String())
-	}
-	res := out.String()
 	var logs struct{ A, B, AStatus, BStatus string }
-	i := strings.Index(res, "RESULT-JSON ")
-	if i < 0 {
-		t.Fatalf("helper gave no result:\n%s", res)
-	}
-	line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
-	if err := json.Unmarshal([]byte(line), &logs); err != nil {
-		t.Fatal(err)
-	}
+	s.runHelper(t, "attack", &logs)
 	if logs.AStatus != runnerdriver.StatusSuccess || logs.BStatus != runnerdriver.StatusSuccess {
 		t.Errorf("job A %s, job B %s\nA:\n%s\nB:\n%s", logs.AStatus, logs.BStatus, logs.A, logs.B)
 	}

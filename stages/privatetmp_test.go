@@ -37,22 +37,8 @@ func TestPrivateTmpJobs(t *testing.T) {
 		defer os.Remove(planted.Name())
 		hostX, _ := os.ReadFile("/tmp/x")
 
-		var out bytes.Buffer
-		cmd := s.helper(t, "tmp", &out)
-		cmd.Env = append(cmd.Env, "FERRY_ISO_PLANTED="+planted.Name())
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("helper: %v\n%s", err, out.String())
-		}
-		res := out.String()
-		i := strings.Index(res, "RESULT-JSON ")
-		if i < 0 {
-			t.Fatalf("helper gave no result:\n%s", res)
-		}
-		line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
 		var logs map[string]string
-		if err := json.Unmarshal([]byte(line), &logs); err != nil {
-			t.Fatal(err)
-		}
+		s.runHelper(t, "tmp", &logs, "FERRY_ISO_PLANTED="+planted.Name())
 		for _, name := range []string{"a", "b"} {
 			log := logs[name]
 			if logs[name+".status"] != runnerdriver.StatusSuccess {
@@ -198,21 +184,8 @@ func TestPrivateTmpHolder(t *testing.T) {
 		t.Skip("the holder is entered by x86-64 code; elsewhere every stage uses the re-exec (TestPrivateTmpJobs, reexec mode)")
 	}
 	s := setupIsolation(t, "auto")
-	var out bytes.Buffer
-	cmd := s.helper(t, "holder", &out)
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("helper: %v\n%s", err, out.String())
-	}
-	res := out.String()
-	i := strings.Index(res, "RESULT-JSON ")
-	if i < 0 {
-		t.Fatalf("helper gave no result:\n%s", res)
-	}
-	line, _, _ := strings.Cut(res[i+len("RESULT-JSON "):], "\n")
 	var r struct{ Log, Status string }
-	if err := json.Unmarshal([]byte(line), &r); err != nil {
-		t.Fatal(err)
-	}
+	res := s.runHelper(t, "holder", &r)
 	if r.Status != runnerdriver.StatusSuccess || !strings.Contains(r.Log, "AFTER-SEES persisted-") {
 		t.Errorf("the after_script did not see the script's /tmp/x (%s):\n%s", r.Status, r.Log)
 	}
