@@ -532,12 +532,9 @@ func runnerAndFerryKilledNextPrepareSweeps(t *testing.T, mode string) {
 	state := readRV(t, s, "state")
 	holder := holderPID(t, state, mode)
 	ferryPID, _ := strconv.Atoi(readRV(t, s, "ferry.pid"))
-	// ferry is stopped first: between the runner's death and its own,
-	// a running ferry notices the runner gone and stops the job itself
-	// (TestRunnerKilledNoSurvivors), which this test is not about (seen
-	// once under load: "nothing survived ferry's death"). Killed first, it
-	// would let the runner run cleanup instead.
-	syscall.Kill(ferryPID, syscall.SIGSTOP)
+	// Not SIGSTOP first (tried): the runner's death then orphans a process
+	// group with a stopped member, and the kernel sends that group SIGHUP,
+	// which killed the job's processes before the test could look.
 	cmd.Process.Kill()
 	syscall.Kill(ferryPID, syscall.SIGKILL)
 	cmd.Wait()
