@@ -69,7 +69,7 @@ func init() {
 		DuringStage: dockerDuringStage,
 		RunsBefore:  dockerRunsBefore,
 		Cleanup: func(_ context.Context, j *Job) error {
-			return holder.Stop(j.State.Path(dockerDirName), 5*time.Second)
+			return holder.Stop(j.State.Path(dockerDirName))
 		},
 	})
 }

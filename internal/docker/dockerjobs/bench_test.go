@@ -1,6 +1,11 @@
 package dockerjobs_test
 
 import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +16,7 @@ import (
 	"time"
 
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
+	"gitlab.com/ferry-ci/ferry/pkg/docker/enginelock"
 )
 
 // BenchmarkComposeV1 is seed 000's `docker-compose pull && docker-compose
@@ -149,8 +155,10 @@ func benchThroughFerry(b *testing.B, r *dockertest.Remote, id string, setupHome 
 // project), side by side with --deploy-lock=false: each iteration runs one
 // whole job each way (prepare, the deploy stage, cleanup: the lock is held
 // until cleanup, so later stages of a job pay nothing) and reports the
-// medians of the deploy stage and of the paired differences of the deploy
-// stage and of cleanup (the release).
+// medians of the deploy stage and of cleanup each way, of the paired
+// differences, and lock-gone-ms: how long after cleanup returned the lock
+// was gone from the engine (cleanup signals the holder, which releases on
+// its own: not on the job's path, but what a waiting job waits for).
 // The lease image is loaded before the timing (once per engine).
 func BenchmarkComposeV1Lock(b *testing.B) {
 	r := need(b)
@@ -166,7 +174,26 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 	e.home, e.state = filepath.Join(e.base, "home"), filepath.Join(e.base, "state")
 	os.MkdirAll(e.home, 0o700)
 	script := filepath.Join(e.base, "script")
-	var takes []time.Duration
+	var takes, gone []time.Duration
+	lockName := enginelock.Target{Kind: "compose project", Name: "benchlock"}.LockName()
+	eng := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", r.DockerSock)
+	}}}
+	// lockThere asks the engine (its own socket) whether the lock's name
+	// is taken.
+	lockThere := func() bool {
+		resp, err := eng.Get("http://docker/containers/json?all=1&filters=" + url.QueryEscape(`{"name":["^/`+lockName+`$"]}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var cs []json.RawMessage
+		if err := json.NewDecoder(resp.Body).Decode(&cs); err != nil {
+			b.Fatal(err)
+		}
+		return len(cs) > 0
+	}
 	job := func(id int, lock bool) (stage, cleanup time.Duration) {
 		j := newRawJob(nil, e, r, strconv.Itoa(id))
 		// The script lives in the bench's /tmp dir, which a private /tmp hides.
@@ -203,15 +230,28 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 				return nil
 			})
 		}
+		if lock && !lockThere() {
+			b.Fatal("the deploy did not take the lock")
+		}
 		t1 := time.Now()
 		if out, err := j.cmd("cleanup").CombinedOutput(); err != nil {
 			b.Fatalf("cleanup: %v\n%s", err, out)
 		}
-		return t1.Sub(t0), time.Since(t1)
+		t2 := time.Now()
+		for lock && lockThere() {
+			if time.Since(t2) > 10*time.Second {
+				b.Fatal("the lock is still there 10 s after cleanup")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if lock {
+			gone = append(gone, time.Since(t2))
+		}
+		return t1.Sub(t0), t2.Sub(t1)
 	}
 	job(9300, true) // loads the lease image, warms the engine
-	takes = nil
-	var on, off, dDeploy, dCleanup []time.Duration
+	takes, gone = nil, nil
+	var on, off, cOn, cOff, dDeploy, dCleanup []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Alternate which goes first: the machine's drift cancels out.
@@ -222,6 +262,7 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 			s1, s2, c1, c2 = s2, s1, c2, c1
 		}
 		on, off = append(on, s1), append(off, s2)
+		cOn, cOff = append(cOn, c1), append(cOff, c2)
 		dDeploy, dCleanup = append(dDeploy, s1-s2), append(dCleanup, c1-c2)
 	}
 	// Medians: on a shared machine one slow job skews a mean by seconds.
@@ -232,7 +273,10 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 	b.ReportMetric(median(off), "deploy-off-ms")
 	b.ReportMetric(median(on), "deploy-on-ms")
 	b.ReportMetric(median(dDeploy), "added-deploy-ms")
+	b.ReportMetric(median(cOff), "cleanup-off-ms")
+	b.ReportMetric(median(cOn), "cleanup-on-ms")
 	b.ReportMetric(median(dCleanup), "added-cleanup-ms")
+	b.ReportMetric(median(gone), "lock-gone-ms")
 	if len(takes) > 0 {
 		b.ReportMetric(median(takes), "take-in-job-ms")
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 	"gitlab.com/ferry-ci/ferry/internal/runnerdriver"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/enginelock"
+	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 )
 
 // lockHost is one runner host (its own HOME and state dir) running one
@@ -440,4 +442,123 @@ func TestComposeLockThenGuard(t *testing.T) {
 	if got := strings.TrimSpace(r.MustDocker("inspect", "lockapp_web_1", "--format", `{{index .Config.Labels "lock.test/job"}}`)); got != "976000" {
 		t.Fatalf("the engine runs job %s's container, want the newer pipeline's 976000", got)
 	}
+}
+
+// TestLockReleasedShortlyAfterCleanup: cleanup does not wait for the
+// engine. Job A takes the lock of compose project lockapp (a labelled
+// network create: a change of the project) and ends; job B waits for the
+// lock since before A's cleanup. A's cleanup signals its holder and returns;
+// the holder releases on its own and exits, and B holds the lock and ends
+// its deploy within releaseWithin of A's cleanup returning (the lease, 60 s,
+// cannot be what freed it). Then job C holds the lock and the engine stops
+// answering (dockerd SIGSTOPped): C's cleanup still returns at once (it
+// used to wait for the release, up to 3 s, then the holder), and C's holder
+// ends within its bound anyway.
+func TestLockReleasedShortlyAfterCleanup(t *testing.T) {
+	r := need(t)
+	e := newEnv(t)
+	const releaseWithin = 3 * time.Second
+	nets := []string{"lockrel-a", "lockrel-b", "lockrel-c"}
+	t.Cleanup(func() {
+		r.Docker(append([]string{"network", "rm"}, nets...)...)
+		if ids := strings.Fields(r.MustDocker("ps", "-aq", "--filter", "label="+enginelock.LabelLease, "--filter", "name=ferry-lock-")); len(ids) > 0 {
+			r.Docker(append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+	job := func(id, net string) (j *rawJob, script, holder string) {
+		j = newRawJob(t, e, r, id)
+		// The scripts live in the test's /tmp dir, which a private /tmp hides.
+		j.args = append(j.args, "--private-tmp=off", "--deploy-lock-lease=60s")
+		before := holders(e.base)
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			t.Fatalf("prepare %s: %v\n%s", id, err, out)
+		}
+		for _, h := range waitHolders(t, e.base, len(before)+1) {
+			if !slices.Contains(before, h) {
+				holder = h
+			}
+		}
+		script = filepath.Join(e.base, "script-"+id)
+		os.WriteFile(script, []byte("set -e\ndocker network create --label com.docker.compose.project=lockapp "+net+" >/dev/null\n"), 0o700)
+		return j, script, holder
+	}
+	pidOf := func(h string) int { pid, _ := strconv.Atoi(strings.Fields(h)[0]); return pid }
+	holderGone := func(what string, pid int, from time.Time, within time.Duration) {
+		t.Helper()
+		for jobproc.Running(pid) {
+			if time.Since(from) > within {
+				t.Fatalf("%s: its holder still runs %s after cleanup started", what, within)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s: holder ended %s after cleanup started", what, time.Since(from).Round(time.Millisecond))
+	}
+
+	a, aScript, aHolder := job("7101", nets[0])
+	if out, err := a.cmd("run", aScript, "step_script").CombinedOutput(); err != nil {
+		t.Fatalf("A's deploy: %v\n%s", err, out)
+	}
+	if got := lockers(r); !strings.HasPrefix(got, "lock ") || strings.Contains(got, "ticket") {
+		t.Fatalf("after A's deploy the engine has %q, want A's lock", got)
+	}
+	b, bScript, _ := job("7102", nets[1])
+	bRun := b.cmd("run", bScript, "step_script")
+	var bOut strings.Builder
+	bRun.Stdout, bRun.Stderr = &bOut, &bOut
+	if err := bRun.Start(); err != nil {
+		t.Fatal(err)
+	}
+	bDone := make(chan error, 1)
+	go func() { bDone <- bRun.Wait() }()
+	waitFor(t, 30*time.Second, "job B queues", func() bool { return strings.Contains(lockers(r), "ticket ") })
+
+	start := time.Now()
+	if out, err := a.cmd("cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("A's cleanup: %v\n%s", err, out)
+	}
+	returned := time.Now()
+	t.Logf("A's cleanup took %s", returned.Sub(start).Round(time.Millisecond))
+	select {
+	case err := <-bDone:
+		if err != nil {
+			t.Fatalf("B's deploy: %v\n%s", err, bOut.String())
+		}
+		t.Logf("B's deploy ended %s after A's cleanup returned", time.Since(returned).Round(time.Millisecond))
+	case <-time.After(releaseWithin):
+		t.Fatalf("B still waits %s after A's cleanup returned (engine: %q)", releaseWithin, lockers(r))
+	}
+	holderGone("A", pidOf(aHolder), start, releaseWithin)
+	if out, err := b.cmd("cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("B's cleanup: %v\n%s", err, out)
+	}
+	waitFor(t, releaseWithin, "B's lock released after its cleanup", func() bool { return lockers(r) == "" })
+
+	// The engine stops answering while C holds the lock.
+	c, cScript, cHolder := job("7103", nets[2])
+	if out, err := c.cmd("run", cScript, "step_script").CombinedOutput(); err != nil {
+		t.Fatalf("C's deploy: %v\n%s", err, out)
+	}
+	pb, err := os.ReadFile(filepath.Join(r.Dir, "dockerd.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerd, _ := strconv.Atoi(strings.TrimSpace(string(pb)))
+	if err := syscall.Kill(dockerd, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var contOnce sync.Once
+	cont := func() { contOnce.Do(func() { syscall.Kill(dockerd, syscall.SIGCONT) }) }
+	defer cont()
+	start = time.Now()
+	if out, err := c.cmd("cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("C's cleanup: %v\n%s", err, out)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("C's cleanup took %s with the engine not answering: it waited for the release", d)
+	} else {
+		t.Logf("C's cleanup took %s with the engine not answering", d.Round(time.Millisecond))
+	}
+	// shutdownBudget (5 s) plus a margin for a loaded machine.
+	holderGone("C, the engine not answering", pidOf(cHolder), start, 7*time.Second)
+	cont()
 }

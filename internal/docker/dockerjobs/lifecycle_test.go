@@ -237,12 +237,15 @@ func TestHolderLifecycle(t *testing.T) {
 		if out, err := j.cmd("cleanup").CombinedOutput(); err != nil {
 			t.Fatalf("cleanup: %v\n%s", err, out)
 		}
-		if h := holders(e.base); len(h) > 0 {
-			t.Fatalf("holder alive after cleanup (%s): %v", time.Since(start), h)
-		}
+		// The job's socket and DOCKER_CONFIG are gone when cleanup
+		// returns; the holder ends on its own shortly after (cleanup
+		// does not wait for its release of the job's locks), within
+		// its bound (holder.shutdownBudget, 5 s) whatever the engine does.
 		if d := dockerDirs(); len(d) > 0 {
 			t.Fatalf("left behind: %v", d)
 		}
+		waitNoHolders(t, e.base, 5*time.Second)
+		t.Logf("holder ended %s after cleanup started", time.Since(start).Round(time.Millisecond))
 	})
 	t.Run("stale sweep", func(t *testing.T) {
 		j := newRawJob(t, e, r, "7002")

@@ -10,8 +10,9 @@ import (
 // BenchmarkLockFree: what the lock adds to a job when its target is free:
 // the take (one list, the rename of the job's spare; the lease starts a
 // third of the lease later), the take without a spare (take-create-ms: a
-// create), and the release at cleanup (a remove of the never-started
-// lock), against the harness's real
+// create), and the release (a remove of the never-started lock: in the
+// job's holder after cleanup has returned, so not on the job's path; what
+// a waiting job waits for), against the harness's real
 // dockerd on its socket (a job's holder adds its SSH channel per request).
 // The one-time load of the lease image is reported as load-ms.
 func BenchmarkLockFree(b *testing.B) {

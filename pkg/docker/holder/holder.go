@@ -268,21 +268,35 @@ func waitPID(pid int) {
 	}
 }
 
+// shutdownBudget bounds the holder's end once it must stop: cleanup does
+// not wait for it (Stop), so a holder whose engine no longer answers (the
+// release's requests wait up to 3 s) must not linger; what it could not
+// release runs out with its lease.
+const shutdownBudget = 5 * time.Second
+
 func (h *holder) shutdown() {
+	bound := time.AfterFunc(shutdownBudget, func() {
+		fmt.Fprintf(h.log, "not done stopping after %s: exiting (a lock not released runs out with its lease)\n", shutdownBudget)
+		os.RemoveAll(h.cfg.Dir)
+		os.Exit(1)
+	})
+	defer bound.Stop()
 	for _, s := range h.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		s.Shutdown(ctx)
 		s.Close()
 		cancel()
 	}
+	// Sockets, the job's DOCKER_CONFIG (its logins), captured secrets:
+	// first (cleanup has removed them already; the runner's death and
+	// the deadline have not).
+	os.RemoveAll(h.cfg.Dir)
 	// The locks go once no request uses them (a waiting one removes its
 	// ticket as its connection closes), before the connections do.
 	h.releaseLocks()
 	for _, c := range h.clients {
 		c.close()
 	}
-	// Sockets, the job's DOCKER_CONFIG (its logins), captured secrets.
-	os.RemoveAll(h.cfg.Dir)
 }
 
 // notice appends a line for the job log; ferry run prints new lines before

@@ -101,11 +101,16 @@ func Start(ctx context.Context, exe string, cfg Config, wait time.Duration) (Rep
 	return res.r, nil
 }
 
-// Stop ends the holder whose directory is dir, if it still runs, and waits
-// up to wait for it; then removes dir. Safe when there is none.
-func Stop(dir string, wait time.Duration) error {
+// Stop tells the holder whose directory is dir to end (SIGTERM) and
+// removes dir (the job's sockets, its DOCKER_CONFIG and captured logins)
+// at once; safe when there is none. It does not wait for the holder: its
+// end (closing the job's connections, releasing the job's deploy locks:
+// one request per lock to each engine, over SSH, and closing the SSH
+// connections) is off the job's path, as the Kubernetes lock holder's is,
+// and bounded by the holder itself (shutdownBudget).
+func Stop(dir string) error {
 	if pid, ok := jobproc.ReadPIDFile(filepath.Join(dir, PIDFile)); ok {
-		jobproc.Terminate(pid, wait)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("ferry: docker: remove %s: %w", dir, err)
