@@ -136,10 +136,7 @@ func checkProjectDir(env *jobenv.Env) error {
 // payloadProjectID is the job payload's project id as a directory name, ""
 // without a readable payload.
 func payloadProjectID(env *jobenv.Env) string {
-	if env.JobResponseFile == "" {
-		return ""
-	}
-	id, err := jobenv.ReadProjectID(env.JobResponseFile)
+	id, err := env.ProjectID()
 	if err != nil || id <= 0 {
 		return ""
 	}

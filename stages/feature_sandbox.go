@@ -222,7 +222,11 @@ func startTmpHolder(j *Job) {
 		if timeout <= 0 {
 			timeout = time.Hour
 		}
-		return tmpns.StartHolder(selfExe, dir, *privateTmpSpec(j.State, p), owner, time.Now().Add(timeout+time.Hour), mark)
+		ruleset := holdRuleset(j, dir)
+		if ruleset != nil {
+			defer ruleset.Close()
+		}
+		return tmpns.StartHolder(selfExe, dir, *privateTmpSpec(j.State, p), owner, time.Now().Add(timeout+time.Hour), mark, ruleset)
 	}()
 	if err != nil {
 		j.Log.Warnf("%s: %v", slower, err)
@@ -276,7 +280,12 @@ func (b *jobBox) Held(log *joblog.Logger) *heldTmp {
 	plan, err := b.ns.PlanWith(b.rules.Real)
 	if err == nil {
 		var ns *tmpns.Namespaces
-		if ns, err = tmpns.OpenHeld(b.hold, plan); err == nil {
+		if b.holder != nil {
+			ns, err = b.holder.Namespaces(plan)
+		} else {
+			ns, err = tmpns.OpenHeld(b.hold, plan)
+		}
+		if err == nil {
 			return &heldTmp{ns: ns, prog: prog, cwd: cwd}
 		}
 	}
@@ -371,6 +380,8 @@ type jobBox struct {
 	denied *denials
 	// hold is the private /tmp holder's dir (tmpHoldDir) when ns is set.
 	hold string
+	// holder is that holder, opened when the ruleset came from it.
+	holder *tmpns.Holder
 }
 
 // Rules is the ruleset (nil for a nil box).
@@ -394,6 +405,7 @@ func (b *jobBox) Close() error {
 	if b == nil {
 		return nil
 	}
+	b.holder.Close()
 	return b.rules.Close()
 }
 
@@ -423,9 +435,30 @@ func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*jobBox, error
 	if _, err := sandbox.Probe(); err != nil {
 		return nil, nil
 	}
-	p, err := jobPolicy(env, o, st)
+	p, ns, err := stagePolicy(env, o, st)
 	if err != nil {
 		return nil, err
+	}
+	rs, holder := heldRuleset(st, p, ns)
+	if rs == nil {
+		if rs, err = p.Build(); err != nil {
+			return nil, fmt.Errorf("ferry: sandbox: %w", err)
+		}
+	}
+	b := &jobBox{rules: rs, holder: holder, denied: newDenials(p.ReadWrite, st.Path(jobTmpDir))}
+	if ns {
+		b.ns = privateTmpSpec(st, p)
+		b.hold = st.Path(tmpHoldDir)
+	}
+	return b, nil
+}
+
+// stagePolicy is the policy of the job's shell: jobPolicy, and whether it
+// runs in a private /tmp.
+func stagePolicy(env *jobenv.Env, o *Options, st *jobstate.State) (sandbox.Policy, bool, error) {
+	p, err := jobPolicy(env, o, st)
+	if err != nil {
+		return p, false, err
 	}
 	ns := privateTmpOn(st)
 	if ns {
@@ -435,16 +468,70 @@ func jobSandbox(env *jobenv.Env, o *Options, st *jobstate.State) (*jobBox, error
 		// paths there keep their rules).
 		p.Hide = append(p.Hide, "/tmp", "/var/tmp")
 	}
-	rs, err := p.Build()
+	return p, ns, nil
+}
+
+// heldRuleset is the ruleset prepare built for the job and gave its
+// private /tmp's holder to keep, if it is still the one p.Build would make
+// (sandbox.Stamp), and the holder, opened for the stage's namespaces too:
+// building the ruleset again was most of what the sandbox added to a
+// stage. nil: build it (no holder, no stamp, a stamp out of date, or a
+// holder that cannot be reached: each costs only this stage's build).
+func heldRuleset(st *jobstate.State, p sandbox.Policy, ns bool) (*sandbox.Ruleset, *tmpns.Holder) {
+	if !ns || sandboxOpts.privateTmp != "auto" {
+		return nil, nil
+	}
+	dir := st.Path(tmpHoldDir)
+	b, err := os.ReadFile(filepath.Join(dir, tmpns.HoldStampFile))
 	if err != nil {
-		return nil, fmt.Errorf("ferry: sandbox: %w", err)
+		return nil, nil
 	}
-	b := &jobBox{rules: rs, denied: newDenials(p.ReadWrite, st.Path(jobTmpDir))}
-	if ns {
-		b.ns = privateTmpSpec(st, p)
-		b.hold = st.Path(tmpHoldDir)
+	var stamp sandbox.Stamp
+	if stamp.UnmarshalText(b) != nil {
+		return nil, nil
 	}
-	return b, nil
+	current, abi, kinds := stamp.Current(p)
+	if !current {
+		return nil, nil
+	}
+	h, err := tmpns.OpenHolder(dir, st.Path(jobTmpDir))
+	if err != nil {
+		return nil, nil
+	}
+	fd, err := h.Ruleset()
+	if err != nil {
+		h.Close()
+		return nil, nil
+	}
+	rs, err := sandbox.Adopt(fd, abi, kinds)
+	if err != nil {
+		h.Close()
+		return nil, nil
+	}
+	return rs, h
+}
+
+// holdRuleset builds the stage policy's ruleset for the holder to keep,
+// and writes its stamp where stages read it. nil: the holder keeps none,
+// and every stage builds its own.
+func holdRuleset(j *Job, dir string) *os.File {
+	p, ns, err := stagePolicy(j.Env, j.Options, j.State)
+	if err != nil || !ns {
+		return nil
+	}
+	rs, stamp, err := p.BuildStamped()
+	if err != nil {
+		return nil
+	}
+	text, err := stamp.MarshalText()
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, tmpns.HoldStampFile), text, 0o600)
+	}
+	if err != nil {
+		rs.Close()
+		return nil
+	}
+	return os.NewFile(uintptr(rs.FD()), "landlock-ruleset")
 }
 
 // jobPolicy is what one job may reach (docs/threat-model.md).

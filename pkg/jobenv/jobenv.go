@@ -32,6 +32,10 @@ type Env struct {
 
 	ident       *Identity // cached by Identity
 	identServer string
+
+	projectID    int64 // cached by ProjectID
+	projectIDErr error
+	projectIDSet bool
 }
 
 // FromEnviron parses an environment in os.Environ form. Malformed exit codes
@@ -214,6 +218,20 @@ func (e *Env) Payload() (*JobResponse, error) {
 		return nil, fmt.Errorf("ferry: JOB_RESPONSE_FILE is not set")
 	}
 	return ReadJobResponse(e.JobResponseFile)
+}
+
+// ProjectID is the payload's job_info.project_id (ReadProjectID), read once
+// per process: config, the sandbox's policy and its build dirs all ask.
+func (e *Env) ProjectID() (int64, error) {
+	if !e.projectIDSet {
+		if e.JobResponseFile == "" {
+			e.projectIDErr = fmt.Errorf("ferry: JOB_RESPONSE_FILE is not set")
+		} else {
+			e.projectID, e.projectIDErr = ReadProjectID(e.JobResponseFile)
+		}
+		e.projectIDSet = true
+	}
+	return e.projectID, e.projectIDErr
 }
 
 // MaskedValues returns the values of the payload's masked variables: the

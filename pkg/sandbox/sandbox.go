@@ -193,10 +193,12 @@ func (p Policy) Build() (*Ruleset, error) {
 	if err != nil {
 		return nil, err
 	}
-	return p.build(abi)
+	return p.buildWith(abi, nil)
 }
 
-func (p Policy) build(abi int) (*Ruleset, error) {
+// buildWith builds p's ruleset, recording in stamp (nil: none) what it
+// rests on.
+func (p Policy) buildWith(abi int, stamp *Stamp) (*Ruleset, error) {
 	handled := handledFS(abi)
 	attr := ll.RulesetAttr{HandledAccessFS: handled}
 	if abi >= 6 {
@@ -207,7 +209,7 @@ func (p Policy) build(abi int) (*Ruleset, error) {
 		return nil, fmt.Errorf("sandbox: landlock_create_ruleset: %w", err)
 	}
 	r := &Ruleset{fd: fd, abi: abi}
-	b := &builder{r: r, handled: handled}
+	b := &builder{r: r, handled: handled, stamp: stamp}
 	if err := b.add(p); err != nil {
 		r.Close()
 		return nil, err
@@ -239,6 +241,8 @@ type builder struct {
 	hiddenList []string
 	// kinds remembers what each path prefix is (realPaths).
 	kinds map[string]uint32
+	// stamp records what the build rests on (nil: nothing).
+	stamp *Stamp
 }
 
 // realPaths cleans, resolves symlinks and drops missing paths, like
@@ -302,6 +306,14 @@ func (b *builder) add(p Policy) error {
 			// siblings (a root-only /etc/gitlab-runner cost a rule per
 			// entry of /etc).
 			b.r.skipped++
+			if b.stamp != nil {
+				var st unix.Stat_t
+				if err := unix.Lstat(h, &st); err == nil {
+					b.stamp.record('h', h, &st)
+				} else {
+					b.stamp.record('h', h, &unix.Stat_t{}) // never the same again
+				}
+			}
 			continue
 		}
 		if !b.hidden[h] {
@@ -363,6 +375,13 @@ func (b *builder) walk(dir string, read uint64) error {
 		return nil
 	}
 	dfd := int(d.Fd())
+	if b.stamp != nil {
+		var st unix.Stat_t
+		if err := unix.Fstat(dfd, &st); err != nil {
+			return fmt.Errorf("sandbox: stat %s: %w", dir, err)
+		}
+		b.stamp.record('w', dir, &st)
+	}
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
 		if b.hidden[p] || e.Type()&os.ModeSymlink != 0 {
@@ -431,6 +450,7 @@ func (b *builder) rule(path string, access uint64) error {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("sandbox: stat %s: %w", path, err)
 	}
+	b.stamp.record('r', path, &st)
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		access &= fileRights
 	}

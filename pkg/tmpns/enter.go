@@ -246,6 +246,91 @@ func OpenHeld(dir, plan string) (*Namespaces, error) {
 	return ns, nil
 }
 
+// A Holder is a job's namespace holder, opened and checked once for a
+// stage that takes both its ruleset and its namespaces from it: a pidfd
+// names the process for good, so what was checked of it holds.
+type Holder struct {
+	pid, pidfd int
+	dir        string
+}
+
+// OpenHolder opens the holder of dir, once sure the pid is still that
+// holder and holds this job's private /tmp, tmp (as OpenHeld checks): no
+// other process's descriptors are ever taken.
+func OpenHolder(dir, tmp string) (*Holder, error) {
+	rec, err := readPIDFile(filepath.Join(dir, HoldPIDFile))
+	if err != nil {
+		return nil, err
+	}
+	pidfd, err := unix.PidfdOpen(rec.PID, 0)
+	if err != nil {
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	h := &Holder{pid: rec.PID, pidfd: pidfd, dir: dir}
+	// Checked once the pidfd is open: the start time and the private
+	// /tmp are then that process's.
+	if !rec.Alive() {
+		h.Close()
+		return nil, errors.New("the namespace holder is gone (its pid is another process's)")
+	}
+	var held, own unix.Stat_t
+	if err := unix.Stat(procRoot(rec.PID)+"/tmp", &held); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	if err := unix.Stat(tmp, &own); err != nil || held.Dev != own.Dev || held.Ino != own.Ino {
+		h.Close()
+		return nil, fmt.Errorf("process %d does not hold this job's /tmp", rec.PID)
+	}
+	return h, nil
+}
+
+// Close releases the pidfd (nil-safe).
+func (h *Holder) Close() {
+	if h != nil && h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+		h.pidfd = -1
+	}
+}
+
+// Ruleset takes a copy of the Landlock ruleset the holder keeps
+// (HoldRulesetFD). The caller checks that it is one (a holder given none
+// may have another descriptor there: sandbox.Adopt refuses it) and still
+// the one a build would make (the stamp in HoldStampFile).
+func (h *Holder) Ruleset() (int, error) {
+	fd, err := unix.PidfdGetfd(h.pidfd, HoldRulesetFD, 0)
+	if err != nil {
+		return -1, fmt.Errorf("the namespace holder's ruleset: %w", err)
+	}
+	return fd, nil
+}
+
+// Namespaces opens the holder's namespaces, as OpenHeld does, if it still
+// holds the mounts plan describes.
+func (h *Holder) Namespaces(plan string) (*Namespaces, error) {
+	if b, err := os.ReadFile(filepath.Join(h.dir, HoldPlanFile)); err != nil || string(b) != plan {
+		return nil, errors.New("the job's directories under /tmp changed since prepare")
+	}
+	proc := "/proc/" + strconv.Itoa(h.pid) + "/ns/"
+	user, err := os.OpenFile(proc+"user", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	mnt, err := os.OpenFile(proc+"mnt", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		user.Close()
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	// The pid is still the pidfd's process (so the files are its own):
+	// signal 0 fails once that process has ended.
+	if err := unix.PidfdSendSignal(h.pidfd, 0, nil, 0); err != nil {
+		user.Close()
+		mnt.Close()
+		return nil, errors.New("the namespace holder is gone")
+	}
+	return &Namespaces{User: user, Mnt: mnt}, nil
+}
+
 func procRoot(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/root" }
 
 // readPIDFile reads the holder's jobproc PID file, alive or not: its pid is

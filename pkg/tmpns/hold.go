@@ -35,7 +35,14 @@ const (
 	HoldPlanFile  = "plan"       // Plan of the holder's Spec, at prepare
 	HoldLogFile   = "holder.log"
 	HoldEnterFile = "enter" // EnterProgram
+	// HoldStampFile is the stamp (sandbox.Stamp) of the Landlock ruleset
+	// the holder keeps on HoldRulesetFD, when prepare gave it one.
+	HoldStampFile = "ruleset.stamp"
 )
+
+// HoldRulesetFD is where the holder keeps the job's Landlock ruleset, for
+// stages to take a copy of (HeldRuleset) instead of building it again.
+const HoldRulesetFD = 5
 
 const (
 	holdArg     = "--hold"      // phase 1: make the mounts, exec holdWaitArg
@@ -45,8 +52,9 @@ const (
 // StartHolder starts self (ferry) as the holder of s's private /tmp,
 // recording it in dir: its plan, then, once it is ready, its PID file. It
 // ends on SIGTERM, when runner ends or at deadline; it holds mark (the
-// job's process mark; nil: none). s.Argv and s.RulesetFD are ignored.
-func StartHolder(self, dir string, s Spec, runner jobproc.Owner, deadline time.Time, mark *os.File) error {
+// job's process mark; nil: none) and ruleset (the job's Landlock ruleset,
+// nil: none) on HoldRulesetFD. s.Argv and s.RulesetFD are ignored.
+func StartHolder(self, dir string, s Spec, runner jobproc.Owner, deadline time.Time, mark, ruleset *os.File) error {
 	plan, err := s.Plan()
 	if err != nil {
 		return err
@@ -76,10 +84,8 @@ func StartHolder(self, dir string, s Spec, runner jobproc.Owner, deadline time.T
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin"}
 	cmd.Dir = "/"
 	cmd.Stderr = logf
-	cmd.ExtraFiles = []*os.File{readyW} // fd 3: a byte once it is ready
-	if mark != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, mark) // fd 4: held, never read
-	}
+	cmd.ExtraFiles = []*os.File{readyW}                    // fd 3: a byte once it is ready
+	cmd.ExtraFiles = append(cmd.ExtraFiles, mark, ruleset) // fd 4, fd 5 (HoldRulesetFD): held, never read
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	SetSysProcAttr(cmd.SysProcAttr)
 	if err := cmd.Start(); err != nil {
@@ -280,6 +286,13 @@ func holdWait(args []string) int {
 			cancel()
 		}
 	}()
+	if _, err := unix.FcntlInt(HoldRulesetFD, unix.F_GETFD, 0); err == nil && runner.PID > 0 {
+		// Stages take a copy of the ruleset with pidfd_getfd, which Yama
+		// (ptrace_scope 1) allows only to a process's ancestors and the
+		// descendants of the one it names: the runner, whose child each
+		// stage's ferry is. Without Yama this fails, and is not needed.
+		_ = unix.Prctl(unix.PR_SET_PTRACER, uintptr(runner.PID), 0, 0, 0)
+	}
 	ready := os.NewFile(3, "ready")
 	ready.Write([]byte{1})
 	ready.Close()

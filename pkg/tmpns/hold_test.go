@@ -25,7 +25,9 @@ type heldJob struct {
 	pid                          int
 }
 
-func startHeldJob(t *testing.T, self string, runner jobproc.Owner) *heldJob {
+// startHeldJob starts a holder for a new job; ruleset (nil: none) gives
+// the ruleset file the holder keeps, once the job's dirs exist.
+func startHeldJob(t *testing.T, self string, runner jobproc.Owner, ruleset func(*heldJob) *os.File) *heldJob {
 	t.Helper()
 	base, err := os.MkdirTemp("/tmp", "ferry-tmpns-hold-")
 	if err != nil {
@@ -44,7 +46,11 @@ func startHeldJob(t *testing.T, self string, runner jobproc.Owner) *heldJob {
 	if j.plan, err = j.spec.Plan(); err != nil {
 		t.Fatal(err)
 	}
-	if err := StartHolder(self, j.dir, j.spec, runner, time.Now().Add(time.Minute), nil); err != nil {
+	var rs *os.File
+	if ruleset != nil {
+		rs = ruleset(j)
+	}
+	if err := StartHolder(self, j.dir, j.spec, runner, time.Now().Add(time.Minute), nil, rs); err != nil {
 		t.Fatal(err)
 	}
 	pid, ok := jobproc.ReadPIDFile(filepath.Join(j.dir, HoldPIDFile))
@@ -120,25 +126,27 @@ func TestHolderEnter(t *testing.T) {
 			t.Fatal(err)
 		}
 		owner := jobproc.Owner{PID: runner.Process.Pid, Start: st}
-		a := startHeldJob(t, self, owner)
-		b := startHeldJob(t, self, jobproc.Owner{})
-
-		status, _ := os.ReadFile("/proc/" + strconv.Itoa(a.pid) + "/status")
-		if !strings.Contains(string(status), "CapEff:\t0000000000000000\n") || !strings.Contains(string(status), "CapPrm:\t0000000000000000\n") {
-			t.Errorf("the holder keeps capabilities:\n%s", status)
-		}
-
 		abi, err := sandbox.Probe()
 		var rs *sandbox.Ruleset
-		if err == nil {
+		// Job a's holder keeps its ruleset, as prepare gives it.
+		a := startHeldJob(t, self, owner, func(a *heldJob) *os.File {
+			if err != nil {
+				t.Logf("no Landlock (%v): entered unrestricted", err)
+				return nil
+			}
 			rs, err = sandbox.Policy{Hide: []string{"/tmp", "/var/tmp"}, ReadWrite: []string{a.priv, a.vpriv},
 				ReadOnly: []string{a.keep, a.dir}, Devices: []string{"/dev"}}.Build()
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer rs.Close()
-		} else {
-			t.Logf("no Landlock (%v): entered unrestricted", err)
+			t.Cleanup(func() { rs.Close() })
+			return os.NewFile(uintptr(rs.FD()), "ruleset")
+		})
+		b := startHeldJob(t, self, jobproc.Owner{}, nil)
+
+		status, _ := os.ReadFile("/proc/" + strconv.Itoa(a.pid) + "/status")
+		if !strings.Contains(string(status), "CapEff:\t0000000000000000\n") || !strings.Contains(string(status), "CapPrm:\t0000000000000000\n") {
+			t.Errorf("the holder keeps capabilities:\n%s", status)
 		}
 		out, err := a.enter(t, rs, `echo one > /tmp/x && echo v > /var/tmp/y && cat "$KEEP/kept" && pwd
 grep ^CapEff /proc/self/status
@@ -175,7 +183,40 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 		if got, _ := os.ReadFile("/tmp/x"); string(got) == "one\n" {
 			t.Errorf("the write reached the host's /tmp")
 		}
-		out, err = a.enter(t, rs, `cat /tmp/x /var/tmp/y`)
+		// Stage 2 takes its ruleset from the holder, as stages do.
+		held := rs
+		if rs != nil {
+			h, err := OpenHolder(a.dir, a.priv)
+			if err != nil {
+				t.Fatalf("OpenHolder: %v", err)
+			}
+			fd, err := h.Ruleset()
+			h.Close()
+			if err != nil {
+				t.Fatalf("the holder's ruleset: %v", err)
+			}
+			if held, err = sandbox.Adopt(fd, abi, nil); err != nil {
+				t.Fatal(err)
+			}
+			defer held.Close()
+			if out, _ := a.enter(t, held, `if readlink /proc/$HOLDER/ns/mnt >/dev/null 2>&1; then echo HOLDER-NS-OPENED; fi`); strings.Contains(out, "HOLDER-NS-OPENED") {
+				t.Errorf("under the holder's ruleset the job opened its namespaces:\n%s", out)
+			}
+			if h, err := OpenHolder(b.dir, b.priv); err != nil {
+				t.Errorf("OpenHolder of job b: %v", err)
+			} else {
+				// Its fd 5 is closed at start, then some descriptor
+				// of its own: never taken for a ruleset.
+				if fd, err := h.Ruleset(); err == nil {
+					if rs, err := sandbox.Adopt(fd, abi, nil); err == nil {
+						rs.Close()
+						t.Errorf("job b's holder keeps no ruleset, yet one was adopted from it")
+					}
+				}
+				h.Close()
+			}
+		}
+		out, err = a.enter(t, held, `cat /tmp/x /var/tmp/y`)
 		if err != nil || out != "one\nv\n" {
 			t.Errorf("stage 2 sees %q (%v), want what stage 1 wrote", out, err)
 		}
@@ -197,6 +238,10 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 		} else {
 			t.Logf("forged: %v", err)
 		}
+		if h, err := OpenHolder(a.dir, a.priv); err == nil {
+			h.Close()
+			t.Errorf("job a's stage would take job b's holder for its own")
+		}
 		rst, _ := jobproc.StartTime(runner.Process.Pid)
 		os.WriteFile(pidFile, []byte(strconv.Itoa(runner.Process.Pid)+" "+strconv.FormatUint(rst, 10)+"\n"), 0o600)
 		if ns, err := OpenHeld(a.dir, a.plan); err == nil {
@@ -204,6 +249,10 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 			t.Errorf("a stale PID file (another process's pid) was entered")
 		} else {
 			t.Logf("stale: %v", err)
+		}
+		if h, err := OpenHolder(a.dir, a.priv); err == nil {
+			h.Close()
+			t.Errorf("a stale PID file (another process's pid) was taken for the holder")
 		}
 		os.WriteFile(pidFile, good, 0o600)
 		// A plan that changed (a kept dir made again) is not entered.

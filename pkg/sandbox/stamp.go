@@ -1,0 +1,210 @@
+package sandbox
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A Stamp tells whether a ruleset built earlier is the one a build would
+// make now, without building it: a job's stages each need the ruleset of
+// the same policy, and building it (a rule per entry of every directory on
+// the way to a hidden path, ~60 rules) was most of what the sandbox added
+// to a stage. A Landlock rule holds an inode, not a path, so the stamp
+// records, for everything the build decided on, what the decision rested
+// on:
+//   - the policy itself (a digest), the ABI and whether the build was bound
+//     by file permissions;
+//   - where each of the policy's paths resolved to (or that it was missing);
+//   - the inode each path rule holds (a directory made again since is
+//     another inode, which the old rule does not cover);
+//   - each directory whose entries were granted one by one (the walk to a
+//     hidden path): its inode and ctime, which any entry made, removed or
+//     renamed in it changes;
+//   - each hidden path left to the file permissions: its inode, owner,
+//     mode and ctime (a chmod changes it).
+//
+// Current checks all of it again with lstats, a fraction of a build.
+type Stamp struct {
+	key string
+	ids []stampID
+}
+
+type stampID struct {
+	kind byte // 'r' rule target: inode; 'w' walked dir, 'h' hidden left to permissions: inode and ctime
+	path string
+	st   idStat
+}
+
+type idStat struct {
+	dev, ino  uint64
+	mode, uid uint32
+	ctime     int64
+}
+
+func statID(st *unix.Stat_t) idStat {
+	return idStat{dev: st.Dev, ino: st.Ino, mode: st.Mode, uid: st.Uid, ctime: st.Ctim.Nano()}
+}
+
+// same compares what kind k's decision rested on.
+func (a idStat) same(k byte, b idStat) bool {
+	if a.dev != b.dev || a.ino != b.ino || a.mode&unix.S_IFMT != b.mode&unix.S_IFMT {
+		return false
+	}
+	if k == 'r' {
+		return true // a rule target is written by the job: its times move
+	}
+	return a.ctime == b.ctime && a.mode == b.mode && a.uid == b.uid
+}
+
+// stampKey is what a build of p rests on besides the inodes: the ABI,
+// whether the file permissions bind it, and each of p's paths with where it
+// resolves (realPaths), in order.
+func (b *builder) stampKey(p Policy, abi int) string {
+	var s strings.Builder
+	s.WriteString(strconv.Itoa(abi))
+	if withoutPrivilege() {
+		s.WriteString(" dac ")
+	} else {
+		s.WriteString(" priv ")
+	}
+	s.WriteString(strconv.Itoa(os.Geteuid()))
+	for _, list := range [][]string{p.Hide, p.Devices, p.ReadOnly, p.ReadWrite} {
+		s.WriteByte('\n')
+		for _, in := range list {
+			out := "-"
+			if in != "" && filepath.IsAbs(in) {
+				if rp, ok := b.real(filepath.Clean(in)); ok {
+					out = rp
+				}
+			}
+			s.WriteString(in)
+			s.WriteByte(0)
+			s.WriteString(out)
+			s.WriteByte(0)
+		}
+	}
+	return s.String()
+}
+
+// BuildStamped is Build, also returning the Stamp that tells later whether
+// the ruleset is still the one a build would make (Current).
+func (p Policy) BuildStamped() (*Ruleset, *Stamp, error) {
+	abi, err := Probe()
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &Stamp{}
+	r, err := p.buildWith(abi, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	b := builder{kinds: r.kinds}
+	s.key = b.stampKey(p, abi) // every prefix is known: no syscall
+	return r, s, nil
+}
+
+func (s *Stamp) record(kind byte, path string, st *unix.Stat_t) {
+	if s != nil {
+		s.ids = append(s.ids, stampID{kind: kind, path: path, st: statID(st)})
+	}
+}
+
+// Current reports whether a ruleset built for p with stamp s is the one
+// p.Build would make now. It also returns the path resolutions it looked
+// up and the ABI, for Adopt.
+func (s *Stamp) Current(p Policy) (ok bool, abi int, kinds map[string]uint32) {
+	abi, err := Probe()
+	if err != nil {
+		return false, 0, nil
+	}
+	b := builder{kinds: map[string]uint32{}}
+	if b.stampKey(p, abi) != s.key {
+		return false, 0, nil
+	}
+	for _, id := range s.ids {
+		var st unix.Stat_t
+		if err := unix.Lstat(id.path, &st); err != nil || !id.st.same(id.kind, statID(&st)) {
+			return false, 0, nil
+		}
+	}
+	return true, abi, b.kinds
+}
+
+// MarshalText encodes s: the key, then a line per inode, paths quoted.
+func (s *Stamp) MarshalText() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString(stampHeader)
+	b.WriteString(strconv.Quote(s.key))
+	b.WriteByte('\n')
+	for _, id := range s.ids {
+		b.WriteByte(id.kind)
+		for _, n := range []uint64{id.st.dev, id.st.ino, uint64(id.st.mode), uint64(id.st.uid), uint64(id.st.ctime)} {
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatUint(n, 10))
+		}
+		b.WriteByte(' ')
+		b.WriteString(strconv.Quote(id.path))
+		b.WriteByte('\n')
+	}
+	return b.Bytes(), nil
+}
+
+const stampHeader = "ferry-sandbox-stamp 2\n"
+
+// UnmarshalText decodes what MarshalText wrote (every stage does: no fmt
+// scanning, which cost more than the lstats the stamp saves).
+func (s *Stamp) UnmarshalText(data []byte) error {
+	bad := errors.New("sandbox: not a ruleset stamp")
+	text, ok := strings.CutPrefix(string(data), stampHeader)
+	if !ok {
+		return bad
+	}
+	line, rest, _ := strings.Cut(text, "\n")
+	var err error
+	if s.key, err = strconv.Unquote(line); err != nil {
+		return bad
+	}
+	s.ids = s.ids[:0]
+	for rest != "" {
+		line, rest, _ = strings.Cut(rest, "\n")
+		if len(line) < 2 || !strings.ContainsRune("rwh", rune(line[0])) || line[1] != ' ' {
+			return bad
+		}
+		id := stampID{kind: line[0]}
+		f := line[2:]
+		var n [5]uint64
+		for i := range n {
+			var num string
+			num, f, _ = strings.Cut(f, " ")
+			if n[i], err = strconv.ParseUint(num, 10, 64); err != nil {
+				return bad
+			}
+		}
+		id.st = idStat{dev: n[0], ino: n[1], mode: uint32(n[2]), uid: uint32(n[3]), ctime: int64(n[4])}
+		if id.path, err = strconv.Unquote(f); err != nil {
+			return bad
+		}
+		s.ids = append(s.ids, id)
+	}
+	return nil
+}
+
+// Adopt makes a Ruleset of fd, a Landlock ruleset built for p elsewhere
+// (BuildStamped, kept by another process) whose Stamp is Current for p;
+// abi and kinds are what Current returned. The descriptor is checked to be a
+// Landlock ruleset; Adopt owns it from then on, even on error.
+func Adopt(fd, abi int, kinds map[string]uint32) (*Ruleset, error) {
+	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil || link != "anon_inode:[landlock-ruleset]" {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sandbox: descriptor %d is not a Landlock ruleset (%q)", fd, link)
+	}
+	return &Ruleset{fd: fd, abi: abi, kinds: kinds}, nil
+}
