@@ -532,11 +532,21 @@ func runnerAndFerryKilledNextPrepareSweeps(t *testing.T, mode string) {
 	state := readRV(t, s, "state")
 	holder := holderPID(t, state, mode)
 	ferryPID, _ := strconv.Atoi(readRV(t, s, "ferry.pid"))
-	// Not SIGSTOP first (tried): the runner's death then orphans a process
-	// group with a stopped member, and the kernel sends that group SIGHUP,
-	// which killed the job's processes before the test could look.
-	cmd.Process.Kill()
+	// Both die before either can act on the other's death. Killed one
+	// after the other, a loaded machine let ferry notice its dead runner
+	// and end the job itself first ("nothing survived"). So the runner is
+	// stopped first: alive, it does not make ferry clean up, and stopped,
+	// it does not react to ferry's death (its cleanup_exec would). Not
+	// ferry (tried): the runner's death then orphaned a process group with
+	// a stopped member, and the kernel's SIGHUP to it killed the job's
+	// processes. The runner's own group (helper: Setpgid) keeps its parent,
+	// the test, in the session: never orphaned.
+	syscall.Kill(cmd.Process.Pid, syscall.SIGSTOP)
 	syscall.Kill(ferryPID, syscall.SIGKILL)
+	if !waitFor(10*time.Second, func() bool { return !jobproc.Running(ferryPID) }) {
+		t.Fatalf("ferry %d still runs 10 s after SIGKILL", ferryPID)
+	}
+	cmd.Process.Kill()
 	cmd.Wait()
 	time.Sleep(300 * time.Millisecond)
 	if len(survivors()) == 0 {
