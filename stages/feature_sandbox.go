@@ -277,7 +277,7 @@ func (b *jobBox) Held(log *joblog.Logger) *heldTmp {
 		log.Infof("Sandbox: this stage makes its private /tmp through a re-exec of ferry: %v", err)
 		return nil
 	}
-	plan, err := b.ns.PlanWith(b.rules.Real)
+	plan, err := b.ns.PlanWith(b.rules)
 	if err == nil {
 		var ns *tmpns.Namespaces
 		if b.holder != nil {
@@ -490,7 +490,7 @@ func heldRuleset(st *jobstate.State, p sandbox.Policy, ns bool) (*sandbox.Rulese
 	if stamp.UnmarshalText(b) != nil {
 		return nil, nil
 	}
-	current, abi, kinds := stamp.Current(p)
+	current, abi, lookups := stamp.Current(p)
 	if !current {
 		return nil, nil
 	}
@@ -503,7 +503,7 @@ func heldRuleset(st *jobstate.State, p sandbox.Policy, ns bool) (*sandbox.Rulese
 		h.Close()
 		return nil, nil
 	}
-	rs, err := sandbox.Adopt(fd, abi, kinds)
+	rs, err := sandbox.Adopt(fd, abi, lookups)
 	if err != nil {
 		h.Close()
 		return nil, nil

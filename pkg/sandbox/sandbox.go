@@ -129,6 +129,8 @@ type Ruleset struct {
 	// kinds are the file types of the path prefixes the build looked up
 	// (builder.kinds), for Real.
 	kinds map[string]uint32
+	// ids are their lstats when a Stamp check looked them up (Inode).
+	ids map[string]idStat
 }
 
 // ABI is the Landlock ABI the ruleset was built for.
@@ -233,6 +235,16 @@ func (r *Ruleset) Real(p string) (string, bool) {
 	return b.real(filepath.Clean(p))
 }
 
+// Inode is the device and inode of the resolved path p if the check that
+// adopted r (Stamp.Current) looked it up (false: ask the file system).
+func (r *Ruleset) Inode(p string) (dev, ino uint64, ok bool) {
+	if r == nil {
+		return 0, 0, false
+	}
+	id, ok := r.ids[p]
+	return id.dev, id.ino, ok
+}
+
 type builder struct {
 	r       *Ruleset
 	handled uint64
@@ -241,6 +253,8 @@ type builder struct {
 	hiddenList []string
 	// kinds remembers what each path prefix is (realPaths).
 	kinds map[string]uint32
+	// ids, when not nil, remembers their lstats too (Stamp.Current).
+	ids map[string]idStat
 	// stamp records what the build rests on (nil: nothing).
 	stamp *Stamp
 }
@@ -283,6 +297,9 @@ func (b *builder) real(p string) (string, bool) {
 				kind = missing
 			} else {
 				kind = st.Mode & unix.S_IFMT
+				if b.ids != nil {
+					b.ids[prefix] = statID(&st)
+				}
 			}
 			b.kinds[prefix] = kind
 		}

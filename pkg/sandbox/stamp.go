@@ -116,25 +116,43 @@ func (s *Stamp) record(kind byte, path string, st *unix.Stat_t) {
 	}
 }
 
+// Lookups are the path lookups a Stamp check made, for Adopt: the stage's
+// later resolutions of the same paths (Ruleset.Real, Ruleset.Inode) cost
+// no syscall.
+type Lookups struct {
+	kinds map[string]uint32
+	ids   map[string]idStat
+}
+
 // Current reports whether a ruleset built for p with stamp s is the one
-// p.Build would make now. It also returns the path resolutions it looked
-// up and the ABI, for Adopt.
-func (s *Stamp) Current(p Policy) (ok bool, abi int, kinds map[string]uint32) {
+// p.Build would make now. It also returns the ABI and the lookups it made,
+// for Adopt.
+func (s *Stamp) Current(p Policy) (ok bool, abi int, l Lookups) {
 	abi, err := Probe()
 	if err != nil {
-		return false, 0, nil
+		return false, 0, l
 	}
-	b := builder{kinds: map[string]uint32{}}
+	b := builder{kinds: map[string]uint32{}, ids: map[string]idStat{}}
 	if b.stampKey(p, abi) != s.key {
-		return false, 0, nil
+		return false, 0, l
 	}
 	for _, id := range s.ids {
-		var st unix.Stat_t
-		if err := unix.Lstat(id.path, &st); err != nil || !id.st.same(id.kind, statID(&st)) {
-			return false, 0, nil
+		// Every recorded path is one the resolution above looked up
+		// (a rule's target, a walked dir, a hidden path): no syscall
+		// again, unless a symlink on the way left it to EvalSymlinks.
+		cur, seen := b.ids[id.path]
+		if !seen {
+			var st unix.Stat_t
+			if err := unix.Lstat(id.path, &st); err != nil {
+				return false, 0, l
+			}
+			cur = statID(&st)
+		}
+		if !id.st.same(id.kind, cur) {
+			return false, 0, l
 		}
 	}
-	return true, abi, b.kinds
+	return true, abi, Lookups{kinds: b.kinds, ids: b.ids}
 }
 
 // MarshalText encodes s: the key, then a line per inode, paths quoted.
@@ -198,13 +216,13 @@ func (s *Stamp) UnmarshalText(data []byte) error {
 
 // Adopt makes a Ruleset of fd, a Landlock ruleset built for p elsewhere
 // (BuildStamped, kept by another process) whose Stamp is Current for p;
-// abi and kinds are what Current returned. The descriptor is checked to be a
+// abi and l are what Current returned. The descriptor is checked to be a
 // Landlock ruleset; Adopt owns it from then on, even on error.
-func Adopt(fd, abi int, kinds map[string]uint32) (*Ruleset, error) {
+func Adopt(fd, abi int, l Lookups) (*Ruleset, error) {
 	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
 	if err != nil || link != "anon_inode:[landlock-ruleset]" {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sandbox: descriptor %d is not a Landlock ruleset (%q)", fd, link)
 	}
-	return &Ruleset{fd: fd, abi: abi, kinds: kinds}, nil
+	return &Ruleset{fd: fd, abi: abi, kinds: l.kinds, ids: l.ids}, nil
 }

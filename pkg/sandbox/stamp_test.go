@@ -145,7 +145,7 @@ func TestAdoptedRulesetRestricts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Adopt(int(devnull.Fd()), abi, nil); err == nil {
+	if _, err := Adopt(int(devnull.Fd()), abi, Lookups{}); err == nil {
 		t.Fatal("Adopt took /dev/null for a Landlock ruleset")
 	}
 }

@@ -137,12 +137,27 @@ func StopHolder(dir string, wait time.Duration) {
 // does not have.
 func (s Spec) Plan() (string, error) { return s.PlanWith(nil) }
 
-// PlanWith is Plan resolving paths with known first (a Landlock ruleset's
-// Real, whose build resolved the same paths), then itself.
-func (s Spec) PlanWith(known func(string) (string, bool)) (string, error) {
+// Known answers for paths another lookup resolved already: a Landlock
+// ruleset (sandbox.Ruleset) whose build or check looked up the same paths.
+type Known interface {
+	// Real resolves p like filepath.EvalSymlinks (false: unknown).
+	Real(p string) (string, bool)
+	// Inode is the device and inode of the resolved path p (false:
+	// unknown).
+	Inode(p string) (dev, ino uint64, ok bool)
+}
+
+// PlanWith is Plan asking known first (nil: nobody), then the file system.
+func (s Spec) PlanWith(known Known) (string, error) {
 	var b strings.Builder
 	// One line each: kind, target, path, device:inode, tab-separated.
 	id := func(kind, target, p string) error {
+		if known != nil {
+			if dev, ino, ok := known.Inode(p); ok {
+				fmt.Fprintf(&b, "%s\t%s\t%s\t%d:%d\n", kind, target, p, dev, ino)
+				return nil
+			}
+		}
 		var st unix.Stat_t
 		if err := unix.Stat(p, &st); err != nil {
 			return fmt.Errorf("private /tmp: %w", err)
@@ -199,7 +214,7 @@ func (s Spec) PlanWith(known func(string) (string, bool)) (string, error) {
 // parent directory once.
 type resolver struct {
 	cache map[string]string
-	known func(string) (string, bool)
+	known Known
 }
 
 func (r resolver) real(p string) (string, error) {
@@ -211,7 +226,7 @@ func (r resolver) real(p string) (string, error) {
 		return v, nil
 	}
 	if r.known != nil {
-		if v, ok := r.known(p); ok {
+		if v, ok := r.known.Real(p); ok {
 			return v, nil
 		}
 	}

@@ -195,7 +195,7 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 			if err != nil {
 				t.Fatalf("the holder's ruleset: %v", err)
 			}
-			if held, err = sandbox.Adopt(fd, abi, nil); err != nil {
+			if held, err = sandbox.Adopt(fd, abi, sandbox.Lookups{}); err != nil {
 				t.Fatal(err)
 			}
 			defer held.Close()
@@ -208,7 +208,7 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 				// Its fd 5 is closed at start, then some descriptor
 				// of its own: never taken for a ruleset.
 				if fd, err := h.Ruleset(); err == nil {
-					if rs, err := sandbox.Adopt(fd, abi, nil); err == nil {
+					if rs, err := sandbox.Adopt(fd, abi, sandbox.Lookups{}); err == nil {
 						rs.Close()
 						t.Errorf("job b's holder keeps no ruleset, yet one was adopted from it")
 					}
