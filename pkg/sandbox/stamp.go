@@ -2,8 +2,11 @@ package sandbox
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -63,20 +66,20 @@ func (a idStat) same(k byte, b idStat) bool {
 	return a.ctime == b.ctime && a.mode == b.mode && a.uid == b.uid
 }
 
-// stampKey is what a build of p rests on besides the inodes: the ABI,
-// whether the file permissions bind it, and each of p's paths with where it
-// resolves (realPaths), in order.
+// stampKey digests what a build of p rests on besides the inodes: the
+// ABI, whether the file permissions bind it, and each of p's paths with
+// where it resolves (realPaths), in order. A digest, not the text: the
+// stamp is read every stage, and unquoting a few kilobytes of paths cost
+// more than hashing them.
 func (b *builder) stampKey(p Policy, abi int) string {
-	var s strings.Builder
-	s.WriteString(strconv.Itoa(abi))
+	h := sha256.New()
+	dac := " priv "
 	if withoutPrivilege() {
-		s.WriteString(" dac ")
-	} else {
-		s.WriteString(" priv ")
+		dac = " dac "
 	}
-	s.WriteString(strconv.Itoa(os.Geteuid()))
+	io.WriteString(h, strconv.Itoa(abi)+dac+strconv.Itoa(os.Geteuid()))
 	for _, list := range [][]string{p.Hide, p.Devices, p.ReadOnly, p.ReadWrite} {
-		s.WriteByte('\n')
+		h.Write([]byte{'\n'})
 		for _, in := range list {
 			out := "-"
 			if in != "" && filepath.IsAbs(in) {
@@ -84,13 +87,13 @@ func (b *builder) stampKey(p Policy, abi int) string {
 					out = rp
 				}
 			}
-			s.WriteString(in)
-			s.WriteByte(0)
-			s.WriteString(out)
-			s.WriteByte(0)
+			io.WriteString(h, in)
+			h.Write([]byte{0})
+			io.WriteString(h, out)
+			h.Write([]byte{0})
 		}
 	}
-	return s.String()
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // BuildStamped is Build, also returning the Stamp that tells later whether
@@ -159,7 +162,7 @@ func (s *Stamp) Current(p Policy) (ok bool, abi int, l Lookups) {
 func (s *Stamp) MarshalText() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(stampHeader)
-	b.WriteString(strconv.Quote(s.key))
+	b.WriteString(s.key)
 	b.WriteByte('\n')
 	for _, id := range s.ids {
 		b.WriteByte(id.kind)
@@ -174,7 +177,7 @@ func (s *Stamp) MarshalText() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-const stampHeader = "ferry-sandbox-stamp 2\n"
+const stampHeader = "ferry-sandbox-stamp 3\n"
 
 // UnmarshalText decodes what MarshalText wrote (every stage does: no fmt
 // scanning, which cost more than the lstats the stamp saves).
@@ -184,14 +187,16 @@ func (s *Stamp) UnmarshalText(data []byte) error {
 	if !ok {
 		return bad
 	}
-	line, rest, _ := strings.Cut(text, "\n")
-	var err error
-	if s.key, err = strconv.Unquote(line); err != nil {
+	var rest string
+	s.key, rest, _ = strings.Cut(text, "\n")
+	if len(s.key) != sha256.Size*2 {
 		return bad
 	}
+	var err error
 	s.ids = s.ids[:0]
 	for rest != "" {
-		line, rest, _ = strings.Cut(rest, "\n")
+		line, next, _ := strings.Cut(rest, "\n")
+		rest = next
 		if len(line) < 2 || !strings.ContainsRune("rwh", rune(line[0])) || line[1] != ' ' {
 			return bad
 		}
