@@ -217,7 +217,12 @@ func (e *Env) Payload() (*JobResponse, error) {
 	if e.JobResponseFile == "" {
 		return nil, fmt.Errorf("ferry: JOB_RESPONSE_FILE is not set")
 	}
-	return ReadJobResponse(e.JobResponseFile)
+	jr, err := ReadJobResponse(e.JobResponseFile)
+	if err == nil && !e.projectIDSet {
+		// The whole payload is decoded: ProjectID need not read it again.
+		e.projectID, e.projectIDSet = jr.JobInfo.ProjectID, true
+	}
+	return jr, err
 }
 
 // ProjectID is the payload's job_info.project_id (ReadProjectID), read once
