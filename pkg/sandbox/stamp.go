@@ -31,12 +31,24 @@ import (
 //     hidden path): its inode and ctime, which any entry made, removed or
 //     renamed in it changes;
 //   - each hidden path left to the file permissions: its inode, owner,
-//     mode and ctime (a chmod changes it).
+//     mode and ctime (a chmod changes it);
+//   - for each path that was missing, its deepest existing directory:
+//     inode and ctime. While they are unchanged no entry was made in it,
+//     so the path is still missing and need not be looked up (most of
+//     the runner's secret files a policy hides do not exist).
 //
 // Current checks all of it again with lstats, a fraction of a build.
 type Stamp struct {
-	key string
-	ids []stampID
+	key     string
+	ids     []stampID
+	missing []missingPath
+}
+
+// missingPath is a policy path that did not exist, and its deepest
+// existing directory.
+type missingPath struct {
+	path, dir string
+	st        idStat
 }
 
 type stampID struct {
@@ -71,7 +83,7 @@ func (a idStat) same(k byte, b idStat) bool {
 // where it resolves (realPaths), in order. A digest, not the text: the
 // stamp is read every stage, and unquoting a few kilobytes of paths cost
 // more than hashing them.
-func (b *builder) stampKey(p Policy, abi int) string {
+func (b *builder) stampKey(p Policy, abi int, stillMissing map[string]bool) string {
 	h := sha256.New()
 	dac := " priv "
 	if withoutPrivilege() {
@@ -82,7 +94,7 @@ func (b *builder) stampKey(p Policy, abi int) string {
 		h.Write([]byte{'\n'})
 		for _, in := range list {
 			out := "-"
-			if in != "" && filepath.IsAbs(in) {
+			if in != "" && filepath.IsAbs(in) && !stillMissing[in] {
 				if rp, ok := b.real(filepath.Clean(in)); ok {
 					out = rp
 				}
@@ -94,6 +106,45 @@ func (b *builder) stampKey(p Policy, abi int) string {
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// missingPaths lists p's paths that resolved to nothing with their
+// deepest existing directory, from the lookups of b (a finished build).
+// A path with a symlink on the way is left out: it is looked up again.
+func (b *builder) missingPaths(p Policy) []missingPath {
+	var out []missingPath
+	for _, list := range [][]string{p.Hide, p.Devices, p.ReadOnly, p.ReadWrite} {
+		for _, in := range list {
+			if in == "" || !filepath.IsAbs(in) {
+				continue
+			}
+			c := filepath.Clean(in)
+			if _, ok := b.real(c); ok {
+				continue
+			}
+			dir := ""
+			for i := 1; i <= len(c); i++ {
+				if i < len(c) && c[i] != '/' {
+					continue
+				}
+				kind, ok := b.kinds[c[:i]]
+				if !ok || kind == missing {
+					break
+				}
+				if kind != unix.S_IFDIR {
+					dir = ""
+					break
+				}
+				dir = c[:i]
+			}
+			var st unix.Stat_t
+			if dir == "" || unix.Lstat(dir, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				continue
+			}
+			out = append(out, missingPath{path: in, dir: dir, st: statID(&st)})
+		}
+	}
+	return out
 }
 
 // BuildStamped is Build, also returning the Stamp that tells later whether
@@ -109,7 +160,8 @@ func (p Policy) BuildStamped() (*Ruleset, *Stamp, error) {
 		return nil, nil, err
 	}
 	b := builder{kinds: r.kinds}
-	s.key = b.stampKey(p, abi) // every prefix is known: no syscall
+	s.key = b.stampKey(p, abi, nil) // every prefix is known: no syscall
+	s.missing = b.missingPaths(p)
 	return r, s, nil
 }
 
@@ -136,7 +188,17 @@ func (s *Stamp) Current(p Policy) (ok bool, abi int, l Lookups) {
 		return false, 0, l
 	}
 	b := builder{kinds: map[string]uint32{}, ids: map[string]idStat{}}
-	if b.stampKey(p, abi) != s.key {
+	// A path missing at the build whose directory has not changed since
+	// is missing still: no lookup of it (see Stamp).
+	stillMissing := map[string]bool{}
+	for _, m := range s.missing {
+		if dir, ok := b.real(m.dir); ok && dir == m.dir {
+			if cur, ok := b.ids[dir]; ok && m.st.same('m', cur) {
+				stillMissing[m.path] = true
+			}
+		}
+	}
+	if b.stampKey(p, abi, stillMissing) != s.key {
 		return false, 0, l
 	}
 	for _, id := range s.ids {
@@ -174,6 +236,18 @@ func (s *Stamp) MarshalText() ([]byte, error) {
 		b.WriteString(strconv.Quote(id.path))
 		b.WriteByte('\n')
 	}
+	for _, m := range s.missing {
+		b.WriteByte('m')
+		for _, n := range []uint64{m.st.dev, m.st.ino, uint64(m.st.mode), uint64(m.st.uid), uint64(m.st.ctime)} {
+			b.WriteByte(' ')
+			b.WriteString(strconv.FormatUint(n, 10))
+		}
+		b.WriteByte(' ')
+		b.WriteString(strconv.Quote(m.dir))
+		b.WriteByte(' ')
+		b.WriteString(strconv.Quote(m.path))
+		b.WriteByte('\n')
+	}
 	return b.Bytes(), nil
 }
 
@@ -193,14 +267,13 @@ func (s *Stamp) UnmarshalText(data []byte) error {
 		return bad
 	}
 	var err error
-	s.ids = s.ids[:0]
+	s.ids, s.missing = s.ids[:0], s.missing[:0]
 	for rest != "" {
 		line, next, _ := strings.Cut(rest, "\n")
 		rest = next
-		if len(line) < 2 || !strings.ContainsRune("rwh", rune(line[0])) || line[1] != ' ' {
+		if len(line) < 2 || !strings.ContainsRune("rwhm", rune(line[0])) || line[1] != ' ' {
 			return bad
 		}
-		id := stampID{kind: line[0]}
 		f := line[2:]
 		var n [5]uint64
 		for i := range n {
@@ -210,7 +283,24 @@ func (s *Stamp) UnmarshalText(data []byte) error {
 				return bad
 			}
 		}
-		id.st = idStat{dev: n[0], ino: n[1], mode: uint32(n[2]), uid: uint32(n[3]), ctime: int64(n[4])}
+		st := idStat{dev: n[0], ino: n[1], mode: uint32(n[2]), uid: uint32(n[3]), ctime: int64(n[4])}
+		if line[0] == 'm' {
+			// Two quoted paths: the directory, then the missing path.
+			q, err := strconv.QuotedPrefix(f)
+			if err != nil || len(f) < len(q)+2 || f[len(q)] != ' ' {
+				return bad
+			}
+			m := missingPath{st: st}
+			if m.dir, err = strconv.Unquote(q); err != nil {
+				return bad
+			}
+			if m.path, err = strconv.Unquote(f[len(q)+1:]); err != nil {
+				return bad
+			}
+			s.missing = append(s.missing, m)
+			continue
+		}
+		id := stampID{kind: line[0], st: st}
 		if id.path, err = strconv.Unquote(f); err != nil {
 			return bad
 		}

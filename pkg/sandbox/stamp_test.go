@@ -39,7 +39,7 @@ func newStampFixture(t *testing.T) *stampFixture {
 			t.Fatal(err)
 		}
 	}
-	f.p = Policy{Hide: []string{f.hidden, filepath.Join(root, "missing-secret")}, ReadOnly: []string{f.own, f.ro},
+	f.p = Policy{Hide: []string{f.hidden, filepath.Join(root, "missing-secret")}, ReadOnly: []string{f.own, f.ro, filepath.Join(f.ro, "deep", "file")},
 		ReadWrite: []string{f.rw}, Devices: []string{"/dev"}}
 	return f
 }
@@ -78,6 +78,10 @@ func TestStampCurrent(t *testing.T) {
 		"read-only dir removed": func(t *testing.T, f *stampFixture) { must(t, os.RemoveAll(f.ro)) },
 		"hidden path that was missing made": func(t *testing.T, f *stampFixture) {
 			must(t, os.WriteFile(filepath.Join(f.root, "missing-secret"), []byte("x"), 0o600))
+		},
+		"read-only path that was missing made, two levels down": func(t *testing.T, f *stampFixture) {
+			must(t, os.Mkdir(filepath.Join(f.ro, "deep"), 0o700))
+			must(t, os.WriteFile(filepath.Join(f.ro, "deep", "file"), []byte("x"), 0o600))
 		},
 		"entry added beside a hidden path": func(t *testing.T, f *stampFixture) {
 			must(t, os.Mkdir(filepath.Join(f.root, "new-sibling"), 0o700))
