@@ -145,11 +145,21 @@ func (c *Client) handshake(ctx context.Context, cc *ssh.ClientConfig) (*ssh.Clie
 	if err != nil {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 	}
-	// The handshake has no context: bound it with a deadline.
+	// The handshake has no context: bound it with a deadline, and end it
+	// when ctx ends (the holder told to stop while a silent server keeps
+	// it waiting must not wait out the timeout).
 	_ = nc.SetDeadline(time.Now().Add(c.cfg.Timeout))
+	unwatch := context.AfterFunc(ctx, func() { nc.Close() })
 	sc, chans, reqs, err := ssh.NewClientConn(nc, c.cfg.Target.Addr(), cc)
+	if !unwatch() && err == nil {
+		sc.Close()
+		err = ctx.Err()
+	}
 	if err != nil {
 		nc.Close()
+		if ctx.Err() != nil {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: ctx.Err()}
+		}
 		return nil, err
 	}
 	_ = nc.SetDeadline(time.Time{})
