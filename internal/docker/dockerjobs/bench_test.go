@@ -214,9 +214,10 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 			b.Fatalf("deploy: %v\n%s", err, out)
 		}
 		if lock {
-			// The take as the holder timed it, in the job's own path (over
-			// its SSH connection): the one number here free of the
-			// machine's noise.
+			// The deploy request's wait for the take as the holder timed
+			// it, in the job's own path (over its SSH connection; the take
+			// starts at the command's handshake, TakeEarly): the one
+			// number here free of the machine's noise.
 			filepath.Walk(e.state, func(p string, fi os.FileInfo, err error) error {
 				if err != nil || fi.Name() != "holder.log" {
 					return nil

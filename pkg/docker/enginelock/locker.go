@@ -77,8 +77,11 @@ type Locker struct {
 	stop        chan struct{}
 	primed      bool
 	released    bool
-	spare       *lease               // created, not started: the next free take renames it
-	seenCreated map[string]time.Time // engine time a container was first seen never started
+	spare       *lease                   // created, not started: the next free take renames it
+	seenCreated map[string]time.Time     // engine time a container was first seen never started
+	early       map[string]chan struct{} // by target hash: a TakeEarly under way, closed once done
+	earlyRun    sync.WaitGroup           // TakeEarly goroutines: Release waits for them
+	earlyTaken  map[string]bool          // by target hash: taken by TakeEarly, not yet told (TakenEarly)
 }
 
 type lease struct {
@@ -101,6 +104,20 @@ const requestTimeout = 30 * time.Second
 func (l *Locker) Acquire(ctx context.Context, t Target, keepalive func()) error {
 	l.mu.Lock()
 	l.init()
+	early := l.early[t.Hash()]
+	l.mu.Unlock()
+	if early != nil {
+		// The take started at the handshake: wait for it, then hold
+		// the lock, or take it as ever if it was not free.
+		select {
+		case <-early:
+		case <-ctx.Done():
+		}
+	}
+	l.mu.Lock()
+	if early != nil {
+		delete(l.earlyTaken, t.Hash()) // told: this call returns it taken
+	}
 	_, held := l.held[t.Hash()]
 	unavailable := l.unavailable
 	l.mu.Unlock()
@@ -121,6 +138,7 @@ func (l *Locker) init() {
 	if l.held == nil {
 		l.held, l.tickets, l.stop = map[string]*lease{}, map[string]*lease{}, make(chan struct{})
 		l.seenCreated = map[string]time.Time{}
+		l.early, l.earlyTaken = map[string]chan struct{}{}, map[string]bool{}
 		l.image, _ = leaseImage(l.TTL)
 	}
 }
@@ -178,6 +196,60 @@ func (l *Locker) sweepSpares(ctx context.Context) {
 			l.remove(ctx, c.ID)
 		}
 	}
+}
+
+// TakeEarly takes t's lock in the background if it is free (the free take
+// of Acquire: one list, the rename of the spare), for a deploy command
+// whose handshake was just answered: its next request takes the lock
+// anyway (Acquire), and so finds it held, or waits for the rest of this
+// take, instead of making the whole take then. The lock is taken a few
+// milliseconds earlier, while the client works, by the same rules. If t is
+// not free nothing is done: Acquire queues as ever, with its waiting line.
+func (l *Locker) TakeEarly(t Target) {
+	l.mu.Lock()
+	l.init()
+	_, held := l.held[t.Hash()]
+	if _, running := l.early[t.Hash()]; held || running || l.unavailable != "" || l.released {
+		l.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	l.early[t.Hash()] = done
+	l.earlyRun.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.earlyRun.Done()
+		defer func() {
+			l.mu.Lock()
+			delete(l.early, t.Hash())
+			l.mu.Unlock()
+			close(done)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		start := time.Now()
+		st, err := l.list(ctx, t)
+		if err != nil || st.lock != nil || len(st.live) > 0 {
+			return // Acquire decides, as ever
+		}
+		if ok, _ := l.createLock(ctx, t); ok {
+			l.mu.Lock()
+			l.earlyTaken[t.Hash()] = true
+			l.mu.Unlock()
+			fmt.Fprintf(l.Log, "deploy lock: %s taken at the deploy command's handshake in %s\n", t, time.Since(start))
+		}
+	}()
+}
+
+// TakenEarly reports, once, that TakeEarly took t's lock: the caller
+// treats that as its own take (the deploy rules decide again on what the
+// engine has once the lock is held).
+func (l *Locker) TakenEarly(t Target) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ok := l.earlyTaken[t.Hash()]
+	delete(l.earlyTaken, t.Hash())
+	return ok
 }
 
 func (l *Locker) acquire(ctx context.Context, t Target, keepalive func()) error {
@@ -673,6 +745,19 @@ func (l *Locker) renew(ls *lease) {
 // Release removes every lock and ticket of this job at once (cleanup,
 // cancel, the runner's death: the holder's shutdown).
 func (l *Locker) Release(ctx context.Context) {
+	l.mu.Lock()
+	l.released = true // no TakeEarly starts now
+	l.mu.Unlock()
+	// One under way ends first: its lock is released below.
+	ran := make(chan struct{})
+	go func() {
+		l.earlyRun.Wait()
+		close(ran)
+	}()
+	select {
+	case <-ran:
+	case <-ctx.Done():
+	}
 	l.mu.Lock()
 	var all []*lease
 	for _, ls := range l.held {

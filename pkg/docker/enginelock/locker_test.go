@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -255,5 +256,126 @@ func TestLockerJobTimeout(t *testing.T) {
 	}
 	if got := leases(t, tg); got != "lock team-a/web pipeline 1 job 11" {
 		t.Fatalf("after the timeout: %q", got)
+	}
+}
+
+// counting records the requests a client sends, "METHOD path" each.
+type counting struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	reqs []string
+}
+
+func (c *counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.reqs = append(c.reqs, r.Method+" "+r.URL.Path)
+	c.mu.Unlock()
+	return c.next.RoundTrip(r)
+}
+
+func (c *counting) take() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.reqs
+	c.reqs = nil
+	return r
+}
+
+// TestTakeEarly: TakeEarly (a deploy command's handshake) takes a free
+// lock in the background, and the Acquire of the command's next request
+// then sends nothing; an Acquire while it is under way waits for it
+// instead of taking again. A lock held by another job is left alone: the
+// waiter that queued first still gets it first. A Release while it is
+// under way leaves nothing behind.
+func TestTakeEarly(t *testing.T) {
+	c := engine(t)
+	cnt := &counting{next: c.Transport}
+	c = &http.Client{Transport: cnt}
+	ctx := context.Background()
+	var n notes
+
+	tg := Target{Kind: "compose project", Name: "early-" + randHex(3)}
+	a := primed(t, newLocker(c, "A", 6*time.Second, &n))
+	a.TakeEarly(tg)
+	waitFor(t, func() bool { return a.Held(tg) })
+	if got := leases(t, tg); got != "lock A" {
+		t.Fatalf("after A's early take: %q", got)
+	}
+	cnt.take()
+	if err := a.Acquire(ctx, tg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cnt.take(); len(got) != 0 {
+		t.Fatalf("Acquire after the early take sent %q, want nothing", got)
+	}
+	if !a.TakenEarly(tg) || a.TakenEarly(tg) {
+		t.Fatal("TakenEarly: want true once")
+	}
+
+	// Held by A, W waits: N's early take does nothing; after A's
+	// release W gets the lock before N.
+	var nw, nn notes
+	w := primed(t, newLocker(c, "W", 6*time.Second, &nw))
+	nl := primed(t, newLocker(c, "N", 6*time.Second, &nn))
+	order := make(chan string, 2)
+	go func() {
+		if err := w.Acquire(ctx, tg, nil); err != nil {
+			t.Error(err)
+		}
+		order <- "W"
+	}()
+	for !strings.Contains(nw.all(), "held by A") {
+		time.Sleep(20 * time.Millisecond)
+	}
+	nl.TakeEarly(tg)
+	waitFor(t, func() bool { nl.mu.Lock(); defer nl.mu.Unlock(); return nl.early[tg.Hash()] == nil })
+	if got := strings.Split(leases(t, tg), "\n"); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"lock A", "ticket W"}) {
+		t.Fatalf("N's early take while A holds and W waits: the engine has %q", got)
+	}
+	a.Release(ctx)
+	go func() {
+		if err := nl.Acquire(ctx, tg, nil); err != nil {
+			t.Error(err)
+		}
+		order <- "N"
+	}()
+	if got := <-order; got != "W" {
+		t.Fatalf("%s got the lock first, want W (it waited)", got)
+	}
+	w.Release(ctx)
+	if got := <-order; got != "N" {
+		t.Fatal(got)
+	}
+	nl.Release(ctx)
+
+	// Acquire at once: one take (a list and a rename), not two.
+	tg2 := Target{Kind: "stack", Name: "early-" + randHex(3)}
+	s := primed(t, newLocker(c, "S", 6*time.Second, &n))
+	cnt.take()
+	s.TakeEarly(tg2)
+	if err := s.Acquire(ctx, tg2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cnt.take(); len(got) != 2 || got[0] != "GET /containers/json" || !strings.HasSuffix(got[1], "/rename") {
+		t.Fatalf("TakeEarly and Acquire at once sent %q, want one list and one rename", got)
+	}
+	s.Release(ctx)
+
+	// Released while under way: nothing stays.
+	tg3 := Target{Kind: "stack", Name: "early-" + randHex(3)}
+	r := primed(t, newLocker(c, "R", 6*time.Second, &n))
+	r.TakeEarly(tg3)
+	r.Release(ctx)
+	waitNoLeases(t, tg, 5*time.Second)
+	waitNoLeases(t, tg2, 5*time.Second)
+	waitNoLeases(t, tg3, 5*time.Second)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("not within 10 s")
+		}
 	}
 }

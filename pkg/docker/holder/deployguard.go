@@ -61,6 +61,7 @@ func (h *holder) guardDeploys(next http.Handler, engine http.RoundTripper) http.
 	client := &http.Client{Transport: engine, Timeout: 30 * time.Second}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if el != nil {
+			defer h.takeEarly(r, el)
 			el.l.Prime() // once: the spare that makes a free take fast
 			// The lock first: the rules then judge what the engine has
 			// once the previous deploy of the target is over.

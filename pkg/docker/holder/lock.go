@@ -89,6 +89,11 @@ func (h *holder) lockFor(w http.ResponseWriter, r *http.Request, el *engineLock)
 	var took []enginelock.Target
 	for _, t := range want {
 		if el.l.Held(t) {
+			if el.l.TakenEarly(t) {
+				// Taken at the handshake: this request's take, for
+				// the caller (the deploy rules decide again).
+				took = append(took, t)
+			}
 			continue
 		}
 		if msg := h.take(w, r, el, t); msg != "" {
@@ -97,6 +102,21 @@ func (h *holder) lockFor(w http.ResponseWriter, r *http.Request, el *engineLock)
 		took = append(took, t)
 	}
 	return took, ""
+}
+
+// takeEarly follows a handshake request once it is answered: a deploy
+// command's next request takes its targets' locks, so they are taken now
+// in the background, while the client works, if free (the request then
+// finds them held, or waits for the rest of the take). After the answer,
+// not before: the handshake's upstream connection is then idle again for
+// the take (a second one would be a new SSH session, ~10 ms).
+func (h *holder) takeEarly(r *http.Request, el *engineLock) {
+	if !handshake(r) {
+		return
+	}
+	for _, t := range commandTargets(r, h.cfg.Lock.ProjectDir) {
+		el.l.TakeEarly(t)
+	}
 }
 
 func (h *holder) take(w http.ResponseWriter, r *http.Request, el *engineLock, t enginelock.Target) string {
