@@ -1,6 +1,7 @@
 package dockerjobs_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net"
@@ -210,7 +211,7 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 		}
 		os.WriteFile(script, []byte("set -e\n"+deploy+"\n"), 0o700)
 		t0 := time.Now()
-		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+		if out, err := bounded(j.cmd("run", script, "step_script"), 2*time.Minute); err != nil {
 			b.Fatalf("deploy: %v\n%s", err, out)
 		}
 		if lock {
@@ -281,6 +282,20 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 	if len(takes) > 0 {
 		b.ReportMetric(median(takes), "take-in-job-ms")
 	}
+}
+
+// bounded runs c and kills it after d: a deploy that hangs (a lock that
+// never comes) fails the benchmark instead of stopping it.
+func bounded(c *exec.Cmd, d time.Duration) ([]byte, error) {
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	t := time.AfterFunc(d, func() { c.Process.Kill() })
+	defer t.Stop()
+	err := c.Wait()
+	return out.Bytes(), err
 }
 
 var reHeldAfter = regexp.MustCompile(`deploy lock: .* held for .* after (\S+)`)

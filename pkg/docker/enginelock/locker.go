@@ -79,7 +79,7 @@ type Locker struct {
 	released    bool
 	spare       *lease                   // created, not started: the next free take renames it
 	seenCreated map[string]time.Time     // engine time a container was first seen never started
-	early       map[string]chan struct{} // by target hash: a TakeEarly under way, closed once done
+	taking      map[string]chan struct{} // by target hash: a take under way (Acquire, TakeEarly), closed once done
 	earlyRun    sync.WaitGroup           // TakeEarly goroutines: Release waits for them
 	earlyTaken  map[string]bool          // by target hash: taken by TakeEarly, not yet told (TakenEarly)
 }
@@ -102,30 +102,40 @@ const requestTimeout = 30 * time.Second
 // cannot exist on this engine (architecture) is reported once and
 // Acquire returns nil: the deploy goes on unlocked.
 func (l *Locker) Acquire(ctx context.Context, t Target, keepalive func()) error {
-	l.mu.Lock()
-	l.init()
-	early := l.early[t.Hash()]
-	l.mu.Unlock()
-	if early != nil {
-		// The take started at the handshake: wait for it, then hold
-		// the lock, or take it as ever if it was not free.
-		select {
-		case <-early:
-		case <-ctx.Done():
-		}
-	}
-	l.mu.Lock()
-	if early != nil {
-		delete(l.earlyTaken, t.Hash()) // told: this call returns it taken
-	}
-	_, held := l.held[t.Hash()]
-	unavailable := l.unavailable
-	l.mu.Unlock()
-	if held || unavailable != "" {
-		return nil
-	}
 	ctx, cancel := context.WithDeadline(ctx, l.Deadline)
 	defer cancel()
+	// One take of a target at a time in this job: two would race, and
+	// the loser would queue behind the lock its own job holds (a take at
+	// the handshake, TakeEarly, and the next request's; or two requests
+	// at once). A later one waits for the first, then finds it held.
+	waited := false
+	for {
+		l.mu.Lock()
+		l.init()
+		_, held := l.held[t.Hash()]
+		if held && waited {
+			delete(l.earlyTaken, t.Hash()) // told: this call returns it taken
+		}
+		busy := l.taking[t.Hash()]
+		if held || l.unavailable != "" {
+			l.mu.Unlock()
+			return nil
+		}
+		if busy == nil {
+			mine := make(chan struct{})
+			l.taking[t.Hash()] = mine
+			l.mu.Unlock()
+			defer l.doneTaking(t, mine)
+			break
+		}
+		l.mu.Unlock()
+		select {
+		case <-busy:
+			waited = true
+		case <-ctx.Done():
+			return fmt.Errorf("ferry: deploy lock: %s: waiting for this job's other take of it: %w", t, ctx.Err())
+		}
+	}
 	err := l.acquire(ctx, t, keepalive)
 	if errors.Is(err, errUnavailable) && l.unavailableNow() {
 		return nil
@@ -138,7 +148,7 @@ func (l *Locker) init() {
 	if l.held == nil {
 		l.held, l.tickets, l.stop = map[string]*lease{}, map[string]*lease{}, make(chan struct{})
 		l.seenCreated = map[string]time.Time{}
-		l.early, l.earlyTaken = map[string]chan struct{}{}, map[string]bool{}
+		l.taking, l.earlyTaken = map[string]chan struct{}{}, map[string]bool{}
 		l.image, _ = leaseImage(l.TTL)
 	}
 }
@@ -209,22 +219,17 @@ func (l *Locker) TakeEarly(t Target) {
 	l.mu.Lock()
 	l.init()
 	_, held := l.held[t.Hash()]
-	if _, running := l.early[t.Hash()]; held || running || l.unavailable != "" || l.released {
+	if _, busy := l.taking[t.Hash()]; held || busy || l.unavailable != "" || l.released {
 		l.mu.Unlock()
 		return
 	}
-	done := make(chan struct{})
-	l.early[t.Hash()] = done
+	mine := make(chan struct{})
+	l.taking[t.Hash()] = mine
 	l.earlyRun.Add(1)
 	l.mu.Unlock()
 	go func() {
 		defer l.earlyRun.Done()
-		defer func() {
-			l.mu.Lock()
-			delete(l.early, t.Hash())
-			l.mu.Unlock()
-			close(done)
-		}()
+		defer l.doneTaking(t, mine)
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
 		start := time.Now()
@@ -239,6 +244,16 @@ func (l *Locker) TakeEarly(t Target) {
 			fmt.Fprintf(l.Log, "deploy lock: %s taken at the deploy command's handshake in %s\n", t, time.Since(start))
 		}
 	}()
+}
+
+// doneTaking ends a take of t (Acquire, TakeEarly): the next may start.
+func (l *Locker) doneTaking(t Target, mine chan struct{}) {
+	l.mu.Lock()
+	if l.taking[t.Hash()] == mine {
+		delete(l.taking, t.Hash())
+	}
+	l.mu.Unlock()
+	close(mine)
 }
 
 // TakenEarly reports, once, that TakeEarly took t's lock: the caller

@@ -328,7 +328,7 @@ func TestTakeEarly(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	nl.TakeEarly(tg)
-	waitFor(t, func() bool { nl.mu.Lock(); defer nl.mu.Unlock(); return nl.early[tg.Hash()] == nil })
+	waitFor(t, func() bool { nl.mu.Lock(); defer nl.mu.Unlock(); return nl.taking[tg.Hash()] == nil })
 	if got := strings.Split(leases(t, tg), "\n"); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"lock A", "ticket W"}) {
 		t.Fatalf("N's early take while A holds and W waits: the engine has %q", got)
 	}
@@ -361,6 +361,30 @@ func TestTakeEarly(t *testing.T) {
 	}
 	s.Release(ctx)
 
+	// Acquire first (no spare: a create, tens of ms), TakeEarly while
+	// it runs: one take, no ticket (a ticket would wait behind the
+	// job's own lock until the job's timeout).
+	tg4 := Target{Kind: "stack", Name: "early-" + randHex(3)}
+	u := newLocker(c, "U", 6*time.Second, &n)
+	u.Deadline = time.Now().Add(20 * time.Second)
+	cnt.take()
+	got := make(chan error, 1)
+	go func() { got <- u.Acquire(ctx, tg4, nil) }()
+	waitFor(t, func() bool { cnt.mu.Lock(); defer cnt.mu.Unlock(); return len(cnt.reqs) > 0 })
+	u.TakeEarly(tg4)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("Acquire with a TakeEarly during it: not done in 15 s; the engine has %q", leases(t, tg4))
+	}
+	if got := leases(t, tg4); got != "lock U" {
+		t.Fatalf("Acquire with a TakeEarly during it: the engine has %q", got)
+	}
+	u.Release(ctx)
+
 	// Released while under way: nothing stays.
 	tg3 := Target{Kind: "stack", Name: "early-" + randHex(3)}
 	r := primed(t, newLocker(c, "R", 6*time.Second, &n))
@@ -369,6 +393,7 @@ func TestTakeEarly(t *testing.T) {
 	waitNoLeases(t, tg, 5*time.Second)
 	waitNoLeases(t, tg2, 5*time.Second)
 	waitNoLeases(t, tg3, 5*time.Second)
+	waitNoLeases(t, tg4, 5*time.Second)
 }
 
 func waitFor(t *testing.T, cond func() bool) {
