@@ -99,6 +99,11 @@ func Main(stdin io.Reader, stdout io.WriteCloser, stderr io.Writer) int {
 	h := &holder{cfg: cfg, log: stderr}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Told to stop (cleanup, which does not wait), the holder ends within
+	// shutdownBudget of the signal whatever it is doing then: starting
+	// (an SSH handshake, the probe) as well as stopping.
+	unbound := context.AfterFunc(ctx, func() { h.exitAfter(shutdownBudget) })
+	defer unbound()
 	rep, err := h.start(ctx)
 	if err != nil {
 		h.shutdown()
@@ -274,13 +279,19 @@ func waitPID(pid int) {
 // release runs out with its lease.
 const shutdownBudget = 5 * time.Second
 
-func (h *holder) shutdown() {
-	bound := time.AfterFunc(shutdownBudget, func() {
-		fmt.Fprintf(h.log, "not done stopping after %s: exiting (a lock not released runs out with its lease)\n", shutdownBudget)
+// exitAfter ends the process after d unless it has ended by then.
+func (h *holder) exitAfter(d time.Duration) *time.Timer {
+	return time.AfterFunc(d, func() {
+		fmt.Fprintf(h.log, "not done stopping after %s: exiting (a lock not released runs out with its lease)\n", d)
 		os.RemoveAll(h.cfg.Dir)
 		os.Exit(1)
 	})
-	defer bound.Stop()
+}
+
+func (h *holder) shutdown() {
+	// Also when nobody signalled it (the runner's death, the deadline,
+	// its directory gone).
+	defer h.exitAfter(shutdownBudget).Stop()
 	for _, s := range h.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		s.Shutdown(ctx)
