@@ -203,20 +203,10 @@ func OpenHeld(dir, plan string) (*Namespaces, error) {
 		return nil, err
 	}
 	pid := holder.PID
-	if b, err := os.ReadFile(filepath.Join(dir, HoldPlanFile)); err != nil || string(b) != plan {
-		return nil, errors.New("the job's directories under /tmp changed since prepare")
-	}
-	proc := "/proc/" + strconv.Itoa(pid) + "/ns/"
-	user, err := os.OpenFile(proc+"user", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	ns, err := openNamespaces(dir, pid, plan)
 	if err != nil {
-		return nil, fmt.Errorf("the namespace holder: %w", err)
+		return nil, err
 	}
-	mnt, err := os.OpenFile(proc+"mnt", os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		user.Close()
-		return nil, fmt.Errorf("the namespace holder: %w", err)
-	}
-	ns := &Namespaces{User: user, Mnt: mnt}
 	// The holder's own namespaces, this job's: its /tmp (and /var/tmp) are
 	// the directories the plan names. Another job's holder, which a
 	// forged PID file could name, has other ones.
@@ -244,6 +234,26 @@ func OpenHeld(dir, plan string) (*Namespaces, error) {
 		return nil, errors.New("the namespace holder is gone (its pid is another process's)")
 	}
 	return ns, nil
+}
+
+// openNamespaces opens the namespace files of pid, the holder of dir, if
+// its recorded plan (HoldPlanFile) is plan. The caller checks that pid was
+// the holder all along.
+func openNamespaces(dir string, pid int, plan string) (*Namespaces, error) {
+	if b, err := os.ReadFile(filepath.Join(dir, HoldPlanFile)); err != nil || string(b) != plan {
+		return nil, errors.New("the job's directories under /tmp changed since prepare")
+	}
+	proc := "/proc/" + strconv.Itoa(pid) + "/ns/"
+	user, err := os.OpenFile(proc+"user", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	mnt, err := os.OpenFile(proc+"mnt", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		user.Close()
+		return nil, fmt.Errorf("the namespace holder: %w", err)
+	}
+	return &Namespaces{User: user, Mnt: mnt}, nil
 }
 
 // A Holder is a job's namespace holder, opened and checked once for a
@@ -308,27 +318,17 @@ func (h *Holder) Ruleset() (int, error) {
 // Namespaces opens the holder's namespaces, as OpenHeld does, if it still
 // holds the mounts plan describes.
 func (h *Holder) Namespaces(plan string) (*Namespaces, error) {
-	if b, err := os.ReadFile(filepath.Join(h.dir, HoldPlanFile)); err != nil || string(b) != plan {
-		return nil, errors.New("the job's directories under /tmp changed since prepare")
-	}
-	proc := "/proc/" + strconv.Itoa(h.pid) + "/ns/"
-	user, err := os.OpenFile(proc+"user", os.O_RDONLY|unix.O_CLOEXEC, 0)
+	ns, err := openNamespaces(h.dir, h.pid, plan)
 	if err != nil {
-		return nil, fmt.Errorf("the namespace holder: %w", err)
-	}
-	mnt, err := os.OpenFile(proc+"mnt", os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		user.Close()
-		return nil, fmt.Errorf("the namespace holder: %w", err)
+		return nil, err
 	}
 	// The pid is still the pidfd's process (so the files are its own):
 	// signal 0 fails once that process has ended.
 	if err := unix.PidfdSendSignal(h.pidfd, 0, nil, 0); err != nil {
-		user.Close()
-		mnt.Close()
+		ns.Close()
 		return nil, errors.New("the namespace holder is gone")
 	}
-	return &Namespaces{User: user, Mnt: mnt}, nil
+	return ns, nil
 }
 
 func procRoot(pid int) string { return "/proc/" + strconv.Itoa(pid) + "/root" }
