@@ -227,28 +227,27 @@ func (s *Stamp) MarshalText() ([]byte, error) {
 	b.WriteString(s.key)
 	b.WriteByte('\n')
 	for _, id := range s.ids {
-		b.WriteByte(id.kind)
-		for _, n := range []uint64{id.st.dev, id.st.ino, uint64(id.st.mode), uint64(id.st.uid), uint64(id.st.ctime)} {
-			b.WriteByte(' ')
-			b.WriteString(strconv.FormatUint(n, 10))
-		}
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(id.path))
-		b.WriteByte('\n')
+		writeStampLine(&b, id.kind, id.st, id.path)
 	}
 	for _, m := range s.missing {
-		b.WriteByte('m')
-		for _, n := range []uint64{m.st.dev, m.st.ino, uint64(m.st.mode), uint64(m.st.uid), uint64(m.st.ctime)} {
-			b.WriteByte(' ')
-			b.WriteString(strconv.FormatUint(n, 10))
-		}
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(m.dir))
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(m.path))
-		b.WriteByte('\n')
+		writeStampLine(&b, 'm', m.st, m.dir, m.path)
 	}
 	return b.Bytes(), nil
+}
+
+// writeStampLine writes one line of a stamp: its kind, st's five numbers,
+// then paths, quoted (UnmarshalText reads it back).
+func writeStampLine(b *bytes.Buffer, kind byte, st idStat, paths ...string) {
+	b.WriteByte(kind)
+	for _, n := range []uint64{st.dev, st.ino, uint64(st.mode), uint64(st.uid), uint64(st.ctime)} {
+		b.WriteByte(' ')
+		b.WriteString(strconv.FormatUint(n, 10))
+	}
+	for _, p := range paths {
+		b.WriteByte(' ')
+		b.WriteString(strconv.Quote(p))
+	}
+	b.WriteByte('\n')
 }
 
 const stampHeader = "ferry-sandbox-stamp 3\n"
