@@ -154,7 +154,13 @@ func TestReleasedShortlyAfterCleanup(t *testing.T) {
 // names a dir below this process's temp dirs).
 func holders(t *testing.T) int {
 	t.Helper()
-	n := 0
+	return len(lockHolderPIDs("/" + t.Name()))
+}
+
+// lockHolderPIDs lists the running deploy-lock-holder processes whose dir
+// argument contains part.
+func lockHolderPIDs(part string) []int {
+	var pids []int
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -162,11 +168,14 @@ func holders(t *testing.T) int {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if len(args) >= 3 && args[1] == "deploy-lock-holder" && strings.Contains(args[2], "/"+t.Name()) {
-			n++
+		if len(args) < 3 || args[1] != "deploy-lock-holder" || !strings.Contains(args[2], part) {
+			continue
 		}
+		var pid int
+		fmt.Sscan(strings.TrimSuffix(strings.TrimPrefix(p, "/proc/"), "/cmdline"), &pid)
+		pids = append(pids, pid)
 	}
-	return n
+	return pids
 }
 
 // The seed's ServiceAccount (ClusterRole admin bound in its namespace) may
@@ -368,22 +377,11 @@ func lockHolderOf(t *testing.T, project string) int {
 	if err := json.Unmarshal([]byte(l.Annotations[deploylock.HolderAnnotation]), &who); err != nil || who.Project != project {
 		t.Fatalf("lease holder %q, want %s", l.Annotations[deploylock.HolderAnnotation], project)
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if len(args) < 3 || args[1] != "deploy-lock-holder" || !strings.Contains(args[2], "-"+who.Job+"/") {
-			continue
-		}
-		var pid int
-		fmt.Sscan(strings.TrimSuffix(strings.TrimPrefix(p, "/proc/"), "/cmdline"), &pid)
-		return pid
+	pids := lockHolderPIDs("-" + who.Job + "/")
+	if len(pids) == 0 {
+		t.Fatalf("no deploy-lock-holder process for job %s", who.Job)
 	}
-	t.Fatalf("no deploy-lock-holder process for job %s", who.Job)
-	return 0
+	return pids[0]
 }
 
 // A ServiceAccount whose role does not cover Leases gets one line naming
