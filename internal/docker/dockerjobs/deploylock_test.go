@@ -104,6 +104,29 @@ func readBack(t *testing.T, res *runnerdriver.JobResult) string {
 	return ""
 }
 
+// mustNotInterleave: jobs a and b succeeded and each read back its own job
+// id from what it deployed (the other's deploy did not come in between).
+func mustNotInterleave(t *testing.T, a, b *runnerdriver.JobResult) {
+	t.Helper()
+	mustSucceed(t, a)
+	mustSucceed(t, b)
+	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
+		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
+	}
+}
+
+// mustWaitBehind: waiter's log has the line naming holder (of project
+// team-a/app, pipeline) as the one holding target; it returns that line's
+// start.
+func mustWaitBehind(t *testing.T, waiter, holder *runnerdriver.JobResult, target string, pipeline int) string {
+	t.Helper()
+	line := fmt.Sprintf("ferry: deploy lock: %s is held by team-a/app pipeline %d job %d since ", target, pipeline, holder.ID)
+	if !strings.Contains(waiter.Log, line) {
+		t.Fatalf("job %d: no waiting line %q:\n%s", waiter.ID, line, waiter.Log)
+	}
+	return line
+}
+
 // TestComposeDeployLock: two jobs on two runner hosts deploy one compose
 // project at once. With the lock, each finds its own container after its
 // sleep (the engine's labels), the second waited, printed one line naming
@@ -152,18 +175,14 @@ func TestComposeDeployLock(t *testing.T) {
 	}
 
 	a, b, seen := both([]string{"--deploy-lock-lease=60s"})
-	mustSucceed(t, a)
-	mustSucceed(t, b)
-	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
-		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
-	}
+	mustNotInterleave(t, a, b)
 	waiter, holder := a, b
 	if strings.Contains(b.Log, "is held by") {
 		waiter, holder = b, a
 	}
-	line := fmt.Sprintf("ferry: deploy lock: compose project lockapp is held by team-a/app pipeline 71000 job %d since ", holder.ID)
-	if !strings.Contains(waiter.Log, line) || !strings.Contains(waiter.Log, "; 0 job(s) wait before this one; waiting (up to the job's timeout)") {
-		t.Fatalf("job %d: no waiting line %q...:\n%s", waiter.ID, line, waiter.Log)
+	line := mustWaitBehind(t, waiter, holder, "compose project lockapp", 71000)
+	if !strings.Contains(waiter.Log, "; 0 job(s) wait before this one; waiting (up to the job's timeout)") {
+		t.Fatalf("job %d: its waiting line does not say how many wait before it:\n%s", waiter.ID, waiter.Log)
 	}
 	if strings.Contains(holder.Log, "is held by") {
 		t.Fatalf("both jobs waited:\n%s\n%s", a.Log, b.Log)
@@ -360,14 +379,8 @@ services:
 		return res[0], res[1]
 	}
 	a, b := both(nil)
-	mustSucceed(t, a)
-	mustSucceed(t, b)
-	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
-		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
-	}
-	if line := fmt.Sprintf("ferry: deploy lock: stack lockstack is held by team-a/app pipeline 73000 job %d since ", a.ID); !strings.Contains(b.Log, line) {
-		t.Fatalf("job %d: no waiting line %q:\n%s", b.ID, line, b.Log)
-	}
+	mustNotInterleave(t, a, b)
+	mustWaitBehind(t, b, a, "stack lockstack", 73000)
 	a, b = both([]string{"--deploy-lock=false"})
 	mustSucceed(t, a)
 	mustSucceed(t, b)
@@ -404,14 +417,8 @@ func TestComposeV2DeployLock(t *testing.T) {
 	}
 	wg.Wait()
 	a, b := res[0], res[1]
-	mustSucceed(t, a)
-	mustSucceed(t, b)
-	if ra, rb := readBack(t, a), readBack(t, b); ra != strconv.Itoa(a.ID) || rb != strconv.Itoa(b.ID) {
-		t.Fatalf("with the lock, job %d read back %s and job %d read back %s: the deploys interleaved", a.ID, ra, b.ID, rb)
-	}
-	if line := fmt.Sprintf("ferry: deploy lock: compose project lockapp2 is held by team-a/app pipeline 74000 job %d since ", a.ID); !strings.Contains(b.Log, line) {
-		t.Fatalf("job %d: no waiting line %q:\n%s", b.ID, line, b.Log)
-	}
+	mustNotInterleave(t, a, b)
+	mustWaitBehind(t, b, a, "compose project lockapp2", 74000)
 }
 
 // TestComposeLockThenGuard: an older pipeline's deploy that waited behind
