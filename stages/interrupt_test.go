@@ -172,11 +172,9 @@ func TestPrepareInterrupted(t *testing.T) {
 				// cleanup signals the holder and does not wait (c52b46a);
 				// a holder still starting ends its SSH handshake on the
 				// signal (sshdial: the silent server here held it for the
-				// whole 15 s preflight timeout before), any other within
-				// its shutdown budget (5 s): the bound is that plus the
-				// loaded machine's margin.
-				if !waitFor(10*time.Second, func() bool { return len(procsWithArg(holderDir)) == 0 }) {
-					t.Errorf("a Docker holder of the job survived 10 s after cleanup: %v", procsWithArg(holderDir))
+				// whole 15 s preflight timeout before).
+				if !waitFor(5*time.Second, func() bool { return len(procsWithArg(holderDir)) == 0 }) {
+					t.Errorf("a Docker holder of the job survived 5 s after cleanup: %v", procsWithArg(holderDir))
 				}
 				// The next job on the host: same state root, ordinary work.
 				next := newJob(t, "")
