@@ -231,28 +231,23 @@ if kill -0 $HOLDER 2>/dev/null; then echo HOLDER-SIGNALLED; fi`, "OTHER="+b.priv
 		pidFile := filepath.Join(a.dir, HoldPIDFile)
 		good, _ := os.ReadFile(pidFile)
 		other, _ := os.ReadFile(filepath.Join(b.dir, HoldPIDFile))
-		os.WriteFile(pidFile, other, 0o600)
-		if ns, err := OpenHeld(a.dir, a.plan); err == nil {
-			ns.Close()
-			t.Errorf("job a's stage would enter job b's holder")
-		} else {
-			t.Logf("forged: %v", err)
-		}
-		if h, err := OpenHolder(a.dir, a.priv); err == nil {
-			h.Close()
-			t.Errorf("job a's stage would take job b's holder for its own")
-		}
 		rst, _ := jobproc.StartTime(runner.Process.Pid)
-		os.WriteFile(pidFile, []byte(strconv.Itoa(runner.Process.Pid)+" "+strconv.FormatUint(rst, 10)+"\n"), 0o600)
-		if ns, err := OpenHeld(a.dir, a.plan); err == nil {
-			ns.Close()
-			t.Errorf("a stale PID file (another process's pid) was entered")
-		} else {
-			t.Logf("stale: %v", err)
-		}
-		if h, err := OpenHolder(a.dir, a.priv); err == nil {
-			h.Close()
-			t.Errorf("a stale PID file (another process's pid) was taken for the holder")
+		stale := []byte(strconv.Itoa(runner.Process.Pid) + " " + strconv.FormatUint(rst, 10) + "\n")
+		for _, c := range []struct {
+			name string
+			pid  []byte
+		}{{"job b's holder", other}, {"a stale PID file (another process's pid)", stale}} {
+			os.WriteFile(pidFile, c.pid, 0o600)
+			if ns, err := OpenHeld(a.dir, a.plan); err == nil {
+				ns.Close()
+				t.Errorf("job a's stage would enter %s", c.name)
+			} else {
+				t.Logf("%s: %v", c.name, err)
+			}
+			if h, err := OpenHolder(a.dir, a.priv); err == nil {
+				h.Close()
+				t.Errorf("job a's stage would take %s for its holder", c.name)
+			}
 		}
 		os.WriteFile(pidFile, good, 0o600)
 		// A plan that changed (a kept dir made again) is not entered.
