@@ -224,18 +224,29 @@ func sandboxCost(b *testing.B, siblings int, privateTmp string) {
 // builds and cache dirs (see sandboxCost).
 func benchBase(b *testing.B) string {
 	b.Helper()
-	parent := "/var/lib"
+	d, err := dirOutsideTmp(b, "/var/lib", "ferry-bench-") // like gitlab-runner's
+	if err != nil {
+		b.Skipf("no directory outside /tmp for the runner's layout: %v", err)
+	}
+	return d
+}
+
+// dirOutsideTmp makes a directory removed after the test, outside /tmp
+// (which the private /tmp hides whole, and where every test of the machine
+// makes its files): under root's parent as root, else in the user's cache
+// dir.
+func dirOutsideTmp(tb testing.TB, parent, prefix string) (string, error) {
 	if os.Geteuid() != 0 {
 		if d, err := os.UserCacheDir(); err == nil {
 			parent = d
 		}
 	}
-	d, err := os.MkdirTemp(parent, "ferry-bench-")
+	d, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
-		b.Skipf("no directory outside /tmp for the runner's layout: %v", err)
+		return "", err
 	}
-	b.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d, nil
 }
 
 // writeRealisticPayload writes j's payload in the runner's field order

@@ -62,19 +62,15 @@ func TestHeldRulesetFollowsTheDisk(t *testing.T) {
 }
 
 // hiddenOutsideTmp is a directory for --sandbox-hide that Landlock must
-// hide (the private /tmp hides what is under /tmp anyway).
+// hide (the private /tmp hides what is under /tmp anyway). /var/cache, not
+// /var/lib: an entry another test makes beside it changes the walked
+// parent, and the stage then builds its ruleset instead of taking the
+// held one this test is about.
 func hiddenOutsideTmp(t *testing.T) string {
 	t.Helper()
-	parent := "/var/cache"
-	if os.Geteuid() != 0 {
-		if d, err := os.UserCacheDir(); err == nil {
-			parent = d
-		}
-	}
-	d, err := os.MkdirTemp(parent, "ferry-hidden-")
+	d, err := dirOutsideTmp(t, "/var/cache", "ferry-hidden-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
 }
