@@ -194,7 +194,9 @@ func startTmpHolder(j *Job) {
 		return
 	}
 	err := func() error {
-		p, err := jobPolicy(j.Env, j.Options, j.State)
+		// The stages' policy: the holder keeps its ruleset, and the
+		// private /tmp's binds come from its paths.
+		p, ns, err := stagePolicy(j.Env, j.Options, j.State)
 		if err != nil {
 			return err
 		}
@@ -222,7 +224,10 @@ func startTmpHolder(j *Job) {
 		if timeout <= 0 {
 			timeout = time.Hour
 		}
-		ruleset := holdRuleset(j, dir)
+		var ruleset *os.File
+		if ns {
+			ruleset = holdRuleset(p, dir)
+		}
 		if ruleset != nil {
 			defer ruleset.Close()
 		}
@@ -511,14 +516,10 @@ func heldRuleset(st *jobstate.State, p sandbox.Policy, ns bool) (*sandbox.Rulese
 	return rs, h
 }
 
-// holdRuleset builds the stage policy's ruleset for the holder to keep,
+// holdRuleset builds p's ruleset (the stages' policy) for the holder to keep,
 // and writes its stamp where stages read it. nil: the holder keeps none,
 // and every stage builds its own.
-func holdRuleset(j *Job, dir string) *os.File {
-	p, ns, err := stagePolicy(j.Env, j.Options, j.State)
-	if err != nil || !ns {
-		return nil
-	}
+func holdRuleset(p sandbox.Policy, dir string) *os.File {
 	rs, stamp, err := p.BuildStamped()
 	if err != nil {
 		return nil
