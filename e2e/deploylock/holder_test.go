@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,16 +193,19 @@ func holderLogOf(env []string) string {
 	return ""
 }
 
-func cpuMS(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// cpuOf is the CPU time pid has used (its threads', from schedstat, in
+// nanoseconds), or 0 once it is gone.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
 	if err != nil {
 		return 0
 	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	u, _ := strconv.ParseFloat(f[11], 64)
-	k, _ := strconv.ParseFloat(f[12], 64)
-	return (u + k) * 10 // clock ticks of 10 ms
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	ns, _ := strconv.ParseInt(f[0], 10, 64)
+	return time.Duration(ns)
 }
 
 func medianOf(ds []time.Duration) time.Duration {
@@ -210,18 +214,38 @@ func medianOf(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// medianCI is the median of ds and its 95% confidence interval: the
+// sorted sample's ranks n/2 -+ 0.98 sqrt(n) (the binomial's normal
+// approximation), which assumes nothing of the noise's shape.
+func medianCI(ds []time.Duration) (med, lo, hi time.Duration) {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	n := len(s)
+	h := 0.98 * math.Sqrt(float64(n))
+	l, u := int(math.Floor(float64(n)/2-h)), int(math.Ceil(float64(n)/2+h))
+	return s[n/2], s[max(l, 0)], s[min(u, n-1)]
+}
+
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // BenchmarkLockFree is what the lock adds to one job deploying the seed
 // (a Deployment and a Service) when nobody else holds it, side by side
-// with the lock off in the same run: prepare starting the holder, the
-// job's first `kubectl apply` (which takes the lock) and its second one
-// (lock already held: the holder's mark, no request), and cleanup stopping
-// the holder (a signal: the holder deletes the Lease after cleanup returned;
-// lease-gone-ms is when, outside the job's time, and each iteration waits
-// for it and for the holder's exit). Between prepare and the script the
-// runner runs its own stages; a 200 ms pause stands for them, outside the
-// timings.
+// with the lock off in the same run, job by job: prepare starting the
+// holder, the job's first `kubectl apply` (which takes the lock) and its
+// second one (lock already held: the holder's mark, no request), and
+// cleanup stopping the holder (a signal: the holder deletes the Lease after
+// cleanup returned; lease-gone-ms is when, outside the job's time, and each
+// job waits for it and for the holder's exit). Between prepare and the
+// script the runner runs its own stages; a pause stands for them, outside
+// the timings, on both sides.
+//
+// Each job with the lock is paired with one without, and the two take
+// turns at going first. added-ms/job is the median of the paired
+// differences of the deploy (both applies), plus the holder's start and
+// cleanup's stop; -lo and -hi bound it with the median's 95% confidence
+// interval. One apply on this shared machine moves by more than the lock
+// costs: the interval says how far the median can be trusted, and more
+// jobs (-benchtime) narrow it.
 func BenchmarkLockFree(b *testing.B) {
 	const ns = "lock-bench"
 	namespace(b, ns)
@@ -250,27 +274,39 @@ func BenchmarkLockFree(b *testing.B) {
 		return d
 	}
 	apply() // warm the discovery cache
-	var off1, off2, on1, on2, starts, stops, gone []time.Duration
-	var cpu []float64
-	b.ResetTimer()
-	for i := range b.N {
+	del := func() {
 		c.Client().AppsV1().Deployments(ns).Delete(context.Background(), "shark-app", metav1.DeleteOptions{})
-		off1 = append(off1, apply())
-		off2 = append(off2, apply())
-		c.Client().AppsV1().Deployments(ns).Delete(context.Background(), "shark-app", metav1.DeleteOptions{})
-
+	}
+	// The runner's stages between prepare and the script: the holder
+	// finishes starting (its engine's init, its connection) within them.
+	const pause = 150 * time.Millisecond
+	type deploy struct{ first, again time.Duration }
+	var offs, ons []deploy
+	var starts, stops, gone, holderCPU []time.Duration
+	off := func() {
+		del()
+		time.Sleep(pause)
+		var d deploy
+		d.first = apply()
+		d.again = apply()
+		offs = append(offs, d)
+	}
+	on := func(i int) {
+		del()
 		cfg := holderConfig(b, fmt.Sprintf("bench-%d", i), os.Getpid(), 15*time.Second)
 		t0 := time.Now()
 		if err := lockclient.Start(engine, cfg); err != nil {
 			b.Fatal(err)
 		}
 		starts = append(starts, time.Since(t0))
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(pause)
 		env := []string{"JOB_RESPONSE_FILE=" + cfg.JobResponseFile, lockclient.SocketEnv + "=" + filepath.Join(cfg.Dir, lockclient.SocketFile)}
-		on1 = append(on1, apply(env...))
-		on2 = append(on2, apply(env...))
+		var d deploy
+		d.first = apply(env...)
+		d.again = apply(env...)
+		ons = append(ons, d)
 		pid, _ := lockclient.HolderPID(cfg.Dir)
-		cpu = append(cpu, cpuMS(pid))
+		holderCPU = append(holderCPU, cpuOf(pid))
 		t1 := time.Now()
 		if err := lockclient.Stop(cfg.Dir); err != nil {
 			b.Fatal(err)
@@ -296,31 +332,47 @@ func BenchmarkLockFree(b *testing.B) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	b.StopTimer()
-	sort.Float64s(cpu)
-	// Medians of the paired differences: this shared machine's load moves
-	// every apply by more than the lock costs.
-	diff := func(on, off []time.Duration) time.Duration {
-		d := make([]time.Duration, len(on))
-		for i := range on {
-			d[i] = on[i] - off[i]
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			off()
+			on(i)
+		} else {
+			on(i)
+			off()
 		}
-		return medianOf(d)
 	}
-	first := diff(on1, off1)
-	again := diff(on2, off2)
-	b.ReportMetric(msOf(medianOf(off1)), "apply-off-ms")
-	b.ReportMetric(msOf(medianOf(on1)), "apply-on-ms")
+	b.StopTimer()
+	paired := func(f func(deploy) time.Duration) (med, lo, hi time.Duration) {
+		d := make([]time.Duration, len(ons))
+		for i := range ons {
+			d[i] = f(ons[i]) - f(offs[i])
+		}
+		return medianCI(d)
+	}
+	both, lo, hi := paired(func(d deploy) time.Duration { return d.first + d.again })
+	first, flo, fhi := paired(func(d deploy) time.Duration { return d.first })
+	again, alo, ahi := paired(func(d deploy) time.Duration { return d.again })
+	start, stop := medianOf(starts), medianOf(stops)
+	offFirst := make([]time.Duration, len(offs))
+	for i, d := range offs {
+		offFirst[i] = d.first
+	}
+	b.ReportMetric(float64(len(ons)), "pairs")
+	b.ReportMetric(msOf(medianOf(offFirst)), "apply-off-ms")
+	b.ReportMetric(msOf(both+start+stop), "added-ms/job")
+	b.ReportMetric(msOf(lo+start+stop), "added-lo-ms")
+	b.ReportMetric(msOf(hi+start+stop), "added-hi-ms")
 	b.ReportMetric(msOf(first), "take-ms")
+	b.ReportMetric(msOf(flo), "take-lo-ms")
+	b.ReportMetric(msOf(fhi), "take-hi-ms")
 	b.ReportMetric(msOf(again), "held-ms")
-	b.ReportMetric(msOf(medianOf(starts)), "start-ms")
-	b.ReportMetric(msOf(medianOf(stops)), "release-ms")
+	b.ReportMetric(msOf(alo), "held-lo-ms")
+	b.ReportMetric(msOf(ahi), "held-hi-ms")
+	b.ReportMetric(msOf(start), "start-ms")
+	b.ReportMetric(msOf(stop), "release-ms")
 	b.ReportMetric(msOf(medianOf(gone)), "lease-gone-ms")
-	// A negative paired difference is this machine's noise, never a gain:
-	// the sum counts it as 0.
-	pos := func(d time.Duration) time.Duration { return max(d, 0) }
-	b.ReportMetric(msOf(pos(first)+pos(again)+medianOf(starts)+medianOf(stops)), "added-ms/job")
-	b.ReportMetric(cpu[len(cpu)/2], "holder-cpu-ms")
+	b.ReportMetric(msOf(medianOf(holderCPU)), "holder-cpu-ms")
 }
 
 // BenchmarkLockHandoff is how long the lock takes to pass from a job that
