@@ -219,14 +219,26 @@ func (e *env) apply(ctx context.Context, args []string) error {
 		}
 		return errNeedsEngine
 	}
+	var warm chan struct{}
 	if lock.pending() {
 		// While the holder takes the lock, open this call's own
 		// connection to the API server (its TLS handshake) with a read
 		// that needs no lock: the first request below finds it open.
-		go a.ServerVersion(ctx)
+		warm = make(chan struct{})
+		go func() {
+			defer close(warm)
+			a.ServerVersion(ctx)
+		}()
 	}
 	if err := lock.wait(); err != nil {
 		return err
+	}
+	if warm != nil {
+		// A lock taken before that handshake ended: requests sent now
+		// would each dial a connection of their own, and all but one
+		// would be closed unused (the API server logs each: "error
+		// reading preface").
+		<-warm
 	}
 	opts := apply.ApplyOptions{
 		Namespace: t.ns, NamespaceExplicit: t.explicit, FieldManager: manager, Force: force,
