@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -287,21 +286,6 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// medianCI is median(v) with its 95% confidence interval: the sorted
-// sample's ranks n/2 -+ 0.98 sqrt(n) (the binomial's normal approximation),
-// which assumes nothing of the noise's shape.
-func medianCI(v []float64) (med, lo, hi float64) {
-	if len(v) == 0 {
-		return 0, 0, 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	n := len(s)
-	h := 0.98 * math.Sqrt(float64(n))
-	l, u := int(math.Floor(float64(n)/2-h)), int(math.Ceil(float64(n)/2+h))
-	return median(s), s[max(l, 0)], s[min(u, n-1)]
 }
 
 // BenchmarkPreparePackaged is BenchmarkPrepare with ferry installed as the

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/benchstat"
 	"gitlab.com/ferry-ci/ferry/pkg/deploylock/lockclient"
 	"gitlab.com/ferry-ci/ferry/pkg/jobproc"
 )
@@ -181,7 +182,7 @@ func BenchmarkLockPrepareCost(b *testing.B) {
 		off = append(off, float64(without)/1e6)
 	}
 	b.StopTimer()
-	med, lo, hi := medianCI(d)
+	med, lo, hi := benchstat.MedianCI(d)
 	b.ReportMetric(med, "lock-ms/prepare")
 	b.ReportMetric(lo, "lock-lo-ms")
 	b.ReportMetric(hi, "lock-hi-ms")

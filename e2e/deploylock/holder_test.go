@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"gitlab.com/ferry-ci/ferry/internal/benchstat"
 	"gitlab.com/ferry-ci/ferry/internal/ferrybuild"
 	"gitlab.com/ferry-ci/ferry/pkg/deploylock"
 	"gitlab.com/ferry-ci/ferry/pkg/deploylock/lockclient"
@@ -214,16 +214,13 @@ func medianOf(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// medianCI is the median of ds and its 95% confidence interval: the
-// sorted sample's ranks n/2 -+ 0.98 sqrt(n) (the binomial's normal
-// approximation), which assumes nothing of the noise's shape.
-func medianCI(ds []time.Duration) (med, lo, hi time.Duration) {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	n := len(s)
-	h := 0.98 * math.Sqrt(float64(n))
-	l, u := int(math.Floor(float64(n)/2-h)), int(math.Ceil(float64(n)/2+h))
-	return s[n/2], s[max(l, 0)], s[min(u, n-1)]
+// medianCI is the median of ds and its 95% confidence interval, in ms.
+func medianCI(ds []time.Duration) (med, lo, hi float64) {
+	ms := make([]float64, len(ds))
+	for i, d := range ds {
+		ms[i] = msOf(d)
+	}
+	return benchstat.MedianCI(ms)
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -343,7 +340,7 @@ func BenchmarkLockFree(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	paired := func(f func(deploy) time.Duration) (med, lo, hi time.Duration) {
+	paired := func(f func(deploy) time.Duration) (med, lo, hi float64) {
 		d := make([]time.Duration, len(ons))
 		for i := range ons {
 			d[i] = f(ons[i]) - f(offs[i])
@@ -360,15 +357,16 @@ func BenchmarkLockFree(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(ons)), "pairs")
 	b.ReportMetric(msOf(medianOf(offFirst)), "apply-off-ms")
-	b.ReportMetric(msOf(both+start+stop), "added-ms/job")
-	b.ReportMetric(msOf(lo+start+stop), "added-lo-ms")
-	b.ReportMetric(msOf(hi+start+stop), "added-hi-ms")
-	b.ReportMetric(msOf(first), "take-ms")
-	b.ReportMetric(msOf(flo), "take-lo-ms")
-	b.ReportMetric(msOf(fhi), "take-hi-ms")
-	b.ReportMetric(msOf(again), "held-ms")
-	b.ReportMetric(msOf(alo), "held-lo-ms")
-	b.ReportMetric(msOf(ahi), "held-hi-ms")
+	fixed := msOf(start + stop)
+	b.ReportMetric(both+fixed, "added-ms/job")
+	b.ReportMetric(lo+fixed, "added-lo-ms")
+	b.ReportMetric(hi+fixed, "added-hi-ms")
+	b.ReportMetric(first, "take-ms")
+	b.ReportMetric(flo, "take-lo-ms")
+	b.ReportMetric(fhi, "take-hi-ms")
+	b.ReportMetric(again, "held-ms")
+	b.ReportMetric(alo, "held-lo-ms")
+	b.ReportMetric(ahi, "held-hi-ms")
 	b.ReportMetric(msOf(start), "start-ms")
 	b.ReportMetric(msOf(stop), "release-ms")
 	b.ReportMetric(msOf(medianOf(gone)), "lease-gone-ms")

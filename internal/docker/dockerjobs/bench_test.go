@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"gitlab.com/ferry-ci/ferry/internal/benchstat"
 	"gitlab.com/ferry-ci/ferry/internal/docker/dockertest"
 	"gitlab.com/ferry-ci/ferry/pkg/docker/enginelock"
 )
@@ -274,10 +275,21 @@ func BenchmarkComposeV1Lock(b *testing.B) {
 	}
 	b.ReportMetric(median(off), "deploy-off-ms")
 	b.ReportMetric(median(on), "deploy-on-ms")
-	b.ReportMetric(median(dDeploy), "added-deploy-ms")
+	// The paired differences with their medians' 95% confidence intervals.
+	ci := func(name string, ds []time.Duration) {
+		ms := make([]float64, len(ds))
+		for i, d := range ds {
+			ms[i] = float64(d.Microseconds()) / 1000
+		}
+		med, lo, hi := benchstat.MedianCI(ms)
+		b.ReportMetric(med, "added-"+name+"-ms")
+		b.ReportMetric(lo, "added-"+name+"-lo-ms")
+		b.ReportMetric(hi, "added-"+name+"-hi-ms")
+	}
+	ci("deploy", dDeploy)
 	b.ReportMetric(median(cOff), "cleanup-off-ms")
 	b.ReportMetric(median(cOn), "cleanup-on-ms")
-	b.ReportMetric(median(dCleanup), "added-cleanup-ms")
+	ci("cleanup", dCleanup)
 	b.ReportMetric(median(gone), "lock-gone-ms")
 	if len(takes) > 0 {
 		b.ReportMetric(median(takes), "take-in-job-ms")
