@@ -165,6 +165,7 @@ func dockerPrepare(ctx context.Context, j *Job) error {
 		JobToken:         token,
 		PreflightTimeout: dockerFlags.PreflightTimeout,
 		Endpoints:        eps,
+		CleanupDone:      j.State.Dir(),
 	}
 	if cc != nil {
 		cfg.DockerConfig = cc.Dir

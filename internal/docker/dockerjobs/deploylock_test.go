@@ -569,3 +569,81 @@ func TestLockReleasedShortlyAfterCleanup(t *testing.T) {
 	holderGone("C, the engine not answering", pidOf(cHolder), start, 7*time.Second)
 	cont()
 }
+
+// TestLockReleasedAfterCleanupEnds: told to stop by cleanup's signal, the
+// holder releases the job's lock once cleanup is over (it removes the job
+// state dir last), not while cleanup still runs, so that the release does
+// not compete with cleanup for the host's CPU; and within its bound if
+// cleanup never gets there.
+func TestLockReleasedAfterCleanupEnds(t *testing.T) {
+	r := need(t)
+	e := newEnv(t)
+	nets := []string{"lockend-a", "lockend-b"}
+	t.Cleanup(func() {
+		r.Docker(append([]string{"network", "rm"}, nets...)...)
+		if ids := strings.Fields(r.MustDocker("ps", "-aq", "--filter", "label="+enginelock.LabelLease, "--filter", "name=ferry-lock-")); len(ids) > 0 {
+			r.Docker(append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+	// deploy runs a job that takes the lock of compose project lockapp
+	// and returns it with its holder's pid.
+	deploy := func(id, net string) (*rawJob, int) {
+		j := newRawJob(t, e, r, id)
+		// The script lives in the test's /tmp dir, which a private /tmp hides.
+		j.args = append(j.args, "--private-tmp=off", "--deploy-lock-lease=60s")
+		before := holders(e.base)
+		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+			t.Fatalf("prepare %s: %v\n%s", id, err, out)
+		}
+		pid := 0
+		for _, h := range waitHolders(t, e.base, len(before)+1) {
+			if !slices.Contains(before, h) {
+				pid, _ = strconv.Atoi(strings.Fields(h)[0])
+			}
+		}
+		script := filepath.Join(e.base, "script-"+id)
+		os.WriteFile(script, []byte("set -e\ndocker network create --label com.docker.compose.project=lockapp "+net+" >/dev/null\n"), 0o700)
+		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
+			t.Fatalf("%s's deploy: %v\n%s", id, err, out)
+		}
+		if got := lockers(r); !strings.HasPrefix(got, "lock ") {
+			t.Fatalf("after %s's deploy the engine has %q, want its lock", id, got)
+		}
+		return j, pid
+	}
+	stillHeld := func(what string, sent time.Time) {
+		t.Helper()
+		time.Sleep(150*time.Millisecond - time.Since(sent))
+		if got := lockers(r); !strings.HasPrefix(got, "lock ") {
+			t.Fatalf("%s: the lock was released within %s of the signal, while the job's cleanup was not over (engine: %q)",
+				what, time.Since(sent).Round(time.Millisecond), got)
+		}
+	}
+
+	// The signal alone: the job state dir stays.
+	a, aHolder := deploy("7201", nets[0])
+	sent := time.Now()
+	if err := syscall.Kill(aHolder, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stillHeld("signal, no cleanup", sent)
+	waitFor(t, 3*time.Second, "the lock released within the holder's bound when cleanup never ends", func() bool { return lockers(r) == "" })
+	t.Logf("signal, no cleanup: the lock released %s after the signal", time.Since(sent).Round(time.Millisecond))
+	if out, err := a.cmd("cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("A's cleanup: %v\n%s", err, out)
+	}
+
+	// The signal, then cleanup, which ends by removing the job state dir.
+	b, bHolder := deploy("7202", nets[1])
+	sent = time.Now()
+	if err := syscall.Kill(bHolder, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stillHeld("signal, then cleanup", sent)
+	if out, err := b.cmd("cleanup").CombinedOutput(); err != nil {
+		t.Fatalf("B's cleanup: %v\n%s", err, out)
+	}
+	returned := time.Now()
+	waitFor(t, 2*time.Second, "the lock released soon after cleanup returned", func() bool { return lockers(r) == "" })
+	t.Logf("signal, then cleanup: the lock released %s after cleanup returned", time.Since(returned).Round(time.Millisecond))
+}
