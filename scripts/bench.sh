@@ -68,6 +68,7 @@ awk '/^BenchmarkLockFree/ { for (i = 3; i < NF; i += 2) v[$(i+1)] = $i }
   END { if (v["added-ms/job"] != "") {
       printf "lock free, %d jobs each way: %+.1f ms per job wall (95%% CI %+.1f..%+.1f; goal < 5) = the holder'"'"'s start %.1f + the deploy'"'"'s two applies %+.1f + cleanup %.1f\n",
         v["pairs"], v["added-ms/job"], v["added-lo-ms"], v["added-hi-ms"], v["start-ms"], v["added-ms/job"] - v["start-ms"] - v["release-ms"], v["release-ms"]
+      if (v["floor-ms"] != "") printf "  the floor, one write (a Lease created over a warm connection): %.1f ms; the lock adds %.1fx that per job\n", v["floor-ms"], v["added-ms/job"] / v["floor-ms"]
       printf "  first apply (takes the lock) %+.1f ms (CI %+.1f..%+.1f; apply %.1f ms with the lock off), later apply (sends nothing) %+.1f ms (CI %+.1f..%+.1f); the Lease gone %.1f ms after cleanup, not waited for; the holder %.0f ms CPU in the background\n",
         v["take-ms"], v["take-lo-ms"], v["take-hi-ms"], v["apply-off-ms"], v["held-ms"], v["held-lo-ms"], v["held-hi-ms"], v["lease-gone-ms"], v["holder-cpu-ms"] }
     if (v["handoff-ms"] != "") printf "lock handoff to the waiting job: median %.1f ms, max %.1f ms (goal < 1000)\n", v["handoff-ms"], v["handoff-max-ms"] }' "$out"
