@@ -460,6 +460,40 @@ func TestComposeLockThenGuard(t *testing.T) {
 	}
 }
 
+// lockappJob prepares job id (a 60 s lease, no private /tmp: the script
+// lives in the test's /tmp dir, which a private /tmp hides) with a script
+// that changes compose project lockapp (a labelled network create, net)
+// and so takes its lock; it returns the job, the script and the holder's
+// pid.
+func lockappJob(t *testing.T, e *env, r *dockertest.Remote, id, net string) (j *rawJob, script string, holder int) {
+	t.Helper()
+	j = newRawJob(t, e, r, id)
+	j.args = append(j.args, "--private-tmp=off", "--deploy-lock-lease=60s")
+	before := holders(e.base)
+	if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
+		t.Fatalf("prepare %s: %v\n%s", id, err, out)
+	}
+	for _, h := range waitHolders(t, e.base, len(before)+1) {
+		if !slices.Contains(before, h) {
+			holder, _ = strconv.Atoi(strings.Fields(h)[0])
+		}
+	}
+	script = filepath.Join(e.base, "script-"+id)
+	os.WriteFile(script, []byte("set -e\ndocker network create --label com.docker.compose.project=lockapp "+net+" >/dev/null\n"), 0o700)
+	return j, script, holder
+}
+
+// removeLockapp removes, when the test ends, the networks lockappJob's
+// scripts made and every lock lease container left on the engine.
+func removeLockapp(t *testing.T, r *dockertest.Remote, nets []string) {
+	t.Cleanup(func() {
+		r.Docker(append([]string{"network", "rm"}, nets...)...)
+		if ids := strings.Fields(r.MustDocker("ps", "-aq", "--filter", "label="+enginelock.LabelLease, "--filter", "name=ferry-lock-")); len(ids) > 0 {
+			r.Docker(append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+}
+
 // TestLockReleasedShortlyAfterCleanup: cleanup does not wait for the
 // engine. Job A takes the lock of compose project lockapp (a labelled
 // network create: a change of the project) and ends; job B waits for the
@@ -475,30 +509,8 @@ func TestLockReleasedShortlyAfterCleanup(t *testing.T) {
 	e := newEnv(t)
 	const releaseWithin = 3 * time.Second
 	nets := []string{"lockrel-a", "lockrel-b", "lockrel-c"}
-	t.Cleanup(func() {
-		r.Docker(append([]string{"network", "rm"}, nets...)...)
-		if ids := strings.Fields(r.MustDocker("ps", "-aq", "--filter", "label="+enginelock.LabelLease, "--filter", "name=ferry-lock-")); len(ids) > 0 {
-			r.Docker(append([]string{"rm", "-f"}, ids...)...)
-		}
-	})
-	job := func(id, net string) (j *rawJob, script, holder string) {
-		j = newRawJob(t, e, r, id)
-		// The scripts live in the test's /tmp dir, which a private /tmp hides.
-		j.args = append(j.args, "--private-tmp=off", "--deploy-lock-lease=60s")
-		before := holders(e.base)
-		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
-			t.Fatalf("prepare %s: %v\n%s", id, err, out)
-		}
-		for _, h := range waitHolders(t, e.base, len(before)+1) {
-			if !slices.Contains(before, h) {
-				holder = h
-			}
-		}
-		script = filepath.Join(e.base, "script-"+id)
-		os.WriteFile(script, []byte("set -e\ndocker network create --label com.docker.compose.project=lockapp "+net+" >/dev/null\n"), 0o700)
-		return j, script, holder
-	}
-	pidOf := func(h string) int { pid, _ := strconv.Atoi(strings.Fields(h)[0]); return pid }
+	removeLockapp(t, r, nets)
+	job := func(id, net string) (*rawJob, string, int) { return lockappJob(t, e, r, id, net) }
 	holderGone := func(what string, pid int, from time.Time, within time.Duration) {
 		t.Helper()
 		for jobproc.Running(pid) {
@@ -543,7 +555,7 @@ func TestLockReleasedShortlyAfterCleanup(t *testing.T) {
 	case <-time.After(releaseWithin):
 		t.Fatalf("B still waits %s after A's cleanup returned (engine: %q)", releaseWithin, lockers(r))
 	}
-	holderGone("A", pidOf(aHolder), start, releaseWithin)
+	holderGone("A", aHolder, start, releaseWithin)
 	if out, err := b.cmd("cleanup").CombinedOutput(); err != nil {
 		t.Fatalf("B's cleanup: %v\n%s", err, out)
 	}
@@ -575,7 +587,7 @@ func TestLockReleasedShortlyAfterCleanup(t *testing.T) {
 		t.Logf("C's cleanup took %s with the engine not answering", d.Round(time.Millisecond))
 	}
 	// shutdownBudget (5 s) plus a margin for a loaded machine.
-	holderGone("C, the engine not answering", pidOf(cHolder), start, 7*time.Second)
+	holderGone("C, the engine not answering", cHolder, start, 7*time.Second)
 	cont()
 }
 
@@ -588,30 +600,11 @@ func TestLockReleasedAfterCleanupEnds(t *testing.T) {
 	r := need(t)
 	e := newEnv(t)
 	nets := []string{"lockend-a", "lockend-b"}
-	t.Cleanup(func() {
-		r.Docker(append([]string{"network", "rm"}, nets...)...)
-		if ids := strings.Fields(r.MustDocker("ps", "-aq", "--filter", "label="+enginelock.LabelLease, "--filter", "name=ferry-lock-")); len(ids) > 0 {
-			r.Docker(append([]string{"rm", "-f"}, ids...)...)
-		}
-	})
+	removeLockapp(t, r, nets)
 	// deploy runs a job that takes the lock of compose project lockapp
 	// and returns it with its holder's pid.
 	deploy := func(id, net string) (*rawJob, int) {
-		j := newRawJob(t, e, r, id)
-		// The script lives in the test's /tmp dir, which a private /tmp hides.
-		j.args = append(j.args, "--private-tmp=off", "--deploy-lock-lease=60s")
-		before := holders(e.base)
-		if out, err := j.cmd("prepare").CombinedOutput(); err != nil {
-			t.Fatalf("prepare %s: %v\n%s", id, err, out)
-		}
-		pid := 0
-		for _, h := range waitHolders(t, e.base, len(before)+1) {
-			if !slices.Contains(before, h) {
-				pid, _ = strconv.Atoi(strings.Fields(h)[0])
-			}
-		}
-		script := filepath.Join(e.base, "script-"+id)
-		os.WriteFile(script, []byte("set -e\ndocker network create --label com.docker.compose.project=lockapp "+net+" >/dev/null\n"), 0o700)
+		j, script, pid := lockappJob(t, e, r, id, net)
 		if out, err := j.cmd("run", script, "step_script").CombinedOutput(); err != nil {
 			t.Fatalf("%s's deploy: %v\n%s", id, err, out)
 		}

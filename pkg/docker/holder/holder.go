@@ -298,10 +298,10 @@ func (h *holder) exitAfter(d time.Duration) *time.Timer {
 // gone), or after cleanupWait, when the holder stops on cleanup's signal
 // with the deploy lock on. Its release (requests over SSH, the engine's
 // removal of the job's lock, tickets and spare) then no longer competes
-// with cleanup for the runner host's CPU: on two cores with a local engine it made cleanup
-// 5.2 ms slower (BenchmarkComposeV1Lock, 30 pairs, 95% CI 1.9..9.4 ms). A
-// job waiting for the lock gets it that much later: cleanup's last
-// milliseconds. Stopped for any other reason (the runner's death, the
+// with cleanup for the runner host's CPU: on two cores with a local
+// engine it made cleanup 5.2 ms slower (BenchmarkComposeV1Lock, 30 pairs,
+// 95% CI 1.9..9.4 ms). A job waiting for the lock gets it that much
+// later: cleanup's last milliseconds. Stopped for any other reason (the runner's death, the
 // deadline), the holder releases at once.
 func (h *holder) waitCleanup(ctx context.Context) {
 	h.mu.Lock()
